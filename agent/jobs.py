@@ -1,0 +1,328 @@
+"""Job queue (one measured job at a time) and the supervisor that runs each job in a child process
+with a time limit and a memory limit, turning its output into events."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import psutil
+
+from agent.backends import BACKENDS
+from agent.cache import ModelCache
+from agent.errors import JobError
+from agent.telemetry import read_telemetry, result_flags
+
+log = logging.getLogger(__name__)
+
+POLL_S = 0.1
+KINDS = ("BENCHMARK", "PROFILE", "EVALUATE")
+
+
+@dataclass
+class JobSpec:
+    """One job as the agent understands it, decoded from a RunRequest."""
+
+    kind: str
+    digest: str
+    backend: str = "onnxruntime"
+    job_id: str = ""
+    threads: int = 0
+    warmup: int = 10
+    min_iterations: int = 50
+    min_seconds: float = 1.0
+    max_seconds: float = 60.0
+    profile_iterations: int = 30
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)
+    inputs: dict[str, np.ndarray] | None = None
+    time_limit_s: float = 0.0
+    memory_limit_bytes: int = 0
+
+
+class Job:
+    """A job's live state: its spec, whether it was cancelled, and its child process once running."""
+
+    def __init__(self, spec: JobSpec) -> None:
+        self.spec = spec
+        self.id = spec.job_id or uuid.uuid4().hex
+        self.cancelled = threading.Event()
+        self.state = "queued"
+
+
+class JobQueue:
+    """FIFO of jobs; exactly one may hold the device at a time."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._waiting: list[Job] = []
+        self._running: Job | None = None
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._waiting) + (self._running is not None)
+
+    def submit(self, job: Job) -> None:
+        """Append a job to the queue."""
+        with self._cond:
+            self._waiting.append(job)
+
+    def wait_turn(self, job: Job) -> Iterator[int]:
+        """Yield the job's queue position whenever it changes; return once the job holds the device."""
+        last = None
+        while True:
+            with self._cond:
+                if job.cancelled.is_set():
+                    self._waiting.remove(job)
+                    self._cond.notify_all()
+                    raise JobError("CANCELLED", "the job was cancelled while queued")
+                if self._running is None and self._waiting[0] is job:
+                    self._waiting.pop(0)
+                    self._running = job
+                    job.state = "running"
+                    return
+                position = self._waiting.index(job) + 1
+                if position == last:
+                    self._cond.wait()
+                    continue
+            last = position
+            yield position
+
+    def finish(self, job: Job) -> None:
+        """Release the device (or drop a job that never ran)."""
+        with self._cond:
+            job.state = "done"
+            if self._running is job:
+                self._running = None
+            elif job in self._waiting:
+                self._waiting.remove(job)
+            self._cond.notify_all()
+
+    def wake(self) -> None:
+        """Let waiters re-check (after a cancel)."""
+        with self._cond:
+            self._cond.notify_all()
+
+
+class JobManager:
+    """Runs jobs one at a time, each in `python -m agent.runner`, enforcing its limits."""
+
+    def __init__(self, cache: ModelCache, default_time_limit_s: float = 600.0,
+                 default_memory_limit_bytes: int = 0, default_threads: int = 0) -> None:
+        self.cache = cache
+        self.queue = JobQueue()
+        self.default_time_limit_s = default_time_limit_s
+        self.default_memory_limit_bytes = default_memory_limit_bytes or int(
+            psutil.virtual_memory().total * 0.8)
+        self.default_threads = default_threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
+        self.work_root = cache.root / "jobs"
+        self.work_root.mkdir(parents=True, exist_ok=True)
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def cancel(self, job_id: str) -> str:
+        """Cancel a queued or running job; returns the state it was in (or 'unknown')."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None or job.state == "done":
+            return "unknown"
+        state = job.state
+        job.cancelled.set()
+        self.queue.wake()
+        return state
+
+    def execute(self, spec: JobSpec) -> Iterator[dict]:
+        """Run one job, yielding event dicts shaped like RunEvent's oneof (e.g. {'queued': {...}})."""
+        job = Job(spec)
+        with self._lock:
+            if job.id in self._jobs:
+                yield _error("INVALID_INPUT", f"job id {job.id} is already in use; send a fresh uuid")
+                return
+            self._jobs[job.id] = job
+        try:
+            yield from self._execute(job)
+        except JobError as exc:
+            yield _error(exc.code, exc.message)
+        finally:
+            self.queue.finish(job)
+            with self._lock:
+                self._jobs.pop(job.id, None)
+
+    def _execute(self, job: Job) -> Iterator[dict]:
+        spec = job.spec
+        if spec.kind not in KINDS:
+            raise JobError("INVALID_INPUT", f"unknown job kind {spec.kind!r}; use one of {', '.join(KINDS)}")
+        if spec.backend not in BACKENDS:
+            raise JobError("BACKEND_UNAVAILABLE", f"unknown backend '{spec.backend}'; this agent knows: "
+                                                  f"{', '.join(sorted(BACKENDS))}")
+        if spec.kind == "EVALUATE" and not spec.inputs:
+            raise JobError("INVALID_INPUT", "an EVALUATE job needs input tensors")
+        try:
+            pin = self.cache.pinned(spec.digest)
+            model_path = pin.__enter__()
+        except FileNotFoundError:
+            raise JobError("MODEL_NOT_FOUND", f"model {spec.digest} is not in this agent's cache; "
+                                              "upload it first (MissingModels, then UploadModel)") from None
+        try:
+            self.queue.submit(job)
+            for position in self.queue.wait_turn(job):
+                yield {"queued": {"position": position}}
+            yield from self._run_child(job, model_path)
+        finally:
+            pin.__exit__(None, None, None)
+
+    def _job_description(self, job: Job, model_path: Path, work: Path) -> dict:
+        s = job.spec
+        desc = {"kind": s.kind, "backend": s.backend, "model_path": str(model_path), "work_dir": str(work),
+                "threads": s.threads or self.default_threads, "warmup": max(0, s.warmup),
+                "min_iterations": max(1, s.min_iterations), "min_seconds": max(0.0, s.min_seconds),
+                "max_seconds": s.max_seconds if s.max_seconds > 0 else 60.0,
+                "profile_iterations": max(1, s.profile_iterations), "input_shapes": s.input_shapes}
+        if s.inputs:
+            np.savez(work / "inputs.npz", **s.inputs)
+            desc["inputs_path"] = str(work / "inputs.npz")
+        return desc
+
+    def _run_child(self, job: Job, model_path: Path) -> Iterator[dict]:
+        spec = job.spec
+        time_limit = spec.time_limit_s or self.default_time_limit_s
+        mem_limit = spec.memory_limit_bytes or self.default_memory_limit_bytes
+        work = Path(tempfile.mkdtemp(prefix=f"{job.id[:12]}-", dir=self.work_root))
+        try:
+            desc = self._job_description(job, model_path, work)
+            before = read_telemetry()
+            env = dict(os.environ)
+            pkg_root = str(Path(__file__).resolve().parents[1])
+            env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+            with open(work / "stderr.txt", "wb") as stderr:
+                proc = subprocess.Popen([sys.executable, "-m", "agent.runner"], stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, stderr=stderr, cwd=work, env=env,
+                                        start_new_session=True)
+            try:
+                yield from self._supervise(job, proc, desc, time_limit, mem_limit, before, work)
+            finally:
+                if proc.poll() is None:
+                    _kill(proc)
+                proc.wait()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _supervise(self, job: Job, proc: subprocess.Popen, desc: dict, time_limit: float,
+                   mem_limit: int, before: dict, work: Path) -> Iterator[dict]:
+        proc.stdin.write(json.dumps(desc).encode())
+        proc.stdin.close()
+        lines: queue.Queue = queue.Queue()
+        threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+        deadline = time.monotonic() + time_limit
+        child = psutil.Process(proc.pid)
+        result = terminal = None
+        peak_rss = 0
+        while True:
+            try:
+                ev = lines.get(timeout=POLL_S)
+            except queue.Empty:
+                ev = {}
+            if ev is None:
+                break
+            name = ev.pop("event", None)
+            if name in ("started", "progress"):
+                yield {name: ev}
+            elif name == "layers":
+                yield {"layers": ev}
+            elif name == "result":
+                result = ev
+            elif name == "outputs":
+                with np.load(ev["path"]) as data:
+                    outputs = {k: data[k] for k in data.files}
+                yield {"outputs": outputs}
+                terminal = {}
+            elif name == "error":
+                terminal = _error(ev["code"], ev["message"])
+            if terminal is None:
+                terminal = self._check_limits(job, proc, child, deadline, time_limit, mem_limit)
+                try:
+                    peak_rss = max(peak_rss, child.memory_info().rss)
+                except psutil.Error:
+                    pass
+            if terminal and "error" in terminal and proc.poll() is None:
+                _kill(proc)
+        proc.wait()
+        if terminal:
+            yield terminal
+            return
+        if terminal is not None:
+            return  # outputs already sent
+        if result is None:
+            yield _error("RUNNER_CRASHED", _crash_message(proc.returncode, work))
+            return
+        after = read_telemetry()
+        result["peak_memory_bytes"] = max(result.get("peak_memory_bytes", 0), peak_rss)
+        result["telemetry_before"], result["telemetry_after"] = before, after
+        result["flags"] = result.get("flags", []) + result_flags(before, after, result["latency"]["cv"])
+        yield {"result": result}
+
+    @staticmethod
+    def _check_limits(job: Job, proc: subprocess.Popen, child: psutil.Process, deadline: float,
+                      time_limit: float, mem_limit: int) -> dict | None:
+        if job.cancelled.is_set():
+            return _error("CANCELLED", "the job was cancelled while running; its runner was stopped")
+        if time.monotonic() > deadline:
+            return _error("TIMEOUT", f"the job ran past its time limit of {time_limit:g} s and was stopped; "
+                                     "raise --time-limit, or lower --min-seconds/--min-iterations")
+        try:
+            rss = child.memory_info().rss
+        except psutil.Error:
+            return None
+        if rss > mem_limit:
+            return _error("OUT_OF_MEMORY", f"the job used {rss / 2**20:.0f} MiB, over its memory limit of "
+                                           f"{mem_limit / 2**20:.0f} MiB, and was stopped; use smaller "
+                                           "inputs or raise --memory-limit-mb")
+        return None
+
+
+def _pump(stream, lines: queue.Queue) -> None:
+    for raw in stream:
+        try:
+            lines.put(json.loads(raw))
+        except ValueError:
+            log.warning("runner printed a non-event line: %r", raw[:200])
+    lines.put(None)
+
+
+def _kill(proc: subprocess.Popen) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _error(code: str, message: str) -> dict:
+    return {"error": {"code": code, "message": message}}
+
+
+def _crash_message(returncode: int, work: Path) -> str:
+    try:
+        tail = (work / "stderr.txt").read_text(errors="replace").strip().splitlines()[-5:]
+    except OSError:
+        tail = []
+    if returncode < 0:
+        how = f"was killed by {signal.Signals(-returncode).name}"
+        if -returncode == signal.SIGKILL:
+            how += " (by another process or the kernel's out-of-memory killer)"
+    else:
+        how = f"exited with status {returncode}"
+    msg = f"the runner process {how} before reporting a result; the backend crashed on this model"
+    return msg + (": " + " | ".join(tail) if tail else "")

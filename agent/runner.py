@@ -1,0 +1,156 @@
+"""The measured child process: `python -m agent.runner` reads one job as JSON on stdin and writes
+events as JSON lines on stdout. Only the backend's run() call is inside the timed region."""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import numpy as np
+
+from agent.backends import Backend, InputSpec, backend_class
+from agent.inputs import make_feeds, resolve_shapes
+from agent.errors import JobError
+from agent.stats import latency_stats
+
+PROGRESS_EVERY_S = 0.5
+
+
+def emit(event: str, **fields) -> None:
+    """Write one event line for the agent."""
+    sys.stdout.write(json.dumps({"event": event, **fields}) + "\n")
+    sys.stdout.flush()
+
+
+def load_supplied_inputs(specs: list[InputSpec], path: Path) -> dict[str, np.ndarray]:
+    """Inputs sent with an EVALUATE job, checked against the model's inputs."""
+    with np.load(path) as data:
+        supplied = {k: data[k] for k in data.files}
+    resolve_shapes(specs, {k: list(v.shape) for k, v in supplied.items()})
+    feeds = {}
+    for spec in specs:
+        arr = supplied[spec.name]
+        if arr.dtype != spec.dtype:
+            raise JobError("INVALID_INPUT", f"input '{spec.name}' must be {spec.dtype}, got {arr.dtype}")
+        feeds[spec.name] = arr
+    return feeds
+
+
+def _inference_error(feeds: dict, exc: Exception) -> JobError:
+    shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+    return JobError("INFERENCE_FAILED",
+                    f"the model failed on inputs {shapes}: {str(exc).strip()[:600]}; check the "
+                    "--input-shape values against what the model expects")
+
+
+def _run_once(backend: Backend, feeds: dict) -> list:
+    try:
+        return backend.run(feeds)
+    except (MemoryError, JobError):
+        raise
+    except Exception as exc:
+        raise _inference_error(feeds, exc) from exc
+
+
+def measure(backend: Backend, feeds: dict, job: dict) -> tuple[list[int], float, list[str]]:
+    """Warm-up, then time run() until min iterations and min seconds are both reached (or max seconds)."""
+    for _ in range(job["warmup"]):
+        _run_once(backend, feeds)
+    emit("progress", phase="measure", iterations=0, elapsed_s=0.0, message="warm-up done")
+    times: list[int] = []
+    min_it, min_ns = job["min_iterations"], int(job["min_seconds"] * 1e9)
+    max_ns = int(job["max_seconds"] * 1e9)
+    clock = time.perf_counter_ns
+    run = backend.run
+    start = clock()
+    next_progress = start + int(PROGRESS_EVERY_S * 1e9)
+    flags = []
+    try:
+        while True:
+            t0 = clock()
+            run(feeds)
+            t1 = clock()
+            times.append(t1 - t0)
+            elapsed = t1 - start
+            if len(times) >= min_it and elapsed >= min_ns:
+                break
+            if elapsed >= max_ns:
+                flags.append("max_seconds_reached")
+                break
+            if t1 >= next_progress:
+                emit("progress", phase="measure", iterations=len(times), elapsed_s=elapsed / 1e9)
+                next_progress = t1 + int(PROGRESS_EVERY_S * 1e9)
+    except (MemoryError, JobError):
+        raise
+    except Exception as exc:
+        raise _inference_error(feeds, exc) from exc
+    return times, (clock() - start) / 1e9, flags
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_job(job: dict) -> None:
+    """Execute one job description and emit its events."""
+    cls = backend_class(job["backend"])
+    backend = cls()
+    emit("started", backend=cls.name, backend_version=cls.version(), pid=os.getpid())
+    kind = job["kind"]
+    profile_dir = Path(job["work_dir"]) if kind == "PROFILE" else None
+    emit("progress", phase="load", iterations=0, elapsed_s=0.0, message="building session")
+    t0 = time.perf_counter_ns()
+    backend.load(Path(job["model_path"]), job["threads"], profile_dir)
+    load_ms = (time.perf_counter_ns() - t0) / 1e6
+    specs = backend.inputs()
+    if kind == "EVALUATE":
+        feeds = load_supplied_inputs(specs, Path(job["inputs_path"]))
+        outputs = _run_once(backend, feeds)
+        out_path = Path(job["work_dir"]) / "outputs.npz"
+        np.savez(out_path, **dict(zip(backend.output_names(), outputs)))
+        emit("outputs", path=str(out_path))
+        return
+    shapes = resolve_shapes(specs, job.get("input_shapes") or {})
+    feeds = make_feeds(specs, shapes)
+    t0 = time.perf_counter_ns()
+    _run_once(backend, feeds)
+    first_ms = (time.perf_counter_ns() - t0) / 1e6
+    if kind == "PROFILE":
+        job = {**job, "min_iterations": job["profile_iterations"], "min_seconds": 0.0}
+    times, measured_s, flags = measure(backend, feeds, job)
+    result = {"latency": latency_stats(times), "load_ms": load_ms, "first_inference_ms": first_ms,
+              "peak_memory_bytes": peak_rss_bytes(), "threads": job["threads"], "backend": cls.name,
+              "backend_version": cls.version(), "measured_seconds": measured_s, "flags": flags,
+              "input_shapes": shapes, "warmup": job["warmup"]}
+    if kind == "PROFILE":
+        emit("progress", phase="profile", iterations=len(times), elapsed_s=measured_s,
+             message="reading the profiler trace")
+        rows, total_ms, runs = backend.layer_profile(skip_runs=1 + job["warmup"])
+        emit("layers", rows=rows, total_ms=total_ms, iterations=runs)
+        result["flags"] = result["flags"] + ["profiling_on"]
+    emit("result", **result)
+
+
+def main() -> int:
+    """Child entry point; always exits 0 after emitting an error event for a failed job."""
+    job = json.loads(sys.stdin.read())
+    try:
+        run_job(job)
+    except JobError as exc:
+        emit("error", code=exc.code, message=exc.message)
+    except MemoryError:
+        emit("error", code="OUT_OF_MEMORY", message="the runner ran out of memory; lower the model's "
+             "input size or raise the job's memory limit (--memory-limit-mb)")
+    except Exception as exc:  # last resort: report, never hang the agent
+        emit("error", code="INTERNAL", message=f"runner failed: {exc!r}\n{traceback.format_exc()[-1500:]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,133 @@
+"""Thin gRPC servicer: decode the request, call the cache or job manager, map our exceptions to codes."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator
+
+import grpc
+import numpy as np
+from google.protobuf import json_format
+
+from agent.cache import ModelCache
+from agent.errors import AgentError, CacheFull, InvalidDigest, JobError, UploadRejected
+from agent.jobs import JobManager, JobSpec
+from protos import agent_pb2 as pb
+from protos import agent_pb2_grpc as pb_grpc
+
+log = logging.getLogger(__name__)
+
+# The one place where exception types become gRPC status codes.
+STATUS_FOR = {
+    InvalidDigest: grpc.StatusCode.INVALID_ARGUMENT,
+    UploadRejected: grpc.StatusCode.INVALID_ARGUMENT,
+    CacheFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+}
+
+
+def _abort(context: grpc.ServicerContext, exc: AgentError) -> None:
+    code = next((c for t, c in STATUS_FOR.items() if isinstance(exc, t)), grpc.StatusCode.FAILED_PRECONDITION)
+    context.abort(code, str(exc))
+
+
+def tensor_to_array(t: pb.Tensor) -> np.ndarray:
+    """Decode a Tensor message (raw little-endian C-order bytes)."""
+    dtype = np.dtype(t.dtype).newbyteorder("<")
+    return np.frombuffer(t.data, dtype=dtype).reshape(tuple(t.shape)).astype(dtype.newbyteorder("="))
+
+
+def array_to_tensor(name: str, a: np.ndarray) -> pb.Tensor:
+    """Encode a numpy array as a Tensor message."""
+    a = np.ascontiguousarray(a)
+    return pb.Tensor(name=name, dtype=a.dtype.name, shape=list(a.shape),
+                     data=a.astype(a.dtype.newbyteorder("<")).tobytes())
+
+
+def spec_from_request(req: pb.RunRequest) -> JobSpec:
+    """Decode a RunRequest into the agent's JobSpec."""
+    s = req.settings
+    try:
+        inputs = {t.name: tensor_to_array(t) for t in req.inputs} or None
+    except (TypeError, ValueError) as exc:
+        raise JobError("INVALID_INPUT", f"an input tensor could not be decoded: {exc}") from exc
+    return JobSpec(
+        kind=pb.JobKind.Name(req.kind), digest=req.model_digest, backend=req.backend or "onnxruntime",
+        job_id=req.job_id, threads=s.threads, warmup=s.warmup if s.HasField("warmup") else 10,
+        min_iterations=s.min_iterations or 50, min_seconds=s.min_seconds if s.HasField("min_seconds") else 1.0,
+        max_seconds=s.max_seconds or 60.0, profile_iterations=s.profile_iterations or 30,
+        input_shapes={k: list(v.dims) for k, v in s.input_shapes.items()}, inputs=inputs,
+        time_limit_s=req.time_limit_s, memory_limit_bytes=req.memory_limit_bytes)
+
+
+def event_to_proto(job_id: str, event: dict) -> pb.RunEvent:
+    """Encode an event dict from the job manager as a RunEvent."""
+    (kind, body), = event.items()
+    if kind == "outputs":
+        return pb.RunEvent(job_id=job_id, outputs=pb.Outputs(
+            tensors=[array_to_tensor(k, v) for k, v in body.items()]))
+    if kind == "result":
+        body = {**body, "input_shapes": {k: {"dims": v} for k, v in body.get("input_shapes", {}).items()}}
+    msg = pb.RunEvent(job_id=job_id)
+    json_format.ParseDict({kind: body}, msg, ignore_unknown_fields=True)
+    return msg
+
+
+class AgentServicer(pb_grpc.AgentServicer):
+    """Implements agent.proto's Agent service over a ModelCache and a JobManager."""
+
+    def __init__(self, cache: ModelCache, jobs: JobManager, info: dict) -> None:
+        self.cache = cache
+        self.jobs = jobs
+        self.info = info
+
+    def GetInfo(self, request: pb.GetInfoRequest, context: grpc.ServicerContext) -> pb.DeviceInfo:
+        reply = pb.DeviceInfo()
+        json_format.ParseDict(self.info, reply, ignore_unknown_fields=True)
+        reply.cache_bytes = self.cache.total_bytes()
+        reply.cache_max_bytes = self.cache.max_bytes
+        reply.queue_length = len(self.jobs.queue)
+        return reply
+
+    def MissingModels(self, request: pb.MissingModelsRequest, context) -> pb.MissingModelsReply:
+        try:
+            return pb.MissingModelsReply(missing=self.cache.missing(request.digests))
+        except AgentError as exc:
+            _abort(context, exc)
+
+    def UploadModel(self, request_iterator: Iterator[pb.UploadChunk], context) -> pb.UploadReply:
+        first = next(request_iterator, None)
+        if first is None or first.WhichOneof("part") != "header":
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                          "an upload must start with a header (digest and size) before any data")
+
+        def data() -> Iterator[bytes]:
+            for chunk in request_iterator:
+                if chunk.WhichOneof("part") != "data":
+                    raise UploadRejected("an upload carries exactly one header, then only data chunks")
+                yield chunk.data
+
+        h = first.header
+        try:
+            stored = self.cache.store(h.digest, h.size_bytes, data())
+        except AgentError as exc:
+            log.warning("upload of %s refused: %s", h.digest[:16], exc)
+            _abort(context, exc)
+        return pb.UploadReply(digest=stored.digest, size_bytes=stored.size_bytes,
+                              already_present=stored.already_present, bytes_received=stored.bytes_received)
+
+    def Run(self, request: pb.RunRequest, context: grpc.ServicerContext) -> Iterator[pb.RunEvent]:
+        try:
+            spec = spec_from_request(request)
+        except JobError as exc:
+            yield pb.RunEvent(job_id=request.job_id, error=pb.Error(code=exc.code, message=exc.message))
+            return
+        spec.job_id = job_id = spec.job_id or uuid.uuid4().hex
+        context.add_callback(lambda: self.jobs.cancel(job_id))
+        events = self.jobs.execute(spec)
+        for event in events:
+            yield event_to_proto(job_id, event)
+
+    def Cancel(self, request: pb.CancelRequest, context) -> pb.CancelReply:
+        state = self.jobs.cancel(request.job_id)
+        return pb.CancelReply(cancelled=state != "unknown", state=state)

@@ -1,0 +1,5 @@
+"""`python -m controller` is `farmctl`."""
+
+from controller.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,24 @@
+"""Exception types of the controller; farmctl prints them as one actionable line."""
+
+from __future__ import annotations
+
+
+class FarmError(Exception):
+    """Base class for errors a user can act on."""
+
+
+class ModelError(FarmError):
+    """The model file is missing, malformed, or needs input shapes."""
+
+
+class DeviceError(FarmError):
+    """A device is unknown, unreachable or refused us."""
+
+
+class JobFailed(FarmError):
+    """A job ended with an error event from the agent; `code` is its ErrorCode name."""
+
+    def __init__(self, code: str, message: str, device: str = "") -> None:
+        super().__init__(f"{device + ': ' if device else ''}{code}: {message}")
+        self.code = code
+        self.message = message

@@ -1,0 +1,140 @@
+"""Built-in example models, generated as ONNX graphs so no download is ever needed."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+# MobileNetV2 (Sandler et al. 2018): expansion t, output channels c, repeats n, stride s.
+_MOBILENETV2_BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
+                       (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
+EXAMPLES = ("mobilenetv2",)
+
+
+def _make_divisible(v: float, divisor: int = 8) -> int:
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
+class _GraphBuilder:
+    """Tiny helper that appends named nodes and initializers to an ONNX graph."""
+
+    def __init__(self, seed: int) -> None:
+        self.rng = np.random.default_rng(seed)
+        self.nodes: list = []
+        self.inits: list = []
+        self.count = 0
+
+    def _name(self, kind: str) -> str:
+        self.count += 1
+        return f"{kind}_{self.count}"
+
+    def init(self, name: str, array: np.ndarray) -> str:
+        from onnx import numpy_helper
+
+        self.inits.append(numpy_helper.from_array(array, name))
+        return name
+
+    def conv_bn(self, x: str, cin: int, cout: int, k: int, stride: int, groups: int,
+                act: bool) -> str:
+        from onnx import helper
+
+        conv = self._name("Conv")
+        fan_in = cin // groups * k * k
+        w = self.rng.normal(0, np.sqrt(2.0 / fan_in), (cout, cin // groups, k, k)).astype(np.float32)
+        self.init(conv + ".weight", w)
+        self.nodes.append(helper.make_node(
+            "Conv", [x, conv + ".weight"], [conv + ".out"], name=conv, kernel_shape=[k, k],
+            strides=[stride, stride], pads=[k // 2] * 4, group=groups))
+        bn = self._name("BatchNormalization")
+        for suffix, value in (("scale", self.rng.uniform(0.5, 1.5, cout)),
+                              ("bias", self.rng.normal(0, 0.1, cout)),
+                              ("mean", self.rng.normal(0, 0.1, cout)),
+                              ("var", self.rng.uniform(0.5, 1.5, cout))):
+            self.init(f"{bn}.{suffix}", value.astype(np.float32))
+        self.nodes.append(helper.make_node(
+            "BatchNormalization", [conv + ".out"] + [f"{bn}.{s}" for s in ("scale", "bias", "mean", "var")],
+            [bn + ".out"], name=bn))
+        out = bn + ".out"
+        if act:
+            clip = self._name("Clip")
+            self.nodes.append(helper.make_node("Clip", [out, "relu6.min", "relu6.max"],
+                                               [clip + ".out"], name=clip))
+            out = clip + ".out"
+        return out
+
+
+def build_mobilenetv2(path: Path, width: float = 1.0, resolution: int = 224,
+                      num_classes: int = 1000, seed: int = 0) -> Path:
+    """Write a MobileNetV2-style ONNX model (random weights, real architecture) to path."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    g = _GraphBuilder(seed)
+    g.init("relu6.min", np.array(0.0, np.float32))
+    g.init("relu6.max", np.array(6.0, np.float32))
+    cin = _make_divisible(32 * width)
+    x = g.conv_bn("input", 3, cin, 3, 2, 1, act=True)
+    for t, c, n, s in _MOBILENETV2_BLOCKS:
+        cout = _make_divisible(c * width)
+        for i in range(n):
+            stride = s if i == 0 else 1
+            hidden = cin * t
+            y = x
+            if t != 1:
+                y = g.conv_bn(y, cin, hidden, 1, 1, 1, act=True)
+            y = g.conv_bn(y, hidden, hidden, 3, stride, hidden, act=True)
+            y = g.conv_bn(y, hidden, cout, 1, 1, 1, act=False)
+            if stride == 1 and cin == cout:
+                add = g._name("Add")
+                g.nodes.append(helper.make_node("Add", [x, y], [add + ".out"], name=add))
+                y = add + ".out"
+            x, cin = y, cout
+    last = _make_divisible(1280 * max(1.0, width))
+    x = g.conv_bn(x, cin, last, 1, 1, 1, act=True)
+    g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool.out"], name="GlobalAveragePool"))
+    g.nodes.append(helper.make_node("Flatten", ["pool.out"], ["flat.out"], name="Flatten", axis=1))
+    g.init("classifier.weight",
+           g.rng.normal(0, 0.01, (last, num_classes)).astype(np.float32))
+    g.init("classifier.bias", np.zeros(num_classes, np.float32))
+    g.nodes.append(helper.make_node("Gemm", ["flat.out", "classifier.weight", "classifier.bias"],
+                                    ["logits"], name="classifier"))
+    graph = helper.make_graph(
+        g.nodes, "mobilenetv2",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, resolution, resolution])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [1, num_classes])],
+        initializer=g.inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="edgefarm-examples")
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def example_cache_dir() -> Path:
+    """Where generated examples are kept (EDGEFARM_CACHE or ~/.cache/edgefarm)."""
+    base = os.environ.get("EDGEFARM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgefarm")
+    return Path(base) / "examples"
+
+
+def example_model(name: str = "mobilenetv2") -> Path:
+    """Return the path of a built-in example model, generating it on first use."""
+    if name not in EXAMPLES:
+        raise ValueError(f"unknown example '{name}'; the built-in examples are: {', '.join(EXAMPLES)}")
+    key = hashlib.sha256(f"{name}-v1".encode()).hexdigest()[:8]
+    path = example_cache_dir() / f"{name}-{key}.onnx"
+    if not path.exists():
+        log.info("generating built-in example %s at %s", name, path)
+        build_mobilenetv2(path)
+    return path

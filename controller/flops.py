@@ -1,0 +1,107 @@
+"""FLOPs per layer from the ONNX graph (with shape inference), and for runtime-fused profile rows."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+# Ops whose cost is about one floating-point operation per output element.
+ELEMENTWISE = {
+    "Add", "Sub", "Mul", "Div", "Relu", "Clip", "Sigmoid", "Tanh", "Sqrt", "Pow", "Exp", "Log", "Erf",
+    "LeakyRelu", "HardSigmoid", "HardSwish", "Gelu", "Neg", "Abs", "Min", "Max", "PRelu", "Elu",
+    "Selu", "Softplus", "Reciprocal", "Where", "Cast", "QuantizeLinear", "DequantizeLinear",
+    "BatchNormalization", "InstanceNormalization", "Mish", "Swish", "QuickGelu", "BiasGelu",
+}
+MATMUL = {"MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "QLinearMatMul", "FusedGemm"}
+CONV = {"Conv", "FusedConv", "NchwcConv", "QLinearConv", "ConvInteger", "ConvTranspose"}
+REDUCE = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
+          "ReduceL2", "NchwcGlobalAveragePool"}
+_SHAPE = re.compile(r"\[([0-9,\-]*)\]")
+
+
+def _prod(dims) -> int:
+    return math.prod(int(d) for d in dims) if dims else 1
+
+
+def node_flops(op_type: str, inputs: list[list[int] | None], outputs: list[list[int] | None],
+               attrs: dict | None = None) -> int:
+    """FLOPs (a multiply-add counts 2) of one node from its input and output shapes."""
+    attrs = attrs or {}
+    out = outputs[0] if outputs and outputs[0] is not None else None
+    try:
+        if op_type in CONV:
+            w = inputs[1]
+            if op_type == "ConvTranspose":
+                return 2 * _prod(inputs[0]) * _prod(w[1:])
+            return 2 * _prod(out) * _prod(w[1:])
+        if op_type in MATMUL:
+            a = inputs[0]
+            rows = _prod(out[:-1]) if out else 0
+            k = _prod(a) // max(1, _prod(a[:-2]) * (a[-2] if not attrs.get("transA") else a[-1])) \
+                if len(a) >= 2 else a[0]
+            return 2 * rows * out[-1] * k if out else 0
+        if op_type in ("MaxPool", "AveragePool", "NchwcMaxPool", "NchwcAveragePool"):
+            kernel = attrs.get("kernel_shape")
+            return _prod(out) * (_prod(kernel) if kernel else 1)
+        if op_type in REDUCE:
+            return _prod(inputs[0])
+        if op_type in ("Softmax", "LogSoftmax"):
+            return 3 * _prod(out)
+        if op_type in ("LayerNormalization", "SimplifiedLayerNormalization", "SkipLayerNormalization"):
+            return 5 * _prod(out)
+        if op_type in ELEMENTWISE:
+            return _prod(out)
+    except (TypeError, IndexError, ValueError):
+        return 0
+    return 0
+
+
+def parse_shape_strings(shapes: list[str]) -> list[list[int] | None]:
+    """'float[1,3,224,224]' -> [1, 3, 224, 224] (as written by the agent's profile rows)."""
+    parsed = []
+    for s in shapes:
+        m = _SHAPE.search(s)
+        parsed.append([int(x) for x in m.group(1).split(",") if x] if m else None)
+    return parsed
+
+
+def graph_flops(path: Path, input_shapes: dict[str, list[int]]) -> dict[str, tuple[str, int]]:
+    """node name -> (op_type, FLOPs) for every node of the model, after fixing input dims."""
+    import onnx
+    from onnx import helper, shape_inference
+
+    model = onnx.load(str(path), load_external_data=False)
+    for inp in model.graph.input:
+        if inp.name in input_shapes:
+            dims = inp.type.tensor_type.shape.dim
+            for d, v in zip(dims, input_shapes[inp.name]):
+                d.ClearField("dim_param")
+                d.dim_value = v
+    try:
+        model = shape_inference.infer_shapes(model)
+    except Exception:  # an unknown op stops inference; FLOPs stay 0 for what cannot be inferred
+        pass
+    shapes: dict[str, list[int] | None] = {}
+    for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
+        dims = vi.type.tensor_type.shape.dim
+        shapes[vi.name] = [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
+    for init in model.graph.initializer:
+        shapes[init.name] = list(init.dims)
+    result = {}
+    for i, node in enumerate(model.graph.node):
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        f = node_flops(node.op_type, [shapes.get(x) for x in node.input], [shapes.get(x) for x in node.output],
+                       attrs)
+        result[node.name or f"{node.op_type}_{i}"] = (node.op_type, f)
+    return result
+
+
+def row_flops(row: dict, graph: dict[str, tuple[str, int]]) -> int:
+    """FLOPs of a profile row: the graph's figure when the node is unchanged, else from the row's shapes
+    (ONNX Runtime renames and fuses nodes, e.g. Conv+BatchNormalization+Clip into one Conv)."""
+    known = graph.get(row["name"])
+    if known and known[0] == row["op_type"]:
+        return known[1]
+    return node_flops(row["op_type"], parse_shape_strings(row.get("input_shapes", [])),
+                      parse_shape_strings(row.get("output_shapes", [])))

@@ -1,0 +1,103 @@
+"""The embedded default: a farm-agent subprocess on 127.0.0.1, reached over real gRPC."""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from controller.client import AgentClient
+from controller.errors import DeviceError
+
+log = logging.getLogger(__name__)
+START_TIMEOUT_S = 60.0
+
+
+def local_agent_dir() -> Path:
+    """Cache folder of the embedded agent (kept between runs, so models are uploaded once)."""
+    base = os.environ.get("EDGEFARM_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgefarm")
+    return Path(base) / "local-agent"
+
+
+class LocalAgent:
+    """Starts `farm-agent serve --port 0` as a child process and stops it on exit."""
+
+    def __init__(self, cache_dir: Path | None = None, extra_args: list[str] | None = None,
+                 name: str = "local") -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir else local_agent_dir()
+        self.extra_args = list(extra_args or [])
+        self.name = name
+        self.proc: subprocess.Popen | None = None
+        self.port = 0
+        self.client: AgentClient | None = None
+
+    @property
+    def log_path(self) -> Path:
+        """Where the embedded agent's log goes."""
+        return self.cache_dir / "agent.log"
+
+    def start(self) -> AgentClient:
+        """Start the agent, read its port, wait for the health check, return a client."""
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        cmd = [sys.executable, "-m", "agent", "serve", "--host", "127.0.0.1", "--port", "0",
+               "--name", self.name, "--cache-dir", str(self.cache_dir), *self.extra_args]
+        env = dict(os.environ)
+        pkg_root = str(Path(__file__).resolve().parents[1])
+        env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        with open(self.log_path, "ab") as logf:
+            self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL,
+                                         env=env)
+        self.port = self._read_port()
+        self.client = AgentClient(f"127.0.0.1:{self.port}", name=self.name)
+        self.client.wait_ready(timeout=START_TIMEOUT_S)
+        return self.client
+
+    def _read_port(self) -> int:
+        sel = selectors.DefaultSelector()
+        sel.register(self.proc.stdout, selectors.EVENT_READ)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        line = b""
+        while not line.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            if left <= 0 or not sel.select(timeout=left):
+                self.stop()
+                raise DeviceError(f"the local farm-agent did not start within {START_TIMEOUT_S:.0f} s; "
+                                  f"see {self.log_path}")
+            chunk = os.read(self.proc.stdout.fileno(), 256)
+            if not chunk:
+                self.stop()
+                tail = self.log_path.read_text(errors="replace").strip().splitlines()[-3:]
+                raise DeviceError("the local farm-agent exited at start: " + " | ".join(tail))
+            line += chunk
+        sel.close()
+        try:
+            return int(line.decode().strip().rsplit(":", 1)[1])
+        except (IndexError, ValueError):
+            self.stop()
+            raise DeviceError(f"the local farm-agent printed an unexpected first line: {line!r}") from None
+
+    def stop(self) -> None:
+        """Stop the agent (SIGTERM, then SIGKILL after 10 s)."""
+        if self.client:
+            self.client.close()
+            self.client = None
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc and self.proc.stdout:
+            self.proc.stdout.close()
+
+    def __enter__(self) -> AgentClient:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

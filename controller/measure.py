@@ -1,0 +1,208 @@
+"""bench and profile as a Python API: check the model, ship it, run the job, store every number."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from google.protobuf import json_format
+
+from controller.client import AgentClient
+from controller.errors import JobFailed
+from controller.flops import graph_flops, row_flops
+from controller.inventory import LOCAL, connect, load_inventory, resolve_device
+from controller.models import ModelRef, check_model, resolve_model
+from controller.settings import MeasureSettings
+from controller.store import ResultsStore
+from protos import agent_pb2 as pb
+
+log = logging.getLogger(__name__)
+
+BOTTLENECK_PERCENT = 10.0
+ProgressFn = Callable[[str, pb.RunEvent], None]
+
+
+def default_store_path() -> Path:
+    """$EDGEFARM_STORE, else edgefarm-results.db in the current folder."""
+    return Path(os.environ.get("EDGEFARM_STORE") or "edgefarm-results.db")
+
+
+def to_dict(msg) -> dict:
+    """A protobuf message as a plain dict with the proto's field names."""
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)
+
+
+@dataclass
+class BenchResult:
+    """One benchmark on one device."""
+
+    device: str
+    device_class: str
+    model: str
+    model_digest: str
+    backend: str
+    backend_version: str
+    threads: int
+    latency_ms: dict
+    cv: float
+    iterations: int
+    flags: list[str]
+    load_ms: float
+    first_inference_ms: float
+    peak_memory_bytes: int
+    measured_seconds: float
+    input_shapes: dict
+    upload_bytes: int
+    run_id: int | None
+    telemetry: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        """The object `farmctl bench --json` prints."""
+        return asdict(self)
+
+
+@dataclass
+class ProfileResult:
+    """A per-layer profile on one device; layers sorted slowest first."""
+
+    device: str
+    model: str
+    model_digest: str
+    backend: str
+    backend_version: str
+    threads: int
+    total_ms: float
+    iterations: int
+    layers: list[dict]
+    bottlenecks: list[str]
+    bottleneck_percent: float
+    total_flops: int
+    run_id: int | None
+
+    def to_json(self) -> dict:
+        """The object `farmctl profile --json` prints."""
+        return asdict(self)
+
+
+@contextmanager
+def _client_for(device: str | AgentClient, inventory: Path | None) -> Iterator[AgentClient]:
+    if isinstance(device, AgentClient):
+        with nullcontext(device) as client:
+            yield client
+        return
+    with connect(resolve_device(device, load_inventory(inventory))) as client:
+        yield client
+
+
+def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSettings,
+         progress: ProgressFn | None) -> tuple[dict, pb.DeviceInfo, int, str, dict, dict | None]:
+    """Upload if needed, run one job; returns (result, info, upload bytes, digest, layers, error)."""
+    info = client.info()
+    upload = client.ensure_model(ref.path)
+    s = MeasureSettings(**{**asdict(settings), "input_shapes": ref.input_shapes})
+    request = pb.RunRequest(kind=kind, model_digest=upload.digest, backend=ref.backend,
+                            settings=s.to_proto(), time_limit_s=settings.time_limit_s,
+                            memory_limit_bytes=int(settings.memory_limit_mb * 2**20))
+    result, layers, error = {}, {}, None
+    for event in client.run(request):
+        which = event.WhichOneof("event")
+        if progress:
+            progress(client.name, event)
+        if which == "result":
+            result = to_dict(event.result)
+        elif which == "layers":
+            layers = to_dict(event.layers)
+        elif which == "error":
+            error = {"code": pb.ErrorCode.Name(event.error.code), "message": event.error.message}
+    return result, info, upload.bytes_sent, upload.digest, layers, error
+
+
+def _record(store: ResultsStore | None, kind: str, ref: ModelRef, digest: str, info: pb.DeviceInfo,
+            settings: MeasureSettings, result: dict, layers: list[dict], error: dict | None) -> int | None:
+    if store is None:
+        return None
+    threads = result.get("threads") or settings.threads
+    backend_version = result.get("backend_version") or next(
+        (b.version for b in info.backends if b.name == ref.backend), "")
+    return store.record(
+        kind=kind, model={"name": ref.name, "path": str(ref.path), "digest": digest,
+                          "size": ref.path.stat().st_size},
+        device=to_dict(info), backend=ref.backend, backend_version=backend_version,
+        settings={**settings.as_dict(), "input_shapes": ref.input_shapes},
+        settings_key=settings.key(threads), result=result or None, layers=layers,
+        error_code=error and error["code"], error=error and error["message"])
+
+
+def _prepare(model: str | Path | None, settings: MeasureSettings | None) -> tuple[ModelRef, MeasureSettings]:
+    settings = settings or MeasureSettings()
+    ref = check_model(resolve_model(str(model) if model is not None else None), settings.input_shapes)
+    return ref, settings
+
+
+def _open_store(store: ResultsStore | Path | str | None) -> tuple[ResultsStore | None, bool]:
+    if store is None or isinstance(store, ResultsStore):
+        return store, False
+    return ResultsStore(store), True
+
+
+def bench(model: str | Path | None = None, device: str | AgentClient = LOCAL,
+          settings: MeasureSettings | None = None, store: ResultsStore | Path | str | None = None,
+          inventory: Path | None = None, progress: ProgressFn | None = None) -> BenchResult:
+    """Measure latency of a model on a device (the built-in example when model is None)."""
+    ref, settings = _prepare(model, settings)
+    db, owned = _open_store(store)
+    try:
+        with _client_for(device, inventory) as client:
+            result, info, sent, digest, _, error = _run(client, pb.BENCHMARK, ref, settings, progress)
+            run_id = _record(db, "benchmark", ref, digest, info, settings, result, [], error)
+            if error:
+                raise JobFailed(error["code"], error["message"], client.name)
+    finally:
+        if owned:
+            db.close()
+    lat = result["latency"]
+    return BenchResult(
+        device=info.name, device_class=info.device_class, model=ref.name, model_digest=digest,
+        backend=result["backend"], backend_version=result["backend_version"], threads=result["threads"],
+        latency_ms={k: lat[f"{k}_ms"] for k in ("min", "p50", "p90", "p99", "mean", "std")},
+        cv=lat["cv"], iterations=lat["count"], flags=list(result.get("flags", [])),
+        load_ms=result["load_ms"], first_inference_ms=result["first_inference_ms"],
+        peak_memory_bytes=int(result["peak_memory_bytes"]), measured_seconds=result["measured_seconds"],
+        input_shapes={k: [int(d) for d in v.get("dims", [])] for k, v in result["input_shapes"].items()},
+        upload_bytes=sent, run_id=run_id,
+        telemetry={"before": result.get("telemetry_before"), "after": result.get("telemetry_after")})
+
+
+def profile(model: str | Path | None = None, device: str | AgentClient = LOCAL,
+            settings: MeasureSettings | None = None, store: ResultsStore | Path | str | None = None,
+            inventory: Path | None = None, progress: ProgressFn | None = None,
+            bottleneck_percent: float = BOTTLENECK_PERCENT) -> ProfileResult:
+    """Per-layer profile on a device, with FLOPs per layer from the ONNX graph."""
+    ref, settings = _prepare(model, settings)
+    db, owned = _open_store(store)
+    try:
+        with _client_for(device, inventory) as client:
+            result, info, _, digest, layer_msg, error = _run(client, pb.PROFILE, ref, settings, progress)
+            rows = sorted(layer_msg.get("rows", []), key=lambda r: -r["time_ms"])
+            flops = graph_flops(ref.path, ref.input_shapes) if rows else {}
+            for r in rows:
+                r["flops"] = row_flops(r, flops)
+                r["gflops_per_s"] = r["flops"] / (r["time_ms"] * 1e6) if r["time_ms"] > 0 else 0.0
+            run_id = _record(db, "profile", ref, digest, info, settings, result, rows, error)
+            if error:
+                raise JobFailed(error["code"], error["message"], client.name)
+    finally:
+        if owned:
+            db.close()
+    return ProfileResult(
+        device=info.name, model=ref.name, model_digest=digest, backend=result["backend"],
+        backend_version=result["backend_version"], threads=result["threads"],
+        total_ms=layer_msg.get("total_ms", 0.0), iterations=layer_msg.get("iterations", 0), layers=rows,
+        bottlenecks=[r["name"] for r in rows if r["percent"] >= bottleneck_percent],
+        bottleneck_percent=bottleneck_percent, total_flops=sum(f for _, f in flops.values()),
+        run_id=run_id)

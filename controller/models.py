@@ -1,0 +1,91 @@
+"""Finding and checking a model file on the controller before anything is sent to a device."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from agent.backends import InputSpec
+from agent.errors import JobError
+from agent.inputs import resolve_shapes
+from controller.errors import ModelError
+from controller.examples import EXAMPLES, example_model
+
+SUPPORTED = {".onnx": "onnxruntime"}
+
+
+@dataclass
+class ModelRef:
+    """A model file, the backend that runs it, and its inputs' concrete shapes."""
+
+    path: Path
+    name: str
+    backend: str
+    input_shapes: dict[str, list[int]]
+
+
+def resolve_model(arg: str | None) -> Path:
+    """A path, 'example:NAME', or None (the built-in MobileNetV2 example)."""
+    if arg is None or arg in EXAMPLES or arg.startswith("example:"):
+        name = "mobilenetv2" if arg is None else arg.removeprefix("example:")
+        try:
+            return example_model(name)
+        except ValueError as exc:
+            raise ModelError(str(exc)) from None
+    path = Path(arg)
+    if not path.exists():
+        raise ModelError(f"model file '{arg}' does not exist; give the path of an .onnx file "
+                         f"(or omit it to use the built-in example)")
+    if not path.is_file():
+        raise ModelError(f"'{arg}' is not a file; give the path of an .onnx model")
+    return path
+
+
+def onnx_input_specs(model) -> list[InputSpec]:
+    """Inputs of an onnx ModelProto (initializers excluded), dynamic dims as names or None."""
+    from onnx import helper
+
+    inits = {i.name for i in model.graph.initializer}
+    specs = []
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        tt = inp.type.tensor_type
+        dims = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            else:
+                dims.append(d.dim_param or None)
+        specs.append(InputSpec(inp.name, np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)), dims))
+    return specs
+
+
+def load_onnx(path: Path):
+    """onnx.load with an error that says what is wrong with the file."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    try:
+        return onnx.load(str(path), load_external_data=False)
+    except (DecodeError, RuntimeWarning, ValueError, OSError) as exc:
+        raise ModelError(f"'{path}' is not a valid ONNX model ({type(exc).__name__}: {str(exc)[:200]}); "
+                         "it may be truncated or another format: re-export it or copy it again") from None
+
+
+def check_model(path: Path, input_shapes: dict[str, list[int]] | None = None) -> ModelRef:
+    """Pre-flight: the file parses, its backend is known, and every input has a concrete shape."""
+    backend = SUPPORTED.get(path.suffix.lower())
+    if backend is None:
+        raise ModelError(f"'{path.name}': edgefarm measures {', '.join(SUPPORTED)} models so far; "
+                         "convert the model to ONNX first")
+    model = load_onnx(path)
+    if not model.graph.node:
+        raise ModelError(f"'{path}' parses as protobuf but holds no ONNX graph; is it really an ONNX model?")
+    try:
+        shapes = resolve_shapes(onnx_input_specs(model), input_shapes or {})
+    except JobError as exc:
+        raise ModelError(f"{path.name}: {exc.message}") from None
+    return ModelRef(path=path, name=path.stem, backend=backend, input_shapes=shapes)
