@@ -268,8 +268,11 @@ class JobManager:
         if result is None:
             yield _error("RUNNER_CRASHED", _crash_message(proc.returncode, work))
             return
-        after = read_telemetry()
         result["peak_memory_bytes"] = max(result.get("peak_memory_bytes", 0), peak_rss)
+        if result["peak_memory_bytes"] > mem_limit:  # a spike between two polls
+            yield _error("OUT_OF_MEMORY", _memory_message(result["peak_memory_bytes"], mem_limit))
+            return
+        after = read_telemetry()
         result["telemetry_before"], result["telemetry_after"] = before, after
         result["flags"] = result.get("flags", []) + result_flags(before, after, result["latency"]["cv"])
         yield {"result": result}
@@ -287,9 +290,7 @@ class JobManager:
         except psutil.Error:
             return None
         if rss > mem_limit:
-            return _error("OUT_OF_MEMORY", f"the job used {rss / 2**20:.0f} MiB, over its memory limit of "
-                                           f"{mem_limit / 2**20:.0f} MiB, and was stopped; use smaller "
-                                           "inputs or raise --memory-limit-mb")
+            return _error("OUT_OF_MEMORY", _memory_message(rss, mem_limit))
         return None
 
 
@@ -311,6 +312,11 @@ def _kill(proc: subprocess.Popen) -> None:
 
 def _error(code: str, message: str) -> dict:
     return {"error": {"code": code, "message": message}}
+
+
+def _memory_message(used: int, limit: int) -> str:
+    return (f"the job used {used / 2**20:.0f} MiB, over its memory limit of {limit / 2**20:.0f} MiB, and "
+            "was stopped; use smaller inputs or raise --memory-limit-mb")
 
 
 def _crash_message(returncode: int, work: Path) -> str:

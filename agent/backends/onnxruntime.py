@@ -21,22 +21,28 @@ _ORT_TYPES = {
 }
 
 
+_UNKNOWN_OP = (
+    re.compile(r"(?:(?P<domain>[\w.]+):)?(?P<op>\w+)\(-?\d+\) is not a registered function/op"),
+    re.compile(r"No Op registered for (?P<op>\w+) with domain_version of \d+"),
+    re.compile(r"Could not find an implementation for (?P<op>\w+)"),
+)
+
+
 def classify_load_error(exc: Exception) -> JobError:
     """Turn an ORT load failure into an error that says what is wrong with the model."""
     text = str(exc)
-    op = re.search(r"(?:No Op registered for|Could not find an implementation for) (\S+)", text)
-    if op:
-        domain = re.search(r"domain_version of \d+|domain: ?([\w.]*)", text)
-        return JobError("UNSUPPORTED_OP",
-                        f"the model uses operator '{op.group(1)}', which onnxruntime {ort.__version__} "
-                        f"does not implement{' (' + domain.group(0) + ')' if domain else ''}; replace the "
-                        "op, export with a standard opset, or register its custom-op library")
-    if "INVALID_PROTOBUF" in text or "Protobuf parsing failed" in text or "Load model" in text:
+    for pattern in _UNKNOWN_OP:
+        m = pattern.search(text)
+        if m:
+            domain = m.groupdict().get("domain") or "ai.onnx"
+            return JobError("UNSUPPORTED_OP",
+                            f"the model uses operator '{m.group('op')}' (domain '{domain}'), which onnxruntime "
+                            f"{ort.__version__} does not implement; replace the op, export with a standard "
+                            "opset, or register its custom-op library")
+    if "INVALID_PROTOBUF" in text or "Protobuf parsing failed" in text:
         return JobError("INVALID_MODEL",
                         "the file is not a valid ONNX model (protobuf parsing failed): it may be "
                         "truncated or not ONNX at all; re-export it or copy it again")
-    if "INVALID_GRAPH" in text or "NOT_IMPLEMENTED" in text or "Type Error" in text:
-        return JobError("INVALID_MODEL", f"onnxruntime rejected the model graph: {text.strip()[:500]}")
     return JobError("INVALID_MODEL", f"onnxruntime could not load the model: {text.strip()[:500]}")
 
 

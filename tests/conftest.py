@@ -1,0 +1,60 @@
+"""Shared fixtures: real farm-agent processes on 127.0.0.1 (port 0), waited for on the health check."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from controller.client import AgentClient
+from controller.local import LocalAgent
+from tests import models
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch) -> None:
+    """Keep generated examples and the embedded agent's cache out of the user's home."""
+    monkeypatch.setenv("EDGEFARM_CACHE", str(tmp_path_factory.getbasetemp() / "edgefarm-cache"))
+    monkeypatch.delenv("EDGEFARM_TOKEN", raising=False)
+    monkeypatch.delenv("EDGEFARM_STORE", raising=False)
+
+
+@pytest.fixture
+def start_agent(tmp_path) -> Iterator[Callable[..., tuple[AgentClient, LocalAgent]]]:
+    """Start a real farm-agent process with extra `serve` flags; all are stopped after the test."""
+    started: list[LocalAgent] = []
+
+    def start(*args: str, name: str = "test-agent") -> tuple[AgentClient, LocalAgent]:
+        agent = LocalAgent(cache_dir=tmp_path / f"agent{len(started)}", extra_args=list(args), name=name)
+        started.append(agent)
+        return agent.start(), agent
+
+    yield start
+    for agent in started:
+        agent.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_agent(tmp_path_factory) -> Iterator[tuple[AgentClient, LocalAgent]]:
+    """One agent for a module's tests that do not change its configuration."""
+    agent = LocalAgent(cache_dir=tmp_path_factory.mktemp("shared-agent"), name="shared",
+                       extra_args=["--cache-max-mb", "64", "--job-time-limit", "120"])
+    client = agent.start()
+    yield client, agent
+    agent.stop()
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("models")
+
+
+@pytest.fixture(scope="session")
+def conv_onnx(model_dir) -> Path:
+    return models.conv_model(model_dir / "tiny_conv.onnx")
+
+
+@pytest.fixture(scope="session")
+def dynamic_onnx(model_dir) -> Path:
+    return models.conv_model(model_dir / "dynamic_conv.onnx", batch="batch", size="side")
