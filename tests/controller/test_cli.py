@@ -1,0 +1,145 @@
+"""farmctl end to end: each command a real process, talking gRPC to a real embedded agent."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from controller.store import ResultsStore
+from tests import models
+
+FAST = ["--warmup", "2", "--min-iterations", "10", "--min-seconds", "0.05", "--threads", "1"]
+
+
+def farmctl(*args: str, store: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    return subprocess.run([sys.executable, "-m", "controller", "-q", "--store", str(store), *args],
+                          capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
+
+
+def test_bench_json_and_store(tmp_path, conv_onnx):
+    store = tmp_path / "r.db"
+    out = farmctl("bench", str(conv_onnx), "--json", *FAST, store=store)
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert set(res["latency_ms"]) == {"min", "p50", "p90", "p99", "mean", "std"}
+    assert res["iterations"] >= 10 and isinstance(res["flags"], list) and res["cv"] >= 0
+    assert res["threads"] == 1 and res["device"] == "local" and res["upload_bytes"] >= 0
+    again = json.loads(farmctl("bench", str(conv_onnx), "--json", *FAST, store=store).stdout)
+    assert again["upload_bytes"] == 0  # the embedded agent's cache persists between runs
+    db = ResultsStore(store)
+    runs = db.runs()
+    assert [r["id"] for r in runs] == [again["run_id"], res["run_id"]]
+    assert runs[0]["p50_ms"] == pytest.approx(again["latency_ms"]["p50"])
+    assert runs[0]["model_digest"] == res["model_digest"] and runs[0]["threads"] == 1
+    assert runs[0]["device_fingerprint"] and runs[0]["settings_key"] == runs[1]["settings_key"]
+
+
+def test_profile_json_has_layers_with_flops(tmp_path, conv_onnx):
+    out = farmctl("profile", str(conv_onnx), "--json", "--iterations", "5", "--warmup", "1", store=tmp_path / "r.db")
+    assert out.returncode == 0, out.stderr
+    res = json.loads(out.stdout)
+    assert res["total_ms"] > 0
+    layers = res["layers"]
+    assert [r["time_ms"] for r in layers] == sorted((r["time_ms"] for r in layers), reverse=True)
+    for key in ("name", "op_type", "time_ms", "percent", "flops", "memory_bytes"):
+        assert all(key in r for r in layers)
+    gemm = next(r for r in layers if r["op_type"] == "Gemm")
+    assert gemm["flops"] == 2 * 8 * 4
+    conv = next(r for r in layers if r["op_type"] == "Conv")
+    assert conv["flops"] >= 2 * 8 * 32 * 32 * 27  # ORT may pad channels (NCHWc)
+    assert res["total_flops"] >= 2 * 8 * 32 * 32 * 27
+    stored = ResultsStore(tmp_path / "r.db").layers(res["run_id"])
+    assert [r["name"] for r in stored] == [r["name"] for r in layers]
+
+
+def test_profile_table_marks_bottlenecks_and_plots(tmp_path, conv_onnx):
+    plot = tmp_path / "layers.png"
+    out = farmctl("profile", str(conv_onnx), "--iterations", "5", "--bottleneck-percent", "1",
+                  "--plot", str(plot), store=tmp_path / "r.db")
+    assert out.returncode == 0, out.stderr
+    assert "* bottleneck: 1% or more" in out.stdout
+    assert any(line.startswith("* ") and "Conv" in line for line in out.stdout.splitlines())
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_report_formats(tmp_path, conv_onnx):
+    store = tmp_path / "r.db"
+    assert farmctl("bench", str(conv_onnx), *FAST, store=store).returncode == 0
+    md = farmctl("report", store=store).stdout
+    assert md.startswith("| run | when | kind |") and "tiny_conv" in md
+    csv = farmctl("report", "--format", "csv", store=store).stdout.splitlines()
+    assert csv[0].startswith("id,created_at,kind") and len(csv) == 2
+    html_path = tmp_path / "r.html"
+    assert farmctl("report", "--format", "html", "-o", str(html_path), store=store).returncode == 0
+    page = html_path.read_text()
+    assert "<table>" in page and "data:image/png;base64," in page
+
+
+def test_devices_lists_the_embedded_agent(tmp_path):
+    out = farmctl("devices", "--json", store=tmp_path / "r.db", cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    (local,) = json.loads(out.stdout)
+    assert local["name"] == "local" and local["status"] == "ok"
+    assert local["info"]["backends"][0]["name"] == "onnxruntime"
+
+
+def test_devices_reports_an_unreachable_inventory_entry(tmp_path):
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("devices:\n  local: {embedded: true}\n  ghost: {address: '127.0.0.1:9', class: rpi4}\n")
+    out = farmctl("--inventory", str(inv), "devices", store=tmp_path / "r.db")
+    assert out.returncode == 1
+    assert "ghost" in out.stdout and "UNREACHABLE: cannot reach farm-agent 'ghost' at 127.0.0.1:9" in out.stdout
+
+
+@pytest.mark.parametrize("make_args, words", [
+    (lambda d, m: ["bench", str(d / "missing.onnx")], "model file"),
+    (lambda d, m: ["bench", str(models.random_bytes(d / "noise.onnx"))], "is not a valid ONNX model"),
+    (lambda d, m: ["bench", str(models.truncated(m, d / "half.onnx"))], "is not a valid ONNX model"),
+    (lambda d, m: ["bench", str(models.unknown_op_model(d / "u.onnx")), *FAST],
+     "UNSUPPORTED_OP: the model uses operator 'FrobnicateTensor'"),
+    (lambda d, m: ["bench", str(m), "--input-shape", "x=1,3,64,64"], "dimension 2 is fixed at 32"),
+    (lambda d, m: ["bench", str(m), "--input-shape", "x=1,3,a"], "dimensions must be integers"),
+    (lambda d, m: ["bench", str(m), "--device", "127.0.0.1:9"], "cannot reach farm-agent"),
+    (lambda d, m: ["bench", str(m), "--device", "nowhere"], "unknown device 'nowhere'"),
+    (lambda d, m: ["bench", str(m), "--time-limit", "1", "--min-seconds", "30", "--max-seconds", "60"],
+     "TIMEOUT: the job ran past its time limit of 1 s"),
+    (lambda d, m: ["report"], "no results store"),
+])
+def test_bad_input_gives_one_clear_error_line(tmp_path, conv_onnx, make_args, words):
+    out = farmctl(*make_args(tmp_path, conv_onnx), store=tmp_path / "fresh.db")
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert out.stderr.startswith("farmctl: error: ") and words in out.stderr
+
+
+def test_dynamic_dimensions_need_input_shape(tmp_path, dynamic_onnx):
+    out = farmctl("bench", str(dynamic_onnx), *FAST, store=tmp_path / "r.db")
+    assert out.returncode == 2 and "'x' [batch,3,side,side] (dynamic: batch, side, side)" in out.stderr
+    assert "--input-shape x=N,3,N,N" in out.stderr
+    ok = farmctl("bench", str(dynamic_onnx), "--json", *FAST, "--input-shape", "x=2,3,16,16",
+                 store=tmp_path / "r.db")
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["input_shapes"] == {"x": [2, 3, 16, 16]}
+
+
+def test_failed_job_is_stored_as_failed(tmp_path, model_dir):
+    store = tmp_path / "r.db"
+    out = farmctl("bench", str(models.unknown_op_model(model_dir / "u2.onnx")), *FAST, store=store)
+    assert out.returncode == 2
+    (run,) = ResultsStore(store).runs()
+    assert run["status"] == "failed" and run["error_code"] == "UNSUPPORTED_OP" and run["p50_ms"] is None
+
+
+def test_progress_lines_on_stderr(tmp_path, conv_onnx):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    out = subprocess.run([sys.executable, "-m", "controller", "--store", str(tmp_path / "r.db"), "bench",
+                          str(conv_onnx), *FAST], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "[local] started on onnxruntime" in out.stderr and "[local] done" in out.stderr
+    assert "latency ms" in out.stdout and "p50" in out.stdout
