@@ -93,6 +93,7 @@ class JobQueue:
                     self._waiting.pop(0)
                     self._running = job
                     job.state = "running"
+                    self._cond.notify_all()  # everyone behind moved up one place
                     return
                 position = self._waiting.index(job) + 1
                 if position == last:
