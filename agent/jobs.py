@@ -16,12 +16,14 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import psutil
 
+from agent import child_env
 from agent.backends import BACKENDS
 from agent.cache import ModelCache
 from agent.errors import JobError
@@ -145,6 +147,13 @@ class JobManager:
         self.queue.wake()
         return state
 
+    def cancel_all(self) -> None:
+        """Cancel every queued and running job (at shutdown)."""
+        with self._lock:
+            ids = list(self._jobs)
+        for job_id in ids:
+            self.cancel(job_id)
+
     def execute(self, spec: JobSpec) -> Iterator[dict]:
         """Run one job, yielding event dicts shaped like RunEvent's oneof (e.g. {'queued': {...}})."""
         job = Job(spec)
@@ -171,19 +180,16 @@ class JobManager:
                                                   f"{', '.join(sorted(BACKENDS))}")
         if spec.kind == "EVALUATE" and not spec.inputs:
             raise JobError("INVALID_INPUT", "an EVALUATE job needs input tensors")
-        try:
-            pin = self.cache.pinned(spec.digest)
-            model_path = pin.__enter__()
-        except FileNotFoundError:
-            raise JobError("MODEL_NOT_FOUND", f"model {spec.digest} is not in this agent's cache; "
-                                              "upload it first (MissingModels, then UploadModel)") from None
-        try:
+        with ExitStack() as stack:
+            try:
+                model_path = stack.enter_context(self.cache.pinned(spec.digest))
+            except FileNotFoundError:
+                raise JobError("MODEL_NOT_FOUND", f"model {spec.digest} is not in this agent's cache; "
+                                                  "upload it first (MissingModels, then UploadModel)") from None
             self.queue.submit(job)
             for position in self.queue.wait_turn(job):
                 yield {"queued": {"position": position}}
             yield from self._run_child(job, model_path)
-        finally:
-            pin.__exit__(None, None, None)
 
     def _job_description(self, job: Job, model_path: Path, work: Path) -> dict:
         s = job.spec
@@ -205,12 +211,9 @@ class JobManager:
         try:
             desc = self._job_description(job, model_path, work)
             before = read_telemetry()
-            env = dict(os.environ)
-            pkg_root = str(Path(__file__).resolve().parents[1])
-            env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
             with open(work / "stderr.txt", "wb") as stderr:
                 proc = subprocess.Popen([sys.executable, "-m", "agent.runner"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=stderr, cwd=work, env=env,
+                                        stdout=subprocess.PIPE, stderr=stderr, cwd=work, env=child_env(),
                                         start_new_session=True)
             try:
                 yield from self._supervise(job, proc, desc, time_limit, mem_limit, before, work)

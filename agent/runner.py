@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from agent.backends import Backend, InputSpec, backend_class
-from agent.inputs import make_feeds, resolve_shapes
 from agent.errors import JobError
+from agent.inputs import make_feeds, resolve_shapes
 from agent.stats import latency_stats
 
 PROGRESS_EVERY_S = 0.5

@@ -101,8 +101,7 @@ class AgentServer:
     def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls and cancel what is running."""
         self.health.enter_graceful_shutdown()
-        for job_id in list(self.jobs._jobs):
-            self.jobs.cancel(job_id)
+        self.jobs.cancel_all()
         self.server.stop(grace).wait()
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from controller.paths import cache_root
+
 log = logging.getLogger(__name__)
 
 # MobileNetV2 (Sandler et al. 2018): expansion t, output channels c, repeats n, stride s.
@@ -122,10 +124,8 @@ def build_mobilenetv2(path: Path, width: float = 1.0, resolution: int = 224,
 
 
 def example_cache_dir() -> Path:
-    """Where generated examples are kept (EDGEFARM_CACHE or ~/.cache/edgefarm)."""
-    base = os.environ.get("EDGEFARM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgefarm")
-    return Path(base) / "examples"
+    """Where generated examples are kept."""
+    return cache_root() / "examples"
 
 
 def example_model(name: str = "mobilenetv2") -> Path:

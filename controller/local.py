@@ -10,8 +10,10 @@ import sys
 import time
 from pathlib import Path
 
+from agent import child_env
 from controller.client import AgentClient
 from controller.errors import DeviceError
+from controller.paths import cache_root
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0
@@ -19,9 +21,7 @@ START_TIMEOUT_S = 60.0
 
 def local_agent_dir() -> Path:
     """Cache folder of the embedded agent (kept between runs, so models are uploaded once)."""
-    base = os.environ.get("EDGEFARM_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgefarm")
-    return Path(base) / "local-agent"
+    return cache_root() / "local-agent"
 
 
 class LocalAgent:
@@ -46,12 +46,9 @@ class LocalAgent:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "agent", "serve", "--host", "127.0.0.1", "--port", "0",
                "--name", self.name, "--cache-dir", str(self.cache_dir), *self.extra_args]
-        env = dict(os.environ)
-        pkg_root = str(Path(__file__).resolve().parents[1])
-        env["PYTHONPATH"] = pkg_root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL,
-                                         env=env)
+                                         env=child_env())
         self.port = self._read_port()
         self.client = AgentClient(f"127.0.0.1:{self.port}", name=self.name)
         self.client.wait_ready(timeout=START_TIMEOUT_S)

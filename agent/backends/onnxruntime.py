@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -116,15 +116,14 @@ def parse_ort_profile(events: list[dict], skip_runs: int = 0) -> tuple[list[dict
     if not kept:
         raise JobError("INTERNAL", "the profiler recorded no measured runs; raise --min-iterations")
 
+    starts = [start for start, _ in kept]
+
     def run_index(ts: int) -> int | None:
-        for i, (start, end) in enumerate(kept):
-            if start <= ts <= end:
-                return i
-        return None
+        i = bisect.bisect_right(starts, ts) - 1
+        return i if i >= 0 and ts <= kept[i][1] else None
 
     acc: dict[str, dict] = {}
     order: list[str] = []
-    totals = defaultdict(float)
     for e in events:
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
             continue
@@ -143,7 +142,6 @@ def parse_ort_profile(events: list[dict], skip_runs: int = 0) -> tuple[list[dict
             }
             order.append(name)
         row["time_us"] += e["dur"]
-        totals[name] += e["dur"]
     n = len(kept)
     node_total = sum(r["time_us"] for r in acc.values()) or 1.0
     rows = []
