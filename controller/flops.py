@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import dataclass
 from pathlib import Path
 
 # Ops whose cost is about one floating-point operation per output element.
@@ -66,8 +67,31 @@ def parse_shape_strings(shapes: list[str]) -> list[list[int] | None]:
     return parsed
 
 
-def graph_flops(path: Path, input_shapes: dict[str, list[int]]) -> dict[str, tuple[str, int]]:
-    """node name -> (op_type, FLOPs) for every node of the model, after fixing input dims."""
+@dataclass
+class GraphNode:
+    """One node of the ONNX graph with its FLOPs."""
+
+    name: str
+    op_type: str
+    flops: int
+    inputs: list[str]
+
+
+@dataclass
+class GraphFlops:
+    """Per-node FLOPs of a model, and which node produces each tensor."""
+
+    nodes: dict[str, GraphNode]
+    producers: dict[str, str]
+
+    @property
+    def total(self) -> int:
+        """FLOPs of one inference."""
+        return sum(n.flops for n in self.nodes.values())
+
+
+def graph_flops(path: Path, input_shapes: dict[str, list[int]]) -> GraphFlops:
+    """FLOPs of every node of the model after fixing its input dims and running shape inference."""
     import onnx
     from onnx import helper, shape_inference
 
@@ -88,20 +112,45 @@ def graph_flops(path: Path, input_shapes: dict[str, list[int]]) -> dict[str, tup
         shapes[vi.name] = [d.dim_value for d in dims] if all(d.HasField("dim_value") for d in dims) else None
     for init in model.graph.initializer:
         shapes[init.name] = list(init.dims)
-    result = {}
+    nodes, producers = {}, {}
     for i, node in enumerate(model.graph.node):
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         f = node_flops(node.op_type, [shapes.get(x) for x in node.input], [shapes.get(x) for x in node.output],
                        attrs)
-        result[node.name or f"{node.op_type}_{i}"] = (node.op_type, f)
-    return result
+        name = node.name or f"{node.op_type}_{i}"
+        nodes[name] = GraphNode(name, node.op_type, f, list(node.input))
+        producers.update({out: name for out in node.output})
+    return GraphFlops(nodes, producers)
 
 
-def row_flops(row: dict, graph: dict[str, tuple[str, int]]) -> int:
-    """FLOPs of a profile row: the graph's figure when the node is unchanged, else from the row's shapes
-    (ONNX Runtime renames and fuses nodes, e.g. Conv+BatchNormalization+Clip into one Conv)."""
-    known = graph.get(row["name"])
-    if known and known[0] == row["op_type"]:
-        return known[1]
+# Suffixes ONNX Runtime appends when it rewrites a node (NCHWc layout, transposes for NHWC kernels).
+_RUNTIME_SUFFIX = re.compile(r"(_nchwc|_nhwc|_token_\d+)+$")
+MAX_FUSED = 4
+
+
+def source_nodes(row: dict, graph: GraphFlops) -> list[str]:
+    """The graph nodes a profile row ran: itself, or the chain ONNX Runtime fused into it. ORT names a
+    fused node after its last output (e.g. 'Clip_11.out_nchwc' for Conv_9+BatchNormalization_10+Clip_11)."""
+    node = graph.nodes.get(row["name"])
+    if node and node.op_type == row["op_type"]:
+        return [node.name]
+    tensor = _RUNTIME_SUFFIX.sub("", row["name"])
+    chain = []
+    name = graph.producers.get(tensor) or (tensor if tensor in graph.nodes else None)
+    while name and len(chain) < MAX_FUSED:
+        chain.append(name)
+        node = graph.nodes[name]
+        if node.op_type == row["op_type"]:
+            return chain[::-1]
+        name = graph.producers.get(node.inputs[0]) if node.inputs else None
+    return []
+
+
+def row_flops(row: dict, graph: GraphFlops) -> tuple[int, list[str]]:
+    """FLOPs of a profile row and the graph nodes behind it: summed from the graph when the row maps to
+    graph nodes, else computed from the shapes the runtime reported."""
+    sources = source_nodes(row, graph)
+    if sources:
+        return sum(graph.nodes[n].flops for n in sources), sources
     return node_flops(row["op_type"], parse_shape_strings(row.get("input_shapes", [])),
-                      parse_shape_strings(row.get("output_shapes", [])))
+                      parse_shape_strings(row.get("output_shapes", []))), []

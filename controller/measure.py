@@ -189,9 +189,9 @@ def profile(model: str | Path | None = None, device: str | AgentClient = LOCAL,
         with _client_for(device, inventory) as client:
             result, info, _, digest, layer_msg, error = _run(client, pb.PROFILE, ref, settings, progress)
             rows = sorted(layer_msg.get("rows", []), key=lambda r: -r["time_ms"])
-            flops = graph_flops(ref.path, ref.input_shapes) if rows else {}
+            graph = graph_flops(ref.path, ref.input_shapes)
             for r in rows:
-                r["flops"] = row_flops(r, flops)
+                r["flops"], r["source_nodes"] = row_flops(r, graph)
                 r["gflops_per_s"] = r["flops"] / (r["time_ms"] * 1e6) if r["time_ms"] > 0 else 0.0
             run_id = _record(db, "profile", ref, digest, info, settings, result, rows, error)
             if error:
@@ -204,5 +204,5 @@ def profile(model: str | Path | None = None, device: str | AgentClient = LOCAL,
         backend_version=result["backend_version"], threads=result["threads"],
         total_ms=layer_msg.get("total_ms", 0.0), iterations=layer_msg.get("iterations", 0), layers=rows,
         bottlenecks=[r["name"] for r in rows if r["percent"] >= bottleneck_percent],
-        bottleneck_percent=bottleneck_percent, total_flops=sum(f for _, f in flops.values()),
+        bottleneck_percent=bottleneck_percent, total_flops=graph.total,
         run_id=run_id)

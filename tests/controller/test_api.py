@@ -44,7 +44,7 @@ def test_builtin_example_is_a_mobilenetv2(tmp_path):
     path = example_model()
     ref = check_model(path)
     assert ref.input_shapes == {"input": [1, 3, 224, 224]}
-    total = sum(f for _, f in graph_flops(path, ref.input_shapes).values())
+    total = graph_flops(path, ref.input_shapes).total
     assert 0.55e9 < total < 0.7e9  # MobileNetV2 1.0 at 224: ~300M multiply-adds
     with pytest.raises(ModelError, match="built-in examples are: mobilenetv2"):
         from controller.models import resolve_model
@@ -90,6 +90,20 @@ def test_store_is_wal_versioned_and_transactional(tmp_path):
 ])
 def test_node_flops(op, ins, outs, attrs, flops):
     assert node_flops(op, ins, outs, attrs) == flops
+
+
+def test_fused_rows_map_back_to_graph_nodes(model_dir):
+    from controller.flops import row_flops
+
+    graph = graph_flops(models.conv_model(model_dir / "fused.onnx"), {})
+    fused = {"name": "r_nchwc", "op_type": "Conv", "input_shapes": [], "output_shapes": []}
+    assert row_flops(fused, graph) == (graph.nodes["conv"].flops + graph.nodes["relu"].flops, ["conv", "relu"])
+    plain = {"name": "fc", "op_type": "Gemm"}
+    assert row_flops(plain, graph) == (2 * 8 * 4, ["fc"])
+    unknown = {"name": "ReorderOutput", "op_type": "ReorderOutput", "output_shapes": ["float[1,8,32,32]"]}
+    assert row_flops(unknown, graph) == (0, [])
+    relu_only = {"name": "x_nhwc", "op_type": "Relu", "output_shapes": ["float[1,10]"]}
+    assert row_flops(relu_only, graph) == (10, [])  # no producer: computed from the reported shapes
 
 
 def test_shape_strings_round_trip():
