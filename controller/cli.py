@@ -125,6 +125,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from controller.measure import profile
+    from controller.report import layer_label
 
     res = profile(args.model, args.device, _settings(args), store=args.store, inventory=args.inventory,
                   progress=None if args.quiet else progress_printer(),
@@ -142,9 +143,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"{'':2}{'layer':<40} {'op':<22} {'ms':>8} {'%':>6} {'MFLOPs':>9} {'GFLOP/s':>8} {'KiB':>8}")
     for r in res.layers[: args.top]:
         mark = "*" if r["name"] in res.bottlenecks else " "
-        src = r.get("source_nodes") or [r["name"]]
-        label = src[0] + (f" +{len(src) - 1} fused" if len(src) > 1 else "")
-        print(f"{mark} {label[:40]:<40} {r['op_type'][:22]:<22} {r['time_ms']:8.3f} {r['percent']:6.1f} "
+        print(f"{mark} {layer_label(r)[:40]:<40} {r['op_type'][:22]:<22} {r['time_ms']:8.3f} {r['percent']:6.1f} "
               f"{r['flops'] / 1e6:9.2f} {r['gflops_per_s']:8.2f} {int(r['memory_bytes']) / 1024:8.0f}")
     if len(res.layers) > args.top:
         print(f"  ... {len(res.layers) - args.top} more layers (--top N shows more)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from pathlib import Path
@@ -17,6 +16,7 @@ log = logging.getLogger(__name__)
 _MOBILENETV2_BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 EXAMPLES = ("mobilenetv2",)
+EXAMPLES_VERSION = "v1"  # bump when a generator changes, so cached files are rebuilt
 
 
 def _make_divisible(v: float, divisor: int = 8) -> int:
@@ -132,8 +132,7 @@ def example_model(name: str = "mobilenetv2") -> Path:
     """Return the path of a built-in example model, generating it on first use."""
     if name not in EXAMPLES:
         raise ValueError(f"unknown example '{name}'; the built-in examples are: {', '.join(EXAMPLES)}")
-    key = hashlib.sha256(f"{name}-v1".encode()).hexdigest()[:8]
-    path = example_cache_dir() / f"{name}-{key}.onnx"
+    path = example_cache_dir() / EXAMPLES_VERSION / f"{name}.onnx"
     if not path.exists():
         log.info("generating built-in example %s at %s", name, path)
         build_mobilenetv2(path)
