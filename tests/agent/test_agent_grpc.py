@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import grpc
@@ -297,3 +298,39 @@ def test_grpc_status_codes_for_upload_errors(start_agent, conv_onnx):
         stub.UploadModel(iter([pb.UploadChunk(header=pb.UploadHeader(digest="0" * 64, size_bytes=10**12))]),
                          timeout=10)
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_client_that_hangs_up_cancels_its_job(start_agent, conv_onnx):
+    from protos import agent_pb2_grpc as pb_grpc
+
+    client, agent = start_agent()
+    digest = client.ensure_model(conv_onnx).digest
+    stub = pb_grpc.AgentStub(grpc.insecure_channel(f"127.0.0.1:{agent.port}"))
+    long = pb.MeasureSettings(warmup=0, min_iterations=1, min_seconds=60, max_seconds=120, threads=1)
+    call = stub.Run(pb.RunRequest(job_id="gone", kind=pb.BENCHMARK, model_digest=digest, settings=long))
+    first = next(call)
+    assert first.WhichOneof("event") == "started"
+    first_seen = time.time()
+    call.cancel()  # the controller died or was interrupted
+    # The next job is not stuck behind the abandoned one (which would hold the device for 60 s).
+    events = run_events(client, conv_onnx, time_limit_s=30)
+    assert all(e.queued.position == 1 for e in events if e.WhichOneof("event") == "queued")
+    assert events[-1].WhichOneof("event") == "result"
+    assert events[-1].result.telemetry_after.timestamp - first_seen < 30
+    import psutil
+
+    assert not psutil.pid_exists(first.started.pid) or \
+        psutil.Process(first.started.pid).status() == psutil.STATUS_ZOMBIE
+
+
+def test_agent_stops_cleanly_on_sigterm_and_kills_its_runner(start_agent, conv_onnx):
+    client, agent = start_agent()
+    digest = client.ensure_model(conv_onnx).digest
+    long = pb.MeasureSettings(warmup=0, min_iterations=1, min_seconds=60, max_seconds=120, threads=1)
+    events = client.run(pb.RunRequest(kind=pb.BENCHMARK, model_digest=digest, settings=long))
+    started = next(events)
+    agent.stop()
+    assert agent.proc.returncode == 0
+    import psutil
+
+    assert not psutil.pid_exists(started.started.pid)
