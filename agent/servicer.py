@@ -44,6 +44,9 @@ def array_to_tensor(name: str, a: np.ndarray) -> pb.Tensor:
                      data=a.astype(a.dtype.newbyteorder("<")).tobytes())
 
 
+_DEFAULTS = JobSpec(kind="", digest="")  # what a request leaves unset
+
+
 def spec_from_request(req: pb.RunRequest) -> JobSpec:
     """Decode a RunRequest into the agent's JobSpec."""
     s = req.settings
@@ -51,11 +54,13 @@ def spec_from_request(req: pb.RunRequest) -> JobSpec:
         inputs = {t.name: tensor_to_array(t) for t in req.inputs} or None
     except (TypeError, ValueError) as exc:
         raise JobError("INVALID_INPUT", f"an input tensor could not be decoded: {exc}") from exc
+    d = _DEFAULTS
     return JobSpec(
-        kind=pb.JobKind.Name(req.kind), digest=req.model_digest, backend=req.backend or "onnxruntime",
-        job_id=req.job_id, threads=s.threads, warmup=s.warmup if s.HasField("warmup") else 10,
-        min_iterations=s.min_iterations or 50, min_seconds=s.min_seconds if s.HasField("min_seconds") else 1.0,
-        max_seconds=s.max_seconds or 60.0, profile_iterations=s.profile_iterations or 30,
+        kind=pb.JobKind.Name(req.kind), digest=req.model_digest, backend=req.backend or d.backend,
+        job_id=req.job_id, threads=s.threads, warmup=s.warmup if s.HasField("warmup") else d.warmup,
+        min_iterations=s.min_iterations or d.min_iterations,
+        min_seconds=s.min_seconds if s.HasField("min_seconds") else d.min_seconds,
+        max_seconds=s.max_seconds or d.max_seconds, profile_iterations=s.profile_iterations or d.profile_iterations,
         input_shapes={k: list(v.dims) for k, v in s.input_shapes.items()}, inputs=inputs,
         time_limit_s=req.time_limit_s, memory_limit_bytes=req.memory_limit_bytes)
 
