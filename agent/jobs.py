@@ -137,10 +137,14 @@ class JobManager:
         self._lock = threading.Lock()
 
     def cancel(self, job_id: str) -> str:
-        """Cancel a queued or running job; returns the state it was in (or 'unknown')."""
+        """Cancel a queued or running job by id; returns the state it was in (or 'unknown')."""
         with self._lock:
             job = self._jobs.get(job_id)
-        if job is None or job.state == "done":
+        return self.cancel_job(job) if job else "unknown"
+
+    def cancel_job(self, job: Job) -> str:
+        """Cancel this job (a no-op once it is done); returns the state it was in."""
+        if job.state == "done":
             return "unknown"
         state = job.state
         job.cancelled.set()
@@ -154,14 +158,17 @@ class JobManager:
         for job_id in ids:
             self.cancel(job_id)
 
-    def execute(self, spec: JobSpec) -> Iterator[dict]:
-        """Run one job, yielding event dicts shaped like RunEvent's oneof (e.g. {'queued': {...}})."""
+    def register(self, spec: JobSpec) -> Job:
+        """Create a job under its id (refusing an id in use), so it can be cancelled from now on."""
         job = Job(spec)
         with self._lock:
             if job.id in self._jobs:
-                yield _error("INVALID_INPUT", f"job id {job.id} is already in use; send a fresh uuid")
-                return
+                raise JobError("INVALID_INPUT", f"job id {job.id} is already in use; send a fresh uuid")
             self._jobs[job.id] = job
+        return job
+
+    def execute(self, job: Job) -> Iterator[dict]:
+        """Run a registered job, yielding event dicts shaped like RunEvent's oneof (e.g. {'queued': {...}})."""
         try:
             yield from self._execute(job)
         except JobError as exc:
@@ -231,8 +238,12 @@ class JobManager:
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
         deadline = time.monotonic() + time_limit
-        child = psutil.Process(proc.pid)
-        result = terminal = None
+        try:
+            child = psutil.Process(proc.pid)
+        except psutil.NoSuchProcess:  # died at once; its exit status is read below
+            child = None
+        result = error = None
+        outputs_sent = False
         peak_rss = 0
         while True:
             try:
@@ -242,60 +253,55 @@ class JobManager:
             if ev is None:
                 break
             name = ev.pop("event", None)
-            if name in ("started", "progress"):
+            if name in ("started", "progress", "layers"):
                 yield {name: ev}
-            elif name == "layers":
-                yield {"layers": ev}
             elif name == "result":
                 result = ev
             elif name == "outputs":
                 with np.load(ev["path"]) as data:
-                    outputs = {k: data[k] for k in data.files}
-                yield {"outputs": outputs}
-                terminal = {}
+                    yield {"outputs": {k: data[k] for k in data.files}}
+                outputs_sent = True
             elif name == "error":
-                terminal = _error(ev["code"], ev["message"])
-            if terminal is None:
-                terminal = self._check_limits(job, proc, child, deadline, time_limit, mem_limit)
-                try:
-                    peak_rss = max(peak_rss, child.memory_info().rss)
-                except psutil.Error:
-                    pass
-            if terminal and "error" in terminal and proc.poll() is None:
+                error = _error(ev["code"], ev["message"])
+            if error is None:
+                rss = _rss(child)
+                peak_rss = max(peak_rss, rss)
+                error = self._check_limits(job, deadline, time_limit, rss, mem_limit)
+            if error and proc.poll() is None:
                 _kill(proc)
         proc.wait()
-        if terminal:
-            yield terminal
+        if error:
+            yield error
+        elif outputs_sent:
             return
-        if terminal is not None:
-            return  # outputs already sent
-        if result is None:
+        elif result is None:
             yield _error("RUNNER_CRASHED", _crash_message(proc.returncode, work))
-            return
-        result["peak_memory_bytes"] = max(result.get("peak_memory_bytes", 0), peak_rss)
-        if result["peak_memory_bytes"] > mem_limit:  # a spike between two polls
-            yield _error("OUT_OF_MEMORY", _memory_message(result["peak_memory_bytes"], mem_limit))
-            return
-        after = read_telemetry()
-        result["telemetry_before"], result["telemetry_after"] = before, after
-        result["flags"] = result.get("flags", []) + result_flags(before, after, result["latency"]["cv"])
-        yield {"result": result}
+        elif (peak := max(result.get("peak_memory_bytes", 0), peak_rss)) > mem_limit:  # a spike between polls
+            yield _error("OUT_OF_MEMORY", _memory_message(peak, mem_limit))
+        else:
+            after = read_telemetry()
+            result["peak_memory_bytes"] = peak
+            result["telemetry_before"], result["telemetry_after"] = before, after
+            result["flags"] = result.get("flags", []) + result_flags(before, after, result["latency"]["cv"])
+            yield {"result": result}
 
     @staticmethod
-    def _check_limits(job: Job, proc: subprocess.Popen, child: psutil.Process, deadline: float,
-                      time_limit: float, mem_limit: int) -> dict | None:
+    def _check_limits(job: Job, deadline: float, time_limit: float, rss: int, mem_limit: int) -> dict | None:
         if job.cancelled.is_set():
             return _error("CANCELLED", "the job was cancelled while running; its runner was stopped")
         if time.monotonic() > deadline:
             return _error("TIMEOUT", f"the job ran past its time limit of {time_limit:g} s and was stopped; "
                                      "raise --time-limit, or lower --min-seconds/--min-iterations")
-        try:
-            rss = child.memory_info().rss
-        except psutil.Error:
-            return None
         if rss > mem_limit:
             return _error("OUT_OF_MEMORY", _memory_message(rss, mem_limit))
         return None
+
+
+def _rss(child: psutil.Process | None) -> int:
+    try:
+        return child.memory_info().rss if child else 0
+    except psutil.Error:
+        return 0
 
 
 def _pump(stream, lines: queue.Queue) -> None:

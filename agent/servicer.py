@@ -124,14 +124,14 @@ class AgentServicer(pb_grpc.AgentServicer):
     def Run(self, request: pb.RunRequest, context: grpc.ServicerContext) -> Iterator[pb.RunEvent]:
         try:
             spec = spec_from_request(request)
+            spec.job_id = spec.job_id or uuid.uuid4().hex
+            job = self.jobs.register(spec)
         except JobError as exc:
             yield pb.RunEvent(job_id=request.job_id, error=pb.Error(code=exc.code, message=exc.message))
             return
-        spec.job_id = job_id = spec.job_id or uuid.uuid4().hex
-        context.add_callback(lambda: self.jobs.cancel(job_id))
-        events = self.jobs.execute(spec)
-        for event in events:
-            yield event_to_proto(job_id, event)
+        context.add_callback(lambda: self.jobs.cancel_job(job))  # the client hung up or the RPC ended
+        for event in self.jobs.execute(job):
+            yield event_to_proto(job.id, event)
 
     def Cancel(self, request: pb.CancelRequest, context) -> pb.CancelReply:
         state = self.jobs.cancel(request.job_id)

@@ -334,3 +334,15 @@ def test_agent_stops_cleanly_on_sigterm_and_kills_its_runner(start_agent, conv_o
     import psutil
 
     assert not psutil.pid_exists(started.started.pid)
+
+
+def test_a_reused_job_id_is_refused_without_touching_the_running_job(start_agent, conv_onnx):
+    client, _ = start_agent()
+    digest = client.ensure_model(conv_onnx).digest
+    long = pb.MeasureSettings(warmup=0, min_iterations=1, min_seconds=60, max_seconds=120, threads=1)
+    running = client.run(pb.RunRequest(job_id="same", kind=pb.BENCHMARK, model_digest=digest, settings=long))
+    assert next(running).WhichOneof("event") == "started"
+    dup = list(client.run(pb.RunRequest(job_id="same", kind=pb.BENCHMARK, model_digest=digest, settings=FAST)))
+    assert "already in use" in final_error(dup).message
+    assert client.cancel("same").state == "running"  # still running: the refused call did not cancel it
+    assert pb.ErrorCode.Name(final_error(list(running)).code) == "CANCELLED"
