@@ -103,23 +103,28 @@ def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSetting
          progress: ProgressFn | None) -> tuple[dict, pb.DeviceInfo, int, str, dict, dict | None]:
     """Upload if needed, run one job; returns (result, info, upload bytes, digest, layers, error)."""
     info = client.info()
-    upload = client.ensure_model(ref.path)
     s = MeasureSettings(**{**asdict(settings), "input_shapes": ref.input_shapes})
-    request = pb.RunRequest(kind=kind, model_digest=upload.digest, backend=ref.backend,
-                            settings=s.to_proto(), time_limit_s=settings.time_limit_s,
-                            memory_limit_bytes=int(settings.memory_limit_mb * 2**20))
-    result, layers, error = {}, {}, None
-    for event in client.run(request):
-        which = event.WhichOneof("event")
-        if progress:
-            progress(client.name, event)
-        if which == "result":
-            result = to_dict(event.result)
-        elif which == "layers":
-            layers = to_dict(event.layers)
-        elif which == "error":
-            error = {"code": pb.ErrorCode.Name(event.error.code), "message": event.error.message}
-    return result, info, upload.bytes_sent, upload.digest, layers, error
+    sent = 0
+    for _attempt in range(2):  # a model evicted between upload and run (a busy, small cache) is sent again
+        upload = client.ensure_model(ref.path)
+        sent += upload.bytes_sent
+        request = pb.RunRequest(kind=kind, model_digest=upload.digest, backend=ref.backend,
+                                settings=s.to_proto(), time_limit_s=settings.time_limit_s,
+                                memory_limit_bytes=int(settings.memory_limit_mb * 2**20))
+        result, layers, error = {}, {}, None
+        for event in client.run(request):
+            which = event.WhichOneof("event")
+            if progress:
+                progress(client.name, event)
+            if which == "result":
+                result = to_dict(event.result)
+            elif which == "layers":
+                layers = to_dict(event.layers)
+            elif which == "error":
+                error = {"code": pb.ErrorCode.Name(event.error.code), "message": event.error.message}
+        if not error or error["code"] != "MODEL_NOT_FOUND":
+            break
+    return result, info, sent, upload.digest, layers, error
 
 
 def _record(store: ResultsStore | None, kind: str, ref: ModelRef, digest: str, info: pb.DeviceInfo,

@@ -84,6 +84,12 @@ def check_model(path: Path, input_shapes: dict[str, list[int]] | None = None) ->
     model = load_onnx(path)
     if not model.graph.node:
         raise ModelError(f"'{path}' parses as protobuf but holds no ONNX graph; is it really an ONNX model?")
+    external = [i.name for i in model.graph.initializer if i.data_location == i.EXTERNAL]
+    if external:
+        raise ModelError(
+            f"'{path.name}' keeps {len(external)} weights (e.g. '{external[0]}') in a separate external-data "
+            "file, and edgefarm ships one file per model: save it as one file with onnx.save(model, path, "
+            "save_as_external_data=False), or export with torch.onnx.export(..., external_data=False)")
     try:
         shapes = resolve_shapes(onnx_input_specs(model), input_shapes or {})
     except JobError as exc:

@@ -71,3 +71,11 @@ def truncated(src: Path, path: Path) -> Path:
     data = src.read_bytes()
     path.write_bytes(data[: len(data) // 2])
     return path
+
+
+def external_data_model(src: Path, path: Path) -> Path:
+    """A copy of src whose weights live in a side file (as torch.onnx.export(dynamo=True) writes by default)."""
+    model = onnx.load(str(src))
+    onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+              location=path.name + ".data", size_threshold=0)
+    return path
