@@ -31,7 +31,7 @@ from agent.telemetry import read_telemetry, result_flags
 
 log = logging.getLogger(__name__)
 
-POLL_S = 0.1
+POLL_S = 0.25  # supervision wake-ups stay rare so they barely touch the measured cores
 KINDS = ("BENCHMARK", "PROFILE", "EVALUATE")
 
 

@@ -18,7 +18,7 @@ from agent.errors import JobError
 from agent.inputs import make_feeds, resolve_shapes
 from agent.stats import latency_stats
 
-PROGRESS_EVERY_S = 0.5
+PROGRESS_EVERY_S = 1.0
 
 
 def emit(event: str, **fields) -> None:
