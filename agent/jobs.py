@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import queue
+import re
 import shutil
 import signal
 import subprocess
@@ -33,6 +34,7 @@ log = logging.getLogger(__name__)
 
 POLL_S = 0.25  # supervision wake-ups stay rare so they barely touch the measured cores
 KINDS = ("BENCHMARK", "PROFILE", "EVALUATE")
+_JOB_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 @dataclass
@@ -160,6 +162,9 @@ class JobManager:
 
     def register(self, spec: JobSpec) -> Job:
         """Create a job under its id (refusing an id in use), so it can be cancelled from now on."""
+        if spec.job_id and not _JOB_ID.match(spec.job_id):
+            raise JobError("INVALID_INPUT", f"job id {spec.job_id[:80]!r} is not allowed: use 1-64 letters, "
+                                            "digits, '.', '_' or '-' (a uuid4 hex is ideal)")
         job = Job(spec)
         with self._lock:
             if job.id in self._jobs:
@@ -214,7 +219,7 @@ class JobManager:
         spec = job.spec
         time_limit = spec.time_limit_s or self.default_time_limit_s
         mem_limit = spec.memory_limit_bytes or self.default_memory_limit_bytes
-        work = Path(tempfile.mkdtemp(prefix=f"{job.id[:12]}-", dir=self.work_root))
+        work = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_root))
         try:
             desc = self._job_description(job, model_path, work)
             before = read_telemetry()

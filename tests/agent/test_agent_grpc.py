@@ -346,3 +346,13 @@ def test_a_reused_job_id_is_refused_without_touching_the_running_job(start_agent
     assert "already in use" in final_error(dup).message
     assert client.cancel("same").state == "running"  # still running: the refused call did not cancel it
     assert pb.ErrorCode.Name(final_error(list(running)).code) == "CANCELLED"
+
+
+@pytest.mark.parametrize("job_id", ["../../escape", "a/b", "x" * 65, "id with spaces"])
+def test_job_ids_that_could_name_paths_are_refused(shared_agent, conv_onnx, job_id):
+    client, agent = shared_agent
+    digest = client.ensure_model(conv_onnx).digest
+    events = list(client.run(pb.RunRequest(job_id=job_id, kind=pb.BENCHMARK, model_digest=digest, settings=FAST)))
+    assert pb.ErrorCode.Name(final_error(events).code) == "INVALID_INPUT"
+    assert "is not allowed" in final_error(events).message
+    assert not (agent.cache_dir.parent / "escape").exists()
