@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 
 # Ops whose cost is about one floating-point operation per output element.
 ELEMENTWISE = {
@@ -90,12 +89,18 @@ class GraphFlops:
         return sum(n.flops for n in self.nodes.values())
 
 
-def graph_flops(path: Path, input_shapes: dict[str, list[int]]) -> GraphFlops:
-    """FLOPs of every node of the model after fixing its input dims and running shape inference."""
+def graph_flops(model, input_shapes: dict[str, list[int]]) -> GraphFlops:
+    """FLOPs of every node of a model (a path or an onnx.ModelProto, left unchanged) after fixing its
+    input dims and running shape inference."""
     import onnx
     from onnx import helper, shape_inference
 
-    model = onnx.load(str(path), load_external_data=False)
+    if isinstance(model, onnx.ModelProto):
+        copy = onnx.ModelProto()
+        copy.CopyFrom(model)
+        model = copy
+    else:
+        model = onnx.load(str(model), load_external_data=False)
     for inp in model.graph.input:
         if inp.name in input_shapes:
             dims = inp.type.tensor_type.shape.dim

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from google.protobuf import json_format
@@ -99,17 +99,28 @@ def _client_for(device: str | AgentClient, inventory: Path | None) -> Iterator[A
         yield client
 
 
+@dataclass
+class JobOutcome:
+    """What one job on one device returned."""
+
+    info: pb.DeviceInfo
+    digest: str
+    bytes_sent: int
+    result: dict
+    layers: dict
+    error: dict | None
+
+
 def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSettings,
-         progress: ProgressFn | None) -> tuple[dict, pb.DeviceInfo, int, str, dict, dict | None]:
-    """Upload if needed, run one job; returns (result, info, upload bytes, digest, layers, error)."""
+         progress: ProgressFn | None) -> JobOutcome:
+    """Upload the model if the agent lacks it, run one job, collect its events."""
     info = client.info()
-    s = MeasureSettings(**{**asdict(settings), "input_shapes": ref.input_shapes})
     sent = 0
     for _attempt in range(2):  # a model evicted between upload and run (a busy, small cache) is sent again
         upload = client.ensure_model(ref.path)
         sent += upload.bytes_sent
         request = pb.RunRequest(kind=kind, model_digest=upload.digest, backend=ref.backend,
-                                settings=s.to_proto(), time_limit_s=settings.time_limit_s,
+                                settings=settings.to_proto(), time_limit_s=settings.time_limit_s,
                                 memory_limit_bytes=int(settings.memory_limit_mb * 2**20))
         result, layers, error = {}, {}, None
         for event in client.run(request):
@@ -124,29 +135,29 @@ def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSetting
                 error = {"code": pb.ErrorCode.Name(event.error.code), "message": event.error.message}
         if not error or error["code"] != "MODEL_NOT_FOUND":
             break
-    return result, info, sent, upload.digest, layers, error
+    return JobOutcome(info, upload.digest, sent, result, layers, error)
 
 
-def _record(store: ResultsStore | None, kind: str, ref: ModelRef, digest: str, info: pb.DeviceInfo,
-            settings: MeasureSettings, result: dict, layers: list[dict], error: dict | None) -> int | None:
+def _record(store: ResultsStore | None, kind: str, ref: ModelRef, settings: MeasureSettings,
+            job: JobOutcome, layers: list[dict]) -> int | None:
     if store is None:
         return None
-    threads = result.get("threads") or settings.threads
-    backend_version = result.get("backend_version") or next(
-        (b.version for b in info.backends if b.name == ref.backend), "")
+    threads = job.result.get("threads") or settings.threads
+    backend_version = job.result.get("backend_version") or next(
+        (b.version for b in job.info.backends if b.name == ref.backend), "")
     return store.record(
-        kind=kind, model={"name": ref.name, "path": str(ref.path), "digest": digest,
+        kind=kind, model={"name": ref.name, "path": str(ref.path), "digest": job.digest,
                           "size": ref.path.stat().st_size},
-        device=to_dict(info), backend=ref.backend, backend_version=backend_version,
-        settings={**settings.as_dict(), "input_shapes": ref.input_shapes},
-        settings_key=settings.key(threads), result=result or None, layers=layers,
-        error_code=error and error["code"], error=error and error["message"])
+        device=to_dict(job.info), backend=ref.backend, backend_version=backend_version,
+        settings=settings.as_dict(), settings_key=settings.key(threads), result=job.result or None,
+        layers=layers, error_code=job.error and job.error["code"], error=job.error and job.error["message"])
 
 
 def _prepare(model: str | Path | None, settings: MeasureSettings | None) -> tuple[ModelRef, MeasureSettings]:
+    """Check the model; the settings returned carry every input's concrete shape."""
     settings = settings or MeasureSettings()
     ref = check_model(resolve_model(str(model) if model is not None else None), settings.input_shapes)
-    return ref, settings
+    return ref, replace(settings, input_shapes=ref.input_shapes)
 
 
 def _open_store(store: ResultsStore | Path | str | None) -> tuple[ResultsStore | None, bool]:
@@ -163,13 +174,14 @@ def bench(model: str | Path | None = None, device: str | AgentClient = LOCAL,
     db, owned = _open_store(store)
     try:
         with _client_for(device, inventory) as client:
-            result, info, sent, digest, _, error = _run(client, pb.BENCHMARK, ref, settings, progress)
-            run_id = _record(db, "benchmark", ref, digest, info, settings, result, [], error)
-            if error:
-                raise JobFailed(error["code"], error["message"], client.name)
+            job = _run(client, pb.BENCHMARK, ref, settings, progress)
+            run_id = _record(db, "benchmark", ref, settings, job, [])
+            if job.error:
+                raise JobFailed(job.error["code"], job.error["message"], client.name)
     finally:
         if owned:
             db.close()
+    result, info, digest, sent = job.result, job.info, job.digest, job.bytes_sent
     lat = result["latency"]
     return BenchResult(
         device=info.name, device_class=info.device_class, model=ref.name, model_digest=digest,
@@ -192,18 +204,19 @@ def profile(model: str | Path | None = None, device: str | AgentClient = LOCAL,
     db, owned = _open_store(store)
     try:
         with _client_for(device, inventory) as client:
-            result, info, _, digest, layer_msg, error = _run(client, pb.PROFILE, ref, settings, progress)
-            rows = sorted(layer_msg.get("rows", []), key=lambda r: -r["time_ms"])
-            graph = graph_flops(ref.path, ref.input_shapes)
+            job = _run(client, pb.PROFILE, ref, settings, progress)
+            rows = sorted(job.layers.get("rows", []), key=lambda r: -r["time_ms"])
+            graph = graph_flops(ref.model, ref.input_shapes)
             for r in rows:
                 r["flops"], r["source_nodes"] = row_flops(r, graph)
                 r["gflops_per_s"] = r["flops"] / (r["time_ms"] * 1e6) if r["time_ms"] > 0 else 0.0
-            run_id = _record(db, "profile", ref, digest, info, settings, result, rows, error)
-            if error:
-                raise JobFailed(error["code"], error["message"], client.name)
+            run_id = _record(db, "profile", ref, settings, job, rows)
+            if job.error:
+                raise JobFailed(job.error["code"], job.error["message"], client.name)
     finally:
         if owned:
             db.close()
+    result, info, digest, layer_msg = job.result, job.info, job.digest, job.layers
     return ProfileResult(
         device=info.name, model=ref.name, model_digest=digest, backend=result["backend"],
         backend_version=result["backend_version"], threads=result["threads"],

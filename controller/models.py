@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -24,6 +25,7 @@ class ModelRef:
     name: str
     backend: str
     input_shapes: dict[str, list[int]]
+    model: Any = field(default=None, repr=False)  # the parsed onnx.ModelProto
 
 
 def resolve_model(arg: str | None) -> Path:
@@ -94,4 +96,4 @@ def check_model(path: Path, input_shapes: dict[str, list[int]] | None = None) ->
         shapes = resolve_shapes(onnx_input_specs(model), input_shapes or {})
     except JobError as exc:
         raise ModelError(f"{path.name}: {exc.message}") from None
-    return ModelRef(path=path, name=path.stem, backend=backend, input_shapes=shapes)
+    return ModelRef(path=path, name=path.stem, backend=backend, input_shapes=shapes, model=model)

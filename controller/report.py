@@ -20,8 +20,6 @@ def _cell(key: str, value) -> str:
         return ""
     if key == "peak_memory_bytes":
         return f"{value / 2**20:.0f}"
-    if key == "cv":
-        return f"{value:.3f}"
     if isinstance(value, float):
         return f"{value:.3f}"
     return str(value)
