@@ -5,7 +5,7 @@ process and `farmctl bench` (a real farmctl process driving a real embedded farm
 times in its own child process) on the built-in MobileNetV2, with the same thread count, warm-up and
 minimums. Reports each p50 and the ratio of their medians (target 0.97-1.03).
 
-    python benchmarks/fidelity.py [--threads 1] [--rounds 3] [--write-readme]
+    python benchmarks/fidelity.py [--threads 1] [--rounds 20] [--min-seconds 1] [--write-readme]
 """
 
 from __future__ import annotations
