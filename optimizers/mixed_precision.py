@@ -1,0 +1,196 @@
+"""Mixed precision: static INT8 everywhere except the layers whose quantization costs the most
+accuracy per millisecond it saves, which stay float until an accuracy or fidelity threshold holds."""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from optimizers.data import as_dataset
+from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
+from optimizers.evaluation import accuracy, compare_outputs, run_outputs
+from optimizers.onnx_model import ModelLike, default_output, load_model, require_float_weights
+from optimizers.quantization import (
+    QuantizeConfig,
+    _calibration,
+    _check_algorithm,
+    _prepare,
+    calibrate_ranges,
+    quantize_qdq,
+)
+from optimizers.record import OptimizationRecord, OptimizedModel, write_result
+
+log = logging.getLogger(__name__)
+
+METRICS = ("cosine", "top1_agreement", "accuracy")
+
+
+@dataclass
+class LayerSensitivity:
+    """One quantizable layer: the fidelity of the model with only it quantized, and its measured time."""
+
+    node: str
+    op_type: str
+    cosine: float           # output cosine similarity with only this layer in INT8
+    error: float            # 1 - cosine: what quantizing this layer alone costs
+    time_ms: float | None   # measured float time on the device (profile), when given
+    score: float            # error per millisecond (error when no times): higher stays float first
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class MixedPrecisionOptimizer:
+    """`MixedPrecisionOptimizer(accuracy_threshold=0.99).optimize(model, calibration_data, eval_data)`.
+
+    accuracy_threshold: with labels, quantized accuracy / float accuracy; without, the `metric`
+    (cosine similarity by default) of the outputs against the float model's. sensitive_layers: node
+    names always kept float. layer_times_ms: {node name: measured ms} from a device profile, so the
+    layers that cost least time are the first kept in float."""
+
+    def __init__(self, accuracy_threshold: float = 0.99, sensitive_layers: list[str] | None = None,
+                 metric: str = "cosine", algorithm: str = "minmax",
+                 layer_times_ms: dict[str, float] | None = None, max_eval_samples: int = 64,
+                 **quant_options) -> None:
+        if metric not in METRICS:
+            raise UnknownOption("mixed-precision metric", metric, METRICS)
+        if not 0 < accuracy_threshold <= 1:
+            raise OptimizerError(f"accuracy_threshold must be in (0, 1] (a ratio), got {accuracy_threshold}")
+        _check_algorithm(algorithm)
+        self.threshold = accuracy_threshold
+        self.metric = metric
+        self.sensitive = tuple(sensitive_layers or ())
+        self.times = dict(layer_times_ms or {})
+        self.max_eval = max_eval_samples
+        self.config = QuantizeConfig(method="int8", algorithm=algorithm, **quant_options)
+        self.sensitivities: list[LayerSensitivity] = []
+
+    def optimize(self, model: ModelLike, calibration_data, eval_data=None, labels=None,
+                 output: str | Path | None = None) -> OptimizedModel:
+        """Quantize, then keep the most sensitive layers (per ms saved) in float until the threshold holds."""
+        started = time.perf_counter()
+        source = load_model(model)
+        require_float_weights(source.proto, "mixed-precision quantization")
+        settings = {**asdict(self.config), "accuracy_threshold": self.threshold, "metric": self.metric,
+                    "sensitive_layers": list(self.sensitive), "layer_times_given": bool(self.times)}
+        record = OptimizationRecord(technique="quantize:mixed-int8", settings=settings,
+                                    source=str(source.path or "<ModelProto>"), source_digest=source.digest,
+                                    source_size_bytes=source.size_bytes)
+        calibration = _calibration(calibration_data, source.proto, None, self.config, record)
+        evaluation = calibration if eval_data is None else as_dataset(eval_data, source.proto, labels=labels)
+        evaluation = evaluation.limit(self.max_eval)
+        metric = "accuracy" if evaluation.labels is not None else self.metric
+        if metric == "accuracy" and evaluation.labels is None:
+            raise DataMismatch("metric='accuracy' needs labels with the eval data")
+        with tempfile.TemporaryDirectory(prefix="edgefarm-mixed-") as tmp:
+            work = Path(tmp)
+            prepared = _prepare(source, self.config, work, record)
+            import onnx
+
+            prepared_proto = onnx.load(str(prepared))
+            names = {n.name for n in prepared_proto.graph.node}
+            unknown = [n for n in self.sensitive if n not in names]
+            if unknown:
+                raise DataMismatch(f"sensitive_layers names {', '.join(map(repr, unknown))}, which the model does "
+                                   f"not have; its layers are e.g. {', '.join(sorted(names)[:8])}")
+            ranges = calibrate_ranges(prepared, calibration.feeds, self.config, work)
+            reference = run_outputs(prepared_proto, evaluation)
+            float_acc = accuracy(reference, evaluation.labels) if metric == "accuracy" else None
+
+            def score(path: Path) -> float:
+                outs = run_outputs(onnx.load(str(path)), evaluation)
+                if metric == "accuracy":
+                    return accuracy(outs, evaluation.labels) / max(float_acc, 1e-9)
+                fid = compare_outputs(reference, outs)
+                value = getattr(fid, metric)
+                if value is None:
+                    raise DataMismatch("top1_agreement needs a classifier output [N, classes]; use metric='cosine'")
+                return value
+
+            def quantize(keep_float: list[str], tag: str) -> Path:
+                out = work / f"{tag}.onnx"
+                cfg = QuantizeConfig(**{**asdict(self.config), "exclude_nodes": tuple(keep_float)})
+                quantize_qdq(prepared, out, cfg, ranges)
+                return out
+
+            layers = quantizable_layers(prepared_proto, self.config.op_types)
+            full_path = quantize(list(self.sensitive), "full")
+            full = score(full_path)
+            record.metrics["full_int8_" + metric] = round(full, 6)
+            chosen, chosen_value, keep = full_path, full, list(self.sensitive)
+            if full < self.threshold:
+                self.sensitivities = self._sensitivity(layers, prepared, ranges, work, score)
+                ranked = [s.node for s in self.sensitivities if s.node not in self.sensitive]
+                keep, chosen, chosen_value = self._search(ranked, quantize, score)
+                if chosen is None:
+                    best = self.sensitivities[:5]
+                    raise OptimizerError(
+                        f"no mixed-precision model reaches {metric} >= {self.threshold}: full INT8 gives {full:.4f} "
+                        f"and even keeping all {len(ranked)} layers in float misses it; the most sensitive layers "
+                        f"are {', '.join(s.node for s in best)}; lower the threshold or use fp16")
+            record.metrics[metric] = round(chosen_value, 6)
+            record.metrics["layers_quantizable"] = len(layers)
+            record.metrics["layers_kept_float"] = len(keep)
+            record.settings["kept_float"] = keep
+            record.changes["layers quantized"] = len(layers) - len(keep)
+            record.changes["layers kept in float"] = len(keep)
+            if self.sensitivities:
+                record.metrics["sensitivity"] = [s.to_json() for s in self.sensitivities]
+            out = default_output(source, "mixed-int8", output)
+            result = write_result(onnx.load(str(chosen)), out, record, started)
+        log.info("mixed precision: %d of %d layers kept float, %s=%.4f", len(keep), len(layers), metric,
+                 chosen_value)
+        return result
+
+    def _sensitivity(self, layers, prepared, ranges, work, score) -> list[LayerSensitivity]:
+        """Quantize one layer at a time (ranges reused from one calibration) and measure the damage."""
+        out = []
+        for i, (name, op) in enumerate(layers):
+            path = work / f"one-{i}.onnx"
+            quantize_qdq(prepared, path, self.config, ranges, nodes_to_quantize=[name])
+            value = score(path)
+            error = max(0.0, 1.0 - value)
+            ms = self.times.get(name)
+            out.append(LayerSensitivity(name, op, value, error, ms,
+                                        error / max(ms, 1e-3) if ms is not None else error))
+            path.unlink()
+        if self.times:
+            missing = [s.node for s in out if s.time_ms is None]
+            if missing:  # layers with no measured time rank as if they cost the median time
+                known = sorted(s.time_ms for s in out if s.time_ms is not None) or [1.0]
+                median = known[len(known) // 2]
+                for s in out:
+                    if s.time_ms is None:
+                        s.score = s.error / max(median, 1e-3)
+        return sorted(out, key=lambda s: -s.score)
+
+    def _search(self, ranked: list[str], quantize, score) -> tuple[list[str], Path | None, float]:
+        """Smallest k such that keeping the top-k ranked layers (plus sensitive ones) float meets the
+        threshold, by bisection (fidelity grows with k, nearly monotonically)."""
+        lo, hi = 1, len(ranked)
+        best: tuple[list[str], Path | None, float] = ([], None, -math.inf)
+        while lo <= hi:
+            k = (lo + hi) // 2
+            keep = list(self.sensitive) + ranked[:k]
+            path = quantize(keep, f"keep-{k}")
+            value = score(path)
+            log.info("mixed precision: %d layers float -> %.4f", len(keep), value)
+            if value >= self.threshold:
+                best = (keep, path, value)
+                hi = k - 1
+            else:
+                lo = k + 1
+        return best
+
+
+def quantizable_layers(model, op_types) -> list[tuple[str, str]]:
+    """(name, op_type) of the nodes static INT8 would quantize that hold a constant weight."""
+    inits = {i.name for i in model.graph.initializer}
+    ops = set(op_types) if op_types else {"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather"}
+    weighted = {"Conv", "ConvTranspose", "MatMul", "Gemm", "Gather"} & ops
+    return [(n.name, n.op_type) for n in model.graph.node
+            if n.op_type in weighted and n.name and any(i in inits for i in n.input)]

@@ -1,0 +1,152 @@
+"""Per-layer profiles: time, share, memory and FLOPs of every layer, in process on this CPU or on a
+farm device through its agent."""
+
+from __future__ import annotations
+
+import json
+import logging
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from optimizers.data import load_data, synthetic_data
+from optimizers.errors import OptimizerError
+from optimizers.onnx_model import ModelLike, load_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class LayerProfile:
+    """One profiled layer (a runtime node, possibly several graph nodes fused by the runtime)."""
+
+    name: str
+    op_type: str
+    time_ms: float          # mean per inference
+    percentage: float       # share of the summed layer time, in percent
+    memory_mb: float        # output + activation + parameter bytes the runtime reported, in MiB
+    flops: int
+    source_nodes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelProfile:
+    """Layers sorted slowest first, with the device and the run's totals."""
+
+    device: str
+    total_ms: float
+    iterations: int
+    threads: int
+    layers: list[LayerProfile]
+
+    def find_bottlenecks(self, threshold: float = 0.05) -> list[LayerProfile]:
+        """Layers taking at least `threshold` (a fraction: 0.05 = 5 %) of the layer time."""
+        if not 0 < threshold < 1:
+            raise OptimizerError(f"threshold is a fraction in (0, 1), e.g. 0.05 for 5 %; got {threshold}")
+        return [layer for layer in self.layers if layer.percentage >= threshold * 100]
+
+    def layer_times(self) -> dict[str, float]:
+        """{graph node name: ms}, a fused row's time split over its source nodes by FLOPs share
+        (what MixedPrecisionOptimizer's layer_times_ms takes)."""
+        out: dict[str, float] = {}
+        for layer in self.layers:
+            names = layer.source_nodes or [layer.name]
+            for n in names:
+                out[n] = out.get(n, 0.0) + layer.time_ms / len(names)
+        return out
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+class Profiler:
+    """`Profiler(model).profile(input_data=..., device="cpu"|<farm device>)` -> ModelProfile."""
+
+    def __init__(self, model: ModelLike, threads: int = 1, input_shapes: dict[str, list[int]] | None = None) -> None:
+        self.source = load_model(model)
+        self.threads = threads
+        self.input_shapes = dict(input_shapes or {})
+        self.last: ModelProfile | None = None
+
+    def profile(self, input_data=None, device: str = "cpu", iterations: int = 30, warmup: int = 5,
+                inventory: Path | None = None, store=None) -> ModelProfile:
+        """Profile on this CPU in process ("cpu"), or on a farm device by name (e.g. "local")."""
+        if iterations < 1 or warmup < 0:
+            raise OptimizerError("iterations must be >= 1 and warmup >= 0")
+        if device == "cpu":
+            self.last = self._profile_cpu(input_data, iterations, warmup)
+        else:
+            self.last = self._profile_farm(device, iterations, warmup, inventory, store, input_data)
+        return self.last
+
+    def find_bottlenecks(self, threshold: float = 0.05) -> list[LayerProfile]:
+        """Bottlenecks of the last profile (profiles on the CPU first if none was taken)."""
+        return (self.last or self.profile()).find_bottlenecks(threshold)
+
+    def _feed(self, input_data):
+        model = self.source.proto
+        if input_data is None:
+            return synthetic_data(model, n=1, input_shapes=self.input_shapes).feeds[0]
+        return load_data(input_data, model, max_samples=1).feeds[0]
+
+    def _profile_cpu(self, input_data, iterations: int, warmup: int) -> ModelProfile:
+        import onnxruntime as ort
+
+        from agent.backends.onnxruntime import parse_ort_profile
+        from agent.errors import JobError
+        from controller.flops import graph_flops, row_flops
+
+        feed = self._feed(input_data)
+        with tempfile.TemporaryDirectory(prefix="edgefarm-profile-") as tmp:
+            so = ort.SessionOptions()
+            so.intra_op_num_threads = self.threads
+            so.inter_op_num_threads = 1
+            so.log_severity_level = 3
+            so.enable_profiling = True
+            so.profile_file_prefix = str(Path(tmp) / "ort")
+            try:
+                sess = ort.InferenceSession(self.source.proto.SerializeToString(), so,
+                                            providers=["CPUExecutionProvider"])
+                for _ in range(warmup + iterations):
+                    sess.run(None, feed)
+            except Exception as exc:  # ORT's exception types
+                raise OptimizerError(f"onnxruntime could not run the model: {str(exc).strip()[:300]}") from None
+            events = json.loads(Path(sess.end_profiling()).read_text())
+        try:
+            rows, total_ms, n = parse_ort_profile(events, skip_runs=warmup)
+        except JobError as exc:
+            raise OptimizerError(exc.message) from None
+        shapes = {k: list(v.shape) for k, v in feed.items()}
+        graph = graph_flops(self.source.proto, shapes)
+        layers = []
+        for r in sorted(rows, key=lambda r: -r["time_ms"]):
+            flops, sources = row_flops(r, graph)
+            layers.append(LayerProfile(r["name"], r["op_type"], r["time_ms"], r["percent"],
+                                       r.get("memory_bytes", 0) / 2**20, flops, sources))
+        return ModelProfile("cpu", total_ms, n, self.threads, layers)
+
+    def _profile_farm(self, device: str, iterations: int, warmup: int, inventory, store, input_data) -> ModelProfile:
+        from controller.measure import profile
+        from controller.settings import MeasureSettings
+
+        shapes = dict(self.input_shapes)
+        if input_data is not None:  # the agent generates its inputs; the data fix dynamic shapes
+            shapes.update({k: list(v.shape) for k, v in self._feed(input_data).items()})
+        path = self.source.path
+        tmp = None
+        if path is None:
+            tmp = tempfile.NamedTemporaryFile(suffix=".onnx", delete=False)
+            tmp.write(self.source.proto.SerializeToString())
+            tmp.close()
+            path = Path(tmp.name)
+        try:
+            settings = MeasureSettings(threads=self.threads, warmup=warmup, profile_iterations=iterations,
+                                       min_iterations=1, min_seconds=0.0, input_shapes=shapes)
+            result = profile(path, device=device, settings=settings, store=store, inventory=inventory)
+        finally:
+            if tmp is not None:
+                Path(tmp.name).unlink(missing_ok=True)
+        layers = [LayerProfile(r["name"], r["op_type"], r["time_ms"], r["percent"],
+                               int(r.get("memory_bytes", 0)) / 2**20, int(r.get("flops", 0)), r.get("source_nodes", []))
+                  for r in result.layers]
+        return ModelProfile(result.device, result.total_ms, result.iterations, result.threads, layers)

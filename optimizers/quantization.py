@@ -1,0 +1,491 @@
+"""Post-training quantization of ONNX models on top of ONNX Runtime's quantization tool:
+INT8 static (QDQ, per-channel weights; MinMax, entropy (KL) or percentile calibration), INT8
+dynamic, FP16 (float32 inputs/outputs kept) and INT4 weight-only (MatMulNBits for MatMul/Gemm)."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from optimizers.data import Dataset, ImagePreprocess, load_data, synthetic_data
+from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
+from optimizers.onnx_model import (
+    FLOAT_TYPES,
+    LoadedModel,
+    ModelLike,
+    default_output,
+    load_model,
+    opset_version,
+    require_float_weights,
+    upgrade_opset,
+)
+from optimizers.record import OptimizationRecord, OptimizedModel, Skipped, write_result
+
+log = logging.getLogger(__name__)
+
+PER_CHANNEL_MIN_OPSET = 13
+ENTROPY_BINS = 2048
+# Ops static INT8 quantizes by default: the compute ops and the data-movement ops between them.
+# Elementwise Add/Mul and normalizations stay float: quantizing them puts attention masks (-inf..0)
+# and transformer outlier channels on one 8-bit scale (all-MiniLM-L6-v2 drops from cosine 0.93 to
+# 0.46 when Add is quantized). Pass op_types=() to quantize every op ONNX Runtime knows.
+STATIC_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "MaxPool", "AveragePool",
+                   "GlobalAveragePool", "Relu", "Clip", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
+                   "Flatten", "Resize", "Concat", "Split", "Pad", "Slice")
+ALGORITHMS = ("minmax", "kl", "entropy", "percentile")  # "kl" and "entropy" are the same method
+
+
+@dataclass(frozen=True)
+class QuantizeConfig:
+    """Settings of one quantization run (those that do not apply to a method are ignored by it)."""
+
+    method: str = "int8"
+    algorithm: str = "minmax"
+    per_channel: bool = True
+    activation_type: str = "int8"       # "int8" (S8S8, ONNX Runtime's default) or "uint8" (U8S8)
+    percentile: float = 99.999          # for algorithm="percentile"
+    max_calibration_samples: int = 128
+    preprocess: bool = True              # ONNX Runtime's quant_pre_process (shape inference + optimization)
+    exclude_nodes: tuple[str, ...] = ()  # node names kept in float
+    op_types: tuple[str, ...] = STATIC_OP_TYPES  # static INT8: op types to quantize (() = all ORT knows)
+    block_size: int = 128                # INT4: weights per scale
+    symmetric: bool = True               # INT4: symmetric blocks (no zero points)
+
+    def settings(self) -> dict:
+        return asdict(self)
+
+
+def _calibration_method(name: str):
+    from onnxruntime.quantization import CalibrationMethod
+
+    table = {"minmax": CalibrationMethod.MinMax, "kl": CalibrationMethod.Entropy,
+             "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
+    return table[name]
+
+
+def _quant_type(name: str):
+    from onnxruntime.quantization import QuantType
+
+    return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
+
+
+@dataclass
+class _Job:
+    """What a method works on: the prepared model file, the settings, and the record to fill."""
+
+    source: LoadedModel
+    prepared: Path           # the (upgraded, pre-processed) float model, on disk
+    workdir: Path
+    config: QuantizeConfig
+    record: OptimizationRecord
+    calibration: Dataset | None = None
+    extra: dict = field(default_factory=dict)
+
+
+class QuantMethod(ABC):
+    """One quantization method; `needs_calibration` says whether it reads calibration data."""
+
+    name: str = ""
+    suffix: str = ""
+    needs_calibration: bool = False
+    min_opset: int = 0
+
+    @abstractmethod
+    def apply(self, job: _Job):
+        """Return the quantized onnx ModelProto."""
+
+
+class Int8Static(QuantMethod):
+    """Static INT8 in QDQ format: activation ranges from calibration, per-channel INT8 weights."""
+
+    name, suffix, needs_calibration = "int8", "int8", True
+
+    def apply(self, job: _Job):
+        import onnx
+
+        cache = calibrate_ranges(job.prepared, job.calibration.feeds, job.config, job.workdir)
+        if job.config.algorithm in ("kl", "entropy"):
+            job.record.settings["entropy_bins"] = ENTROPY_BINS
+        out = job.workdir / "int8.onnx"
+        quantize_qdq(job.prepared, out, job.config, cache)
+        return onnx.load(str(out))
+
+
+class FeedReader:
+    """ONNX Runtime CalibrationDataReader over a list of feed dicts (rewindable)."""
+
+    def __new__(cls, feeds):
+        from onnxruntime.quantization import CalibrationDataReader
+
+        class Reader(CalibrationDataReader):
+            def __init__(self) -> None:
+                self._it = iter(feeds)
+
+            def get_next(self):
+                return next(self._it, None)
+
+            def rewind(self) -> None:
+                self._it = iter(feeds)
+
+        return Reader()
+
+
+def calibrate_ranges(prepared: Path, feeds: list[dict], cfg: QuantizeConfig, workdir: Path) -> Path:
+    """Activation ranges from ONNX Runtime's calibrator, saved as its calibration cache (JSON).
+
+    For entropy (KL) we set the histogram to 2048 bins: quantize_static builds that calibrator with
+    128 bins and 128 quantized bins, which leaves a single threshold candidate (the full range, i.e.
+    MinMax); 2048/128 is the TensorRT recipe the calibrator implements."""
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    extra: dict = {}
+    if cfg.algorithm in ("kl", "entropy"):
+        extra = {"num_bins": ENTROPY_BINS, "num_quantized_bins": 128}
+    elif cfg.algorithm == "percentile":
+        extra = {"percentile": cfg.percentile}
+    calibrator = create_calibrator(prepared, list(cfg.op_types) or None,
+                                   augmented_model_path=str(workdir / "augmented.onnx"),
+                                   calibrate_method=_calibration_method(cfg.algorithm),
+                                   providers=["CPUExecutionProvider"], extra_options=extra)
+    calibrator.collect_data(FeedReader(feeds))
+    cache = workdir / f"ranges-{cfg.algorithm}.json"
+    save_tensors_data(calibrator.compute_data(), cache)
+    return cache
+
+
+def quantize_qdq(prepared: Path, out: Path, cfg: QuantizeConfig, ranges: Path,
+                 nodes_to_quantize: list[str] | None = None) -> None:
+    """ONNX Runtime's quantize_static (QDQ, per-channel weights) with precomputed activation ranges."""
+    from onnxruntime.quantization import QuantFormat, quantize_static
+
+    quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ,
+                    per_channel=cfg.per_channel, activation_type=_quant_type(cfg.activation_type),
+                    weight_type=_quant_type("int8"), calibrate_method=_calibration_method(cfg.algorithm),
+                    op_types_to_quantize=list(cfg.op_types) or None, nodes_to_quantize=nodes_to_quantize,
+                    nodes_to_exclude=list(cfg.exclude_nodes) or None, calibration_cache_path=str(ranges))
+
+
+class Int8Dynamic(QuantMethod):
+    """Dynamic INT8: weights stored in INT8, activations quantized at run time (no calibration)."""
+
+    name, suffix = "dynamic", "int8-dynamic"
+
+    def apply(self, job: _Job):
+        import onnx
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        out = job.workdir / "dynamic.onnx"
+        # ORT's CPU kernels for ConvInteger take uint8 weights only; int8 weights serve MatMul best.
+        has_conv = any(n.op_type == "Conv" for n in onnx.load(str(job.prepared)).graph.node)
+        weight_type = QuantType.QUInt8 if has_conv else QuantType.QInt8
+        quantize_dynamic(str(job.prepared), str(out), weight_type=weight_type, per_channel=False,
+                         nodes_to_exclude=list(job.config.exclude_nodes) or None)
+        job.record.notes.append("dynamic INT8 quantizes activations at run time; on conv nets it is often "
+                                "slower than FP32 on x86 CPUs: measure it before choosing it")
+        job.record.settings["weight_type"] = "uint8" if has_conv else "int8"
+        return onnx.load(str(out))
+
+
+class Fp16(QuantMethod):
+    """FP16 weights and compute; graph inputs and outputs stay float32 so callers need not change."""
+
+    name, suffix = "fp16", "fp16"
+
+    def apply(self, job: _Job):
+        import onnx
+        from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
+
+        model = onnx.load(str(job.prepared))
+        blocked = [n for n in model.graph.node if n.op_type in DEFAULT_OP_BLOCK_LIST]
+        for n in blocked:
+            job.record.skipped.append(Skipped(n.name, n.op_type, "kept in float32: ONNX Runtime's float16 "
+                                                                 "converter blocks this op type"))
+        return convert_float_to_float16(model, keep_io_types=True,
+                                        node_block_list=list(job.config.exclude_nodes) or None)
+
+
+class Int4WeightOnly(QuantMethod):
+    """INT4 weight-only: MatMul (and Gemm, rewritten to MatMul+Add) weights in 4-bit blocks
+    (ONNX Runtime's MatMulNBits); activations stay float."""
+
+    name, suffix = "int4", "int4"
+
+    def apply(self, job: _Job):
+        import onnx
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        model = onnx.load(str(job.prepared))
+        gemms = gemm_to_matmul(model)
+        if gemms:
+            job.record.changes["Gemm rewritten to MatMul+Add"] = gemms
+        inits = {i.name for i in model.graph.initializer}
+        candidates = [n for n in model.graph.node if n.op_type == "MatMul"]
+        for n in candidates:
+            if n.input[1] not in inits:
+                job.record.skipped.append(Skipped(n.name, n.op_type, "its weight is computed at run time "
+                                                                     "(not a constant), so there is nothing to store "
+                                                                     "in 4 bits"))
+        if not any(n.input[1] in inits for n in candidates):
+            raise OptimizerError("INT4 weight-only quantization found no MatMul/Gemm with constant weights; "
+                                 "use method='int8' for conv nets")
+        quant = MatMulNBitsQuantizer(model, bits=4, block_size=job.config.block_size,
+                                     is_symmetric=job.config.symmetric, accuracy_level=4,
+                                     nodes_to_exclude=list(job.config.exclude_nodes))
+        quant.process()
+        return quant.model.model
+
+
+METHODS: dict[str, type[QuantMethod]] = {"int8": Int8Static, "dynamic": Int8Dynamic, "fp16": Fp16,
+                                          "int4": Int4WeightOnly}
+
+
+def gemm_to_matmul(model) -> int:
+    """Rewrite Gemm nodes with a constant B (any transB/alpha/beta, transA=0) into MatMul + Add, in place."""
+    from onnx import helper, numpy_helper
+
+    inits = {i.name: i for i in model.graph.initializer}
+    new_nodes, count = [], 0
+    for node in model.graph.node:
+        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+        if node.op_type != "Gemm" or node.input[1] not in inits or attrs.get("transA", 0):
+            new_nodes.append(node)
+            continue
+        has_bias = len(node.input) > 2 and bool(node.input[2])
+        beta = float(attrs.get("beta", 1.0))
+        if has_bias and beta != 1.0 and node.input[2] not in inits:
+            new_nodes.append(node)  # a computed bias scaled by beta: keep the Gemm
+            continue
+        w = numpy_helper.to_array(inits[node.input[1]]).astype(np.float32)
+        if attrs.get("transB", 0):
+            w = w.T
+        w = w * np.float32(attrs.get("alpha", 1.0))
+        wname = node.input[1] + ".matmul"
+        model.graph.initializer.append(numpy_helper.from_array(np.ascontiguousarray(w), wname))
+        out = node.output[0]
+        mm_out = out + ".mm" if has_bias else out
+        new_nodes.append(helper.make_node("MatMul", [node.input[0], wname], [mm_out], name=node.name))
+        if has_bias:
+            bias = node.input[2]
+            if beta != 1.0:
+                bias = bias + ".scaled"
+                model.graph.initializer.append(numpy_helper.from_array(
+                    numpy_helper.to_array(inits[node.input[2]]) * np.float32(beta), bias))
+            new_nodes.append(helper.make_node("Add", [mm_out, bias], [out], name=node.name + "_bias"))
+        count += 1
+    del model.graph.node[:]
+    model.graph.node.extend(new_nodes)
+    used = {i for n in model.graph.node for i in n.input}
+    keep = [i for i in model.graph.initializer if i.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+    return count
+
+
+class Quantizer:
+    """`Quantizer(method="int8"|"int4"|"fp16"|"dynamic").quantize(model=..., calibration_data=...,
+    algorithm="minmax"|"kl"|"percentile")` -> OptimizedModel (the new file and its record)."""
+
+    def __init__(self, method: str = "int8", **options) -> None:
+        if method not in METHODS:
+            raise UnknownOption("quantization method", method, METHODS)
+        try:
+            self.config = QuantizeConfig(method=method, **options)
+        except TypeError as exc:
+            raise OptimizerError(f"Quantizer: {exc}; options are: "
+                                 f"{', '.join(f for f in QuantizeConfig.__dataclass_fields__ if f != 'method')}"
+                                 ) from None
+        _check_algorithm(self.config.algorithm)
+
+    def quantize(self, model: ModelLike, calibration_data=None, algorithm: str | None = None,
+                 output: str | Path | None = None, preprocess: ImagePreprocess | None = None,
+                 exclude_nodes: list[str] | None = None) -> OptimizedModel:
+        """Quantize `model` (path or ModelProto) and write the result (default NAME.METHOD.onnx beside it).
+
+        calibration_data: numpy array (one-input models), dict of arrays keyed by input name, .npz path,
+        image folder path (see ImagePreprocess), an iterable of feed dicts, or "synthetic" (random inputs;
+        a weak calibration, said in the record). Only static INT8 reads it."""
+        cfg = self.config
+        if algorithm is not None:
+            _check_algorithm(algorithm)
+            cfg = replace(cfg, algorithm=algorithm)
+        if exclude_nodes:
+            cfg = replace(cfg, exclude_nodes=tuple(exclude_nodes))
+        method = METHODS[cfg.method]()
+        started = time.perf_counter()
+        source = load_model(model)
+        require_float_weights(source.proto, f"{cfg.method} quantization")
+        _check_node_names(source.proto, cfg.exclude_nodes)
+        settings = cfg.settings()
+        if not method.needs_calibration:
+            for key in ("algorithm", "percentile", "max_calibration_samples", "activation_type", "per_channel",
+                        "op_types"):
+                settings.pop(key, None)
+        if cfg.method != "int4":
+            settings.pop("block_size", None)
+            settings.pop("symmetric", None)
+        record = OptimizationRecord(technique=f"quantize:{cfg.method}", settings=settings,
+                                    source=str(source.path or "<ModelProto>"), source_digest=source.digest,
+                                    source_size_bytes=source.size_bytes)
+        calibration = None
+        if method.needs_calibration:
+            calibration = _calibration(calibration_data, source.proto, preprocess, cfg, record)
+        with tempfile.TemporaryDirectory(prefix="edgefarm-quant-") as tmp:
+            workdir = Path(tmp)
+            prepared = _prepare(source, cfg, workdir, record)
+            job = _Job(source, prepared, workdir, cfg, record, calibration)
+            try:
+                quantized = method.apply(job)
+            except (OptimizerError, DataMismatch):
+                raise
+            except Exception as exc:  # ORT's tool raises plain exceptions; say which method failed and why
+                raise OptimizerError(f"{cfg.method} quantization failed in ONNX Runtime's quantization tool: "
+                                     f"{type(exc).__name__}: {str(exc)[:300]}") from exc
+            import onnx
+
+            _account(onnx.load(str(prepared)), quantized, cfg, record)
+            out = default_output(source, method.suffix, output)
+            result = write_result(quantized, out, record, started)
+        log.info("%s: %s -> %s (%.2fx smaller)", record.technique, record.source, out, result.size_ratio)
+        return result
+
+
+def _check_algorithm(name: str) -> None:
+    if name not in ALGORITHMS:
+        raise UnknownOption("calibration algorithm", name, ALGORITHMS)
+
+
+def _check_node_names(model, names) -> None:
+    known = {n.name for n in model.graph.node}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        sample = ", ".join(sorted(known)[:8])
+        raise DataMismatch(f"exclude_nodes names {', '.join(repr(u) for u in unknown)}, which the model does not "
+                           f"have; its nodes are e.g. {sample}")
+
+
+def _calibration(data, model, preprocess, cfg: QuantizeConfig, record: OptimizationRecord) -> Dataset:
+    if data is None:
+        raise DataMismatch("static INT8 needs calibration_data (arrays, an .npz keyed by input name, an image "
+                           "folder or an iterable of feed dicts); pass calibration_data='synthetic' to calibrate "
+                           "on random inputs (weak), or use method='dynamic', which needs none")
+    if isinstance(data, str) and data == "synthetic":
+        ds = synthetic_data(model, n=16)
+        record.notes.append("calibrated on synthetic random inputs: activation ranges may not match real data")
+    else:
+        ds = data if isinstance(data, Dataset) else load_data(data, model, preprocess=preprocess)
+        ds = ds.limit(cfg.max_calibration_samples)
+    record.settings["calibration"] = {"source": ds.source, "samples": len(ds)}
+    if isinstance(data, (str, Path)) and Path(data).is_dir():
+        record.settings["calibration"]["preprocessing"] = (preprocess or ImagePreprocess()).describe()
+    return ds
+
+
+def _prepare(source: LoadedModel, cfg: QuantizeConfig, workdir: Path, record: OptimizationRecord) -> Path:
+    """Opset upgrade when per-channel needs it, then ONNX Runtime's pre-processing with fallbacks."""
+    import onnx
+
+    model = source.proto
+    if cfg.method in ("int8", "dynamic") and opset_version(model) < PER_CHANNEL_MIN_OPSET:
+        old = opset_version(model)
+        model = upgrade_opset(model, PER_CHANNEL_MIN_OPSET)
+        record.changes[f"opset {old} -> {PER_CHANNEL_MIN_OPSET}"] = 1
+        record.notes.append(f"upgraded opset {old} to {PER_CHANNEL_MIN_OPSET}: ONNX Runtime's per-channel QDQ "
+                            "quantization needs it")
+    raw = workdir / "float.onnx"
+    onnx.save(model, str(raw))
+    if not cfg.preprocess:
+        return raw
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    pre = workdir / "preprocessed.onnx"
+    attempts = [("full", {}), ("without symbolic shape inference", {"skip_symbolic_shape": True}),
+                ("without optimization and symbolic shape inference",
+                 {"skip_symbolic_shape": True, "skip_optimization": True})]
+    errors = []
+    for label, kwargs in attempts:
+        try:
+            quant_pre_process(str(raw), str(pre), **kwargs)
+            record.settings["preprocessing"] = label
+            if errors:
+                record.notes.append(f"pre-processing ran {label} (the fuller pass failed: {errors[-1]})")
+            return pre
+        except Exception as exc:  # symbolic shape inference raises assorted errors on real exports
+            errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
+            log.info("quant_pre_process (%s) failed: %s", label, errors[-1])
+    record.settings["preprocessing"] = "none"
+    record.notes.append(f"ONNX Runtime's pre-processing failed ({errors[-1]}); quantized the model as it is")
+    return raw
+
+
+def _weight_bytes(model) -> int:
+    from onnx import numpy_helper
+
+    total = 0
+    for init in model.graph.initializer:
+        total += numpy_helper.to_array(init).nbytes if init.data_type != 22 else len(init.raw_data)
+    return total
+
+
+def _account(prepared, quantized, cfg: QuantizeConfig, record: OptimizationRecord) -> None:
+    """Which nodes holding float weights were quantized, which were not and why, and the weight sizes."""
+    from onnxruntime.quantization.registry import IntegerOpsRegistry, QDQRegistry
+
+    consts = {i.name: i for i in prepared.graph.initializer if i.data_type in FLOAT_TYPES and
+              int(np.prod(i.dims)) > 1}
+    weighted = [n for n in prepared.graph.node if n.op_type not in ("Constant",) and
+                any(x in consts for x in n.input)]
+    out_inits = {i.name: i for i in quantized.graph.initializer}
+    out_nodes = {n.name: n for n in quantized.graph.node if n.name}
+    registry = {"int8": QDQRegistry, "dynamic": IntegerOpsRegistry}.get(cfg.method)
+    quantized_ops: dict[str, int] = {}
+    already = {s.node for s in record.skipped}
+    for node in weighted:
+        now = out_nodes.get(node.name)
+        still_float = now is not None and now.op_type == node.op_type and any(
+            x in out_inits and out_inits[x].data_type in FLOAT_TYPES and int(np.prod(out_inits[x].dims)) > 1
+            for x in now.input)
+        if cfg.method == "fp16":
+            still_float = node.name in already
+        if not still_float:
+            quantized_ops[node.op_type] = quantized_ops.get(node.op_type, 0) + 1
+            continue
+        if node.name in already:
+            continue
+        if node.name in cfg.exclude_nodes:
+            reason = "excluded by request (kept in float)"
+        elif cfg.method == "int8" and cfg.op_types and node.op_type not in cfg.op_types:
+            reason = (f"{node.op_type} is not in the static op set (kept float for accuracy; "
+                      "pass op_types=() to quantize it too)")
+        elif registry is not None and node.op_type not in registry:
+            reason = f"ONNX Runtime's {cfg.method} quantizer has no rule for {node.op_type}"
+        elif cfg.method == "int4":
+            reason = "INT4 weight-only covers MatMul/Gemm weights only"
+        else:
+            reason = "ONNX Runtime's quantizer left it in float (its inputs had no range, or the weight layout " \
+                     "is unsupported)"
+        record.skipped.append(Skipped(node.name, node.op_type, reason))
+    verb = "converted to float16" if cfg.method == "fp16" else "quantized"
+    for op, n in sorted(quantized_ops.items()):
+        record.changes[f"{op} {verb}"] = n
+    before, after = _weight_bytes(prepared), _weight_bytes(quantized)
+    record.metrics["weight_bytes_before"] = before
+    record.metrics["weight_bytes_after"] = after
+    record.metrics["weight_ratio"] = round(before / max(after, 1), 3)
+    if cfg.method == "int4":
+        from onnx import numpy_helper
+
+        mm_before = sum(int(np.prod(consts[x].dims)) * 4 for n in weighted if n.op_type in ("MatMul", "Gemm")
+                        for x in n.input[1:2] if x in consts)
+        mm_after = sum(numpy_helper.to_array(out_inits[x]).nbytes for n in quantized.graph.node if n.op_type == "MatMulNBits" for x in n.input[1:4]
+                       if x in out_inits)
+        if mm_after:
+            record.metrics["matmul_weight_ratio"] = round(mm_before / mm_after, 3)
+    if record.skipped:
+        record.notes.append("not quantized: " + "; ".join(f"{op}: {why}"
+                                                          for op, why in record.skipped_summary().items()))

@@ -1,0 +1,403 @@
+"""Operator optimization: rewrite expensive or redundant ONNX ops into cheaper equivalents that edge
+runtimes run well. Each rewrite is one small class in REWRITES; every one keeps the outputs equal
+within float tolerance (tested), and the record counts what each changed."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import numpy as np
+
+from optimizers.errors import UnknownOption
+from optimizers.onnx_model import ModelLike, default_output, load_model, opset_version
+from optimizers.record import OptimizationRecord, OptimizedModel, write_result
+
+log = logging.getLogger(__name__)
+
+MS_DOMAIN = "com.microsoft"
+FOLD_MAX_ELEMENTS = 4_000_000  # never fold a tensor bigger than this (e.g. a huge ConstantOfShape)
+NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
+                "Bernoulli", "If", "Loop", "Scan", "QuantizeLinear", "DequantizeLinear"}
+
+
+class Graph:
+    """Index of an ONNX graph: producers, consumers, constants; helpers to edit it in place."""
+
+    def __init__(self, model) -> None:
+        self.model = model
+        self.g = model.graph
+        self.refresh()
+
+    def refresh(self) -> None:
+        from onnx import numpy_helper
+
+        self.inits = {i.name: i for i in self.g.initializer}
+        self.producer = {o: n for n in self.g.node for o in n.output}
+        self.consumers: dict[str, list] = {}
+        for n in self.g.node:
+            for i in n.input:
+                self.consumers.setdefault(i, []).append(n)
+        self.graph_outputs = {o.name for o in self.g.output}
+        self._np = numpy_helper
+
+    def const(self, name: str) -> np.ndarray | None:
+        if name in self.inits:
+            return self._np.to_array(self.inits[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    return self._np.to_array(a.t)
+        return None
+
+    def scalar(self, name: str) -> float | None:
+        c = self.const(name)
+        return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
+
+    def sole_user(self, tensor: str):
+        users = self.consumers.get(tensor, [])
+        return users[0] if len(users) == 1 and tensor not in self.graph_outputs else None
+
+    def add_const(self, base: str, value: np.ndarray) -> str:
+        name, i = base, 1
+        while name in self.inits or name in self.producer:
+            name, i = f"{base}_{i}", i + 1
+        self.g.initializer.append(self._np.from_array(value, name))
+        self.inits[name] = self.g.initializer[-1]
+        return name
+
+    def rename_uses(self, old: str, new: str) -> None:
+        """Point every consumer (and the graph outputs) of tensor `old` at `new`."""
+        for n in self.g.node:
+            for k, i in enumerate(n.input):
+                if i == old:
+                    n.input[k] = new
+        if old in self.graph_outputs:  # keep the graph output's name: make the producer write it
+            self.producer[new].output[list(self.producer[new].output).index(new)] = old
+            for n in self.g.node:
+                for k, i in enumerate(n.input):
+                    if i == new:
+                        n.input[k] = old
+
+    def remove(self, nodes) -> None:
+        """Remove nodes in place (other node objects stay valid, unlike a rebuild of the list)."""
+        for n in nodes:
+            self.g.node.remove(n)
+
+    def prune(self) -> None:
+        """Drop nodes whose outputs nobody uses and initializers nobody reads."""
+        while True:
+            used = {i for n in self.g.node for i in n.input} | self.graph_outputs
+            dead = [n for n in self.g.node if not any(o in used for o in n.output if o)]
+            if not dead:
+                break
+            self.remove(dead)
+        used = {i for n in self.g.node for i in n.input} | self.graph_outputs
+        keep = [i for i in self.g.initializer if i.name in used]
+        del self.g.initializer[:]
+        self.g.initializer.extend(keep)
+        self.refresh()
+
+
+class Rewrite(ABC):
+    """One rewrite; apply() edits the graph in place and returns how many sites it changed."""
+
+    name: str = ""
+    description: str = ""
+
+    @abstractmethod
+    def apply(self, graph: Graph) -> int:
+        """Rewrite every match; return the count."""
+
+
+class ConstantFolding(Rewrite):
+    name = "constant_folding"
+    description = "evaluate nodes whose inputs are all constants (incl. Shape of static shapes) once, offline"
+
+    def apply(self, graph: Graph) -> int:
+        import onnx
+        from onnx import helper, shape_inference
+        from onnx.reference import ReferenceEvaluator
+
+        static_shapes = {}
+        try:
+            inferred = shape_inference.infer_shapes(graph.model)
+            for vi in list(inferred.graph.value_info) + list(inferred.graph.input):
+                dims = vi.type.tensor_type.shape.dim
+                if dims and all(d.HasField("dim_value") for d in dims):
+                    static_shapes[vi.name] = [d.dim_value for d in dims]
+        except Exception:  # shape inference is best effort here
+            pass
+        count = 0
+        for node in list(graph.g.node):
+            if node.op_type in NOT_FOLDABLE or node.domain not in ("", "ai.onnx") or \
+                    any(a.type == onnx.AttributeProto.GRAPH for a in node.attribute):
+                continue
+            if node.op_type == "Constant":
+                value = graph.const(node.output[0])
+                if value is None:
+                    continue
+                values = [value]
+            elif node.op_type == "Shape" and node.input[0] in static_shapes:
+                shape = np.asarray(static_shapes[node.input[0]], np.int64)
+                attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+                values = [shape[attrs.get("start", 0):attrs.get("end", len(shape))]]
+            else:
+                ins = [i for i in node.input if i]
+                if not ins:
+                    continue
+                consts = [graph.const(i) for i in ins]
+                if any(c is None for c in consts):
+                    continue
+                feeds = dict(zip(ins, consts))
+                try:
+                    sub = helper.make_model(
+                        helper.make_graph([node], "fold", [helper.make_tensor_value_info(k, helper.np_dtype_to_tensor_dtype(v.dtype), v.shape) for k, v in feeds.items()],
+                                          [helper.make_tensor_value_info(o, onnx.TensorProto.UNDEFINED, None)
+                                           for o in node.output if o]),
+                        opset_imports=list(graph.model.opset_import))
+                    values = ReferenceEvaluator(sub).run(None, feeds)
+                except Exception as exc:  # an op the reference evaluator cannot run: leave it
+                    log.debug("not folding %s (%s): %s", node.name, node.op_type, exc)
+                    continue
+            if any(np.asarray(v).size > FOLD_MAX_ELEMENTS for v in values):
+                continue
+            for out, value in zip([o for o in node.output if o], values):
+                value = np.asarray(value)
+                if out in graph.graph_outputs:
+                    break
+                graph.g.initializer.append(graph._np.from_array(value, out))
+                graph.inits[out] = graph.g.initializer[-1]
+            else:
+                graph.remove([node])
+                del graph.producer[node.output[0]]
+                if node.op_type != "Constant":
+                    count += 1
+        graph.prune()
+        return count
+
+
+class DivToMul(Rewrite):
+    name = "div_to_mul"
+    description = "x / c with a constant c becomes x * (1/c): multiplication is cheaper than division"
+
+    def apply(self, graph: Graph) -> int:
+        count = 0
+        for node in list(graph.g.node):
+            if node.op_type != "Div":
+                continue
+            c = graph.const(node.input[1])
+            if c is None or not np.issubdtype(c.dtype, np.floating) or np.any(c == 0):
+                continue
+            node.op_type = "Mul"
+            node.input[1] = graph.add_const(node.input[1] + "_reciprocal", (1.0 / c).astype(c.dtype))
+            count += 1
+        graph.prune()
+        return count
+
+
+class GeluFusion(Rewrite):
+    name = "gelu"
+    description = "the erf GELU subgraph x*0.5*(1+erf(x/sqrt2)) becomes one Gelu op"
+
+    def apply(self, graph: Graph) -> int:
+        from onnx import helper
+
+        count = 0
+        for erf in [n for n in graph.g.node if n.op_type == "Erf"]:
+            scale = graph.producer.get(erf.input[0])
+            if scale is None or scale.op_type not in ("Div", "Mul"):
+                continue
+            c = graph.scalar(scale.input[1])
+            want = math.sqrt(2.0) if scale.op_type == "Div" else 1 / math.sqrt(2.0)
+            if c is None or not math.isclose(c, want, rel_tol=1e-3):
+                continue
+            x = scale.input[0]
+            add = graph.sole_user(erf.output[0])
+            if add is None or add.op_type != "Add":
+                continue
+            one = add.input[1] if add.input[0] == erf.output[0] else add.input[0]
+            if graph.scalar(one) is None or not math.isclose(graph.scalar(one), 1.0):
+                continue
+            # two orders: Mul(x, add) then Mul(., 0.5), or Mul(add, 0.5)... covered as chains of two Muls
+            m1 = graph.sole_user(add.output[0])
+            if m1 is None or m1.op_type != "Mul":
+                continue
+            other = m1.input[1] if m1.input[0] == add.output[0] else m1.input[0]
+            m2 = graph.sole_user(m1.output[0])
+            if other == x and m2 is not None and m2.op_type == "Mul":
+                half = m2.input[1] if m2.input[0] == m1.output[0] else m2.input[0]
+                if graph.scalar(half) is None or not math.isclose(graph.scalar(half), 0.5):
+                    continue
+                last, chain = m2, [scale, erf, add, m1, m2]
+            elif graph.scalar(other) is not None and math.isclose(graph.scalar(other), 0.5) and \
+                    m2 is not None and m2.op_type == "Mul" and x in m2.input:
+                last, chain = m2, [scale, erf, add, m1, m2]
+            else:
+                half_x = graph.producer.get(other)  # Mul(x, 0.5) computed separately
+                if half_x is None or half_x.op_type != "Mul" or x not in half_x.input:
+                    continue
+                h = half_x.input[1] if half_x.input[0] == x else half_x.input[0]
+                if graph.scalar(h) is None or not math.isclose(graph.scalar(h), 0.5):
+                    continue
+                last, chain = m1, [scale, erf, add, m1]  # prune drops Mul(x, 0.5) if nothing else reads it
+            if len(graph.consumers.get(scale.output[0], [])) != 1:
+                continue
+            standard = opset_version(graph.model) >= 20
+            gelu = helper.make_node("Gelu", [x], [last.output[0]], name=erf.name + "_gelu",
+                                    domain="" if standard else MS_DOMAIN)
+            idx = list(graph.g.node).index(last)
+            graph.g.node.insert(idx, gelu)
+            graph.remove(chain)
+            graph.refresh()
+            count += 1
+        graph.prune()
+        return count
+
+
+class SwishFusion(Rewrite):
+    name = "swish"
+    description = "x * sigmoid(x) (SiLU/Swish) becomes one op (QuickGelu with alpha=1 on ONNX Runtime)"
+
+    def apply(self, graph: Graph) -> int:
+        from onnx import helper
+
+        count = 0
+        for sig in [n for n in graph.g.node if n.op_type == "Sigmoid"]:
+            mul = graph.sole_user(sig.output[0])
+            if mul is None or mul.op_type != "Mul":
+                continue
+            x = sig.input[0]
+            other = mul.input[1] if mul.input[0] == sig.output[0] else mul.input[0]
+            if other != x:
+                continue
+            node = helper.make_node("QuickGelu", [x], [mul.output[0]], name=mul.name + "_swish",
+                                    domain=MS_DOMAIN, alpha=1.0)
+            graph.g.node.insert(list(graph.g.node).index(mul), node)
+            graph.remove([sig, mul])
+            graph.refresh()
+            count += 1
+        return count
+
+
+class TransposeChain(Rewrite):
+    name = "transpose_chain"
+    description = "Transpose followed by Transpose becomes one Transpose (or none when they cancel)"
+
+    def apply(self, graph: Graph) -> int:
+        from onnx import helper
+
+        count = 0
+        changed = True
+        while changed:
+            changed = False
+            for first in [n for n in graph.g.node if n.op_type == "Transpose"]:
+                second = graph.sole_user(first.output[0])
+                if second is None or second.op_type != "Transpose":
+                    continue
+                p1 = next((list(helper.get_attribute_value(a)) for a in first.attribute if a.name == "perm"), None)
+                p2 = next((list(helper.get_attribute_value(a)) for a in second.attribute if a.name == "perm"), None)
+                if p1 is None or p2 is None:
+                    continue
+                composed = [p1[i] for i in p2]
+                if composed == list(range(len(composed))):
+                    graph.remove([first, second])
+                    graph.refresh()
+                    if second.output[0] in graph.graph_outputs:
+                        graph.g.node.append(helper.make_node("Identity", [first.input[0]], [second.output[0]]))
+                    else:
+                        for n in graph.g.node:
+                            for k, i in enumerate(n.input):
+                                if i == second.output[0]:
+                                    n.input[k] = first.input[0]
+                else:
+                    merged = helper.make_node("Transpose", [first.input[0]], [second.output[0]],
+                                              name=first.name + "_merged", perm=composed)
+                    graph.g.node.insert(list(graph.g.node).index(first), merged)
+                    graph.remove([first, second])
+                graph.refresh()
+                count += 1
+                changed = True
+                break
+        return count
+
+
+class ReshapeChain(Rewrite):
+    name = "reshape_chain"
+    description = "Reshape followed by Reshape to a fixed shape becomes one Reshape; Identity nodes go"
+
+    def apply(self, graph: Graph) -> int:
+        count = 0
+        for first in [n for n in graph.g.node if n.op_type == "Reshape"]:
+            second = graph.sole_user(first.output[0])
+            if second is None or second.op_type != "Reshape" or second.input[0] != first.output[0]:
+                continue
+            shape = graph.const(second.input[1])
+            if shape is None or np.any(shape == 0):  # a 0 would copy a dim of the intermediate shape
+                continue
+            second.input[0] = first.input[0]
+            graph.remove([first])
+            graph.refresh()
+            count += 1
+        for ident in [n for n in graph.g.node if n.op_type == "Identity"]:
+            if ident.output[0] in graph.graph_outputs or ident.input[0] in graph.graph_outputs:
+                continue
+            if ident.input[0] not in graph.producer and ident.input[0] not in graph.inits:
+                continue  # a graph input: keep (renaming inputs changes the interface)
+            for n in graph.consumers.get(ident.output[0], []):
+                for k, i in enumerate(n.input):
+                    if i == ident.output[0]:
+                        n.input[k] = ident.input[0]
+            graph.remove([ident])
+            graph.refresh()
+            count += 1
+        graph.prune()
+        return count
+
+
+REWRITES: dict[str, type[Rewrite]] = {r.name: r for r in (ConstantFolding, GeluFusion, SwishFusion, DivToMul,
+                                                          TransposeChain, ReshapeChain)}
+PORTABLE = ("constant_folding", "div_to_mul", "transpose_chain", "reshape_chain")  # standard ops only
+
+
+class OperatorOptimizer:
+    """`OperatorOptimizer().optimize(model, rewrites=None)`: apply the named rewrites (default: all, in
+    REWRITES order; GELU and Swish need ONNX Runtime's ops below opset 20) -> OptimizedModel."""
+
+    def __init__(self, rewrites: list[str] | None = None) -> None:
+        names = list(REWRITES) if rewrites is None else list(rewrites)
+        for n in names:
+            if n not in REWRITES:
+                raise UnknownOption("rewrite", n, REWRITES)
+        self.rewrites = names
+
+    def optimize(self, model: ModelLike, output: str | Path | None = None) -> OptimizedModel:
+        import onnx
+
+        started = time.perf_counter()
+        source = load_model(model)
+        proto = onnx.ModelProto()
+        proto.CopyFrom(source.proto)
+        record = OptimizationRecord(technique="rewrite", settings={"rewrites": self.rewrites},
+                                    source=str(source.path or "<ModelProto>"), source_digest=source.digest,
+                                    source_size_bytes=source.size_bytes)
+        graph = Graph(proto)
+        nodes_before = len(proto.graph.node)
+        for name in self.rewrites:
+            n = REWRITES[name]().apply(graph)
+            graph.refresh()
+            if n:
+                record.changes[name] = n
+        if any(n.domain == MS_DOMAIN for n in proto.graph.node) and \
+                not any(o.domain == MS_DOMAIN for o in proto.opset_import):
+            proto.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
+            record.notes.append("uses com.microsoft ops (Gelu/QuickGelu): runs on ONNX Runtime; pass "
+                                f"rewrites={list(PORTABLE)} for other runtimes")
+        record.metrics["nodes_before"] = nodes_before
+        record.metrics["nodes_after"] = len(proto.graph.node)
+        out = default_output(source, "rewritten", output)
+        return write_result(proto, out, record, started)
