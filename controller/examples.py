@@ -227,3 +227,24 @@ def minilm_texts() -> list[str]:
     encoded = next(n.value.value for n in tree.body if isinstance(n, ast.Assign) and n.targets[0].id == "s")
     zen = [line for line in codecs.decode(encoded, "rot13").splitlines()[2:] if line.strip()]
     return sentences + zen
+
+
+SAMPLE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "cat", "immunohistochemistry", "hubble_deep_field",
+                 "colorwheel", "camera", "coins", "brick", "grass", "gravel", "moon", "page", "text")
+
+
+def sample_photos(folder: Path) -> Path:
+    """Write scikit-image's bundled sample photos (real images, no download) as PNGs into `folder`:
+    an image folder for calibrating the image examples."""
+    try:
+        import skimage.data
+    except ImportError:
+        raise _missing("scikit-image", "sample photo") from None
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in SAMPLE_PHOTOS:
+        out = folder / f"{name}.png"
+        if not out.exists():
+            Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(out)
+    return folder

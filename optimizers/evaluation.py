@@ -40,28 +40,18 @@ class Evaluation:
 
 
 def session(model, threads: int = 1):
-    """An in-process ONNX Runtime CPU session (ORT_ENABLE_ALL, explicit threads). Some ORT releases fail
-    to load a few QDQ graphs at ENABLE_ALL ("Attempt to replace the existing tensor"); then the
-    session is built at the next lower optimization level, which computes the same outputs."""
+    """An in-process ONNX Runtime CPU session (ORT_ENABLE_ALL, as the agent runs it; explicit threads)."""
     import onnxruntime as ort
 
     source = model.SerializeToString() if hasattr(model, "SerializeToString") else str(model)
-    levels = [ort.GraphOptimizationLevel.ORT_ENABLE_ALL, ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-              ort.GraphOptimizationLevel.ORT_ENABLE_BASIC]
-    first_error = None
-    for level in levels:
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = threads
-        so.inter_op_num_threads = 1
-        so.log_severity_level = 4
-        so.graph_optimization_level = level
-        try:
-            return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # ORT's own exception types
-            first_error = first_error or exc
-            if "Attempt to replace the existing tensor" not in str(exc):
-                break
-    raise ModelError(f"onnxruntime cannot load the model: {str(first_error).strip()[:300]}") from None
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 4
+    try:
+        return ort.InferenceSession(source, so, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # ORT's own exception types
+        raise ModelError(f"onnxruntime cannot load the model: {str(exc).strip()[:300]}") from None
 
 
 def run_outputs(model, data: Dataset, threads: int = 1) -> list[list[np.ndarray]]:

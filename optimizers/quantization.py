@@ -181,14 +181,10 @@ class Int8Dynamic(QuantMethod):
         from onnxruntime.quantization import QuantType, quantize_dynamic
 
         out = job.workdir / "dynamic.onnx"
-        # ORT's CPU kernels for ConvInteger take uint8 weights only; int8 weights serve MatMul best.
-        has_conv = any(n.op_type == "Conv" for n in onnx.load(str(job.prepared)).graph.node)
-        weight_type = QuantType.QUInt8 if has_conv else QuantType.QInt8
-        quantize_dynamic(str(job.prepared), str(out), weight_type=weight_type, per_channel=False,
+        quantize_dynamic(str(job.prepared), str(out), weight_type=QuantType.QInt8, per_channel=False,
                          nodes_to_exclude=list(job.config.exclude_nodes) or None)
         job.record.notes.append("dynamic INT8 quantizes activations at run time; on conv nets it is often "
                                 "slower than FP32 on x86 CPUs: measure it before choosing it")
-        job.record.settings["weight_type"] = "uint8" if has_conv else "int8"
         return onnx.load(str(out))
 
 
@@ -411,6 +407,7 @@ def _prepare(source: LoadedModel, cfg: QuantizeConfig, workdir: Path, record: Op
     for label, kwargs in attempts:
         try:
             quant_pre_process(str(raw), str(pre), **kwargs)
+            _rename_runtime_names(pre)
             record.settings["preprocessing"] = label
             if errors:
                 record.notes.append(f"pre-processing ran {label} (the fuller pass failed: {errors[-1]})")
@@ -421,6 +418,31 @@ def _prepare(source: LoadedModel, cfg: QuantizeConfig, workdir: Path, record: Op
     record.settings["preprocessing"] = "none"
     record.notes.append(f"ONNX Runtime's pre-processing failed ({errors[-1]}); quantized the model as it is")
     return raw
+
+
+def _rename_runtime_names(path: Path) -> None:
+    """Give the tensors ONNX Runtime's optimizer named with fixed names (its MatMulAddFusion writes
+    'gemm_input_shape', 'gemm_output_shape', ...) names of their own: when ONNX Runtime later loads the
+    quantized model, the same fusion on a MatMul+Add kept in float adds those names again and the
+    session fails with "Attempt to replace the existing tensor"."""
+    import onnx
+
+    model = onnx.load(str(path))
+    fixed = {i.name for i in model.graph.initializer if i.name.startswith("gemm_")}
+    fixed |= {o for n in model.graph.node for o in n.output if o.startswith("gemm_")}
+    if not fixed:
+        return
+    rename = {name: f"edgefarm_pre/{name}" for name in fixed}
+    for init in model.graph.initializer:
+        init.name = rename.get(init.name, init.name)
+    for node in model.graph.node:
+        for i, x in enumerate(node.input):
+            node.input[i] = rename.get(x, x)
+        for i, x in enumerate(node.output):
+            node.output[i] = rename.get(x, x)
+    for vi in model.graph.value_info:
+        vi.name = rename.get(vi.name, vi.name)
+    onnx.save(model, str(path))
 
 
 def _weight_bytes(model) -> int:
@@ -459,11 +481,11 @@ def _account(prepared, quantized, cfg: QuantizeConfig, record: OptimizationRecor
             continue
         if node.name in cfg.exclude_nodes:
             reason = "excluded by request (kept in float)"
+        elif registry is not None and node.op_type not in registry:
+            reason = f"ONNX Runtime's {cfg.method} quantizer has no rule for {node.op_type}"
         elif cfg.method == "int8" and cfg.op_types and node.op_type not in cfg.op_types:
             reason = (f"{node.op_type} is not in the static op set (kept float for accuracy; "
                       "pass op_types=() to quantize it too)")
-        elif registry is not None and node.op_type not in registry:
-            reason = f"ONNX Runtime's {cfg.method} quantizer has no rule for {node.op_type}"
         elif cfg.method == "int4":
             reason = "INT4 weight-only covers MatMul/Gemm weights only"
         else:
