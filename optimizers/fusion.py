@@ -94,8 +94,10 @@ class OperatorFuser:
                     if nxt is None:
                         break
                     if element in NORMS:
-                        if nxt.op_type != "BatchNormalization" or node.op_type != "Conv":
+                        if node.op_type != "Conv":
                             break
+                        if nxt.op_type != "BatchNormalization":
+                            continue  # no BatchNorm here (or folded by an earlier pattern): go on
                         if graph.fold_batchnorm(node, nxt):
                             record.changes["BatchNormalization folded into Conv"] = \
                                 record.changes.get("BatchNormalization folded into Conv", 0) + 1
@@ -161,12 +163,8 @@ class OperatorFuser:
                         nname, nmod = children[i + j]
                         if element in NORMS and isinstance(nmod, types["bn"]) and anchor == "conv":
                             group.append(nname)
-                        elif element in ACTIVATIONS and isinstance(nmod, torch_acts[element]):
-                            if element in fusable_act:
-                                group.append(nname)
-                            else:
-                                record.skipped.append(Skipped(_join(parent_name, nname), type(nmod).__name__,
-                                                              "torch.ao fuses ReLU only; kept separate"))
+                        elif element in fusable_act and isinstance(nmod, torch_acts[element]):
+                            group.append(nname)
                             break
                         else:
                             break
@@ -174,6 +172,13 @@ class OperatorFuser:
                     if len(group) > 1 and not used.intersection(full):
                         groups.append(full)
                         used.update(full)
+                        after = children[i + len(group)][1] if i + len(group) < len(children) else None
+                        unfusable = tuple(t for k, t in torch_acts.items() if k not in fusable_act)
+                        ends_in_relu = isinstance(children[i + len(group) - 1][1], torch.nn.ReLU)
+                        if not ends_in_relu and isinstance(after, unfusable):
+                            record.skipped.append(Skipped(_join(parent_name, children[i + len(group)][0]),
+                                                          type(after).__name__,
+                                                          "torch.ao fuses ReLU only; kept as a separate module"))
                         break
         was_training = module.training
         fused = fuse_modules(module.eval(), groups, inplace=False) if groups else module.eval()

@@ -39,9 +39,10 @@ class LayerSensitivity:
     error: float            # 1 - cosine: what quantizing this layer alone costs
     time_ms: float | None   # measured float time on the device (profile), when given
     score: float            # error per millisecond (error when no times): higher stays float first
+    prepared_name: str = ""  # the node's name in the pre-processed graph that quantize_static sees
 
     def to_json(self) -> dict:
-        return asdict(self)
+        return {k: v for k, v in asdict(self).items() if k != "prepared_name"}
 
 
 class MixedPrecisionOptimizer:
@@ -92,11 +93,16 @@ class MixedPrecisionOptimizer:
             import onnx
 
             prepared_proto = onnx.load(str(prepared))
-            names = {n.name for n in prepared_proto.graph.node}
-            unknown = [n for n in self.sensitive if n not in names]
+            source_names = {n.name for n in source.proto.graph.node}
+            # ORT's pre-processing renames fused nodes (e.g. 'fc2' -> 'fc2/MatMulAddFusion'): users and
+            # device profiles speak of the original names, quantize_static of the new ones
+            self._display = {n.name: _original_name(n.name, source_names) for n in prepared_proto.graph.node}
+            by_user = {**{v: k for k, v in self._display.items()}, **{k: k for k in self._display}}
+            unknown = [n for n in self.sensitive if n not in by_user]
             if unknown:
                 raise DataMismatch(f"sensitive_layers names {', '.join(map(repr, unknown))}, which the model does "
-                                   f"not have; its layers are e.g. {', '.join(sorted(names)[:8])}")
+                                   f"not have; its layers are e.g. {', '.join(sorted(source_names)[:8])}")
+            sensitive = [by_user[n] for n in self.sensitive]
             ranges = calibrate_ranges(prepared, calibration.feeds, self.config, work)
             reference = run_outputs(prepared_proto, evaluation)
             float_acc = accuracy(reference, evaluation.labels) if metric == "accuracy" else None
@@ -118,14 +124,14 @@ class MixedPrecisionOptimizer:
                 return out
 
             layers = quantizable_layers(prepared_proto, self.config.op_types)
-            full_path = quantize(list(self.sensitive), "full")
+            full_path = quantize(sensitive, "full")
             full = score(full_path)
             record.metrics["full_int8_" + metric] = round(full, 6)
-            chosen, chosen_value, keep = full_path, full, list(self.sensitive)
+            chosen, chosen_value, keep = full_path, full, list(sensitive)
             if full < self.threshold:
                 self.sensitivities = self._sensitivity(layers, prepared, ranges, work, score)
-                ranked = [s.node for s in self.sensitivities if s.node not in self.sensitive]
-                keep, chosen, chosen_value = self._search(ranked, quantize, score)
+                ranked = [s.prepared_name for s in self.sensitivities if s.prepared_name not in sensitive]
+                keep, chosen, chosen_value = self._search(sensitive, ranked, quantize, score)
                 if chosen is None:
                     best = self.sensitivities[:5]
                     raise OptimizerError(
@@ -135,7 +141,7 @@ class MixedPrecisionOptimizer:
             record.metrics[metric] = round(chosen_value, 6)
             record.metrics["layers_quantizable"] = len(layers)
             record.metrics["layers_kept_float"] = len(keep)
-            record.settings["kept_float"] = keep
+            record.settings["kept_float"] = [self._display.get(k, k) for k in keep]
             record.changes["layers quantized"] = len(layers) - len(keep)
             record.changes["layers kept in float"] = len(keep)
             if self.sensitivities:
@@ -154,9 +160,10 @@ class MixedPrecisionOptimizer:
             quantize_qdq(prepared, path, self.config, ranges, nodes_to_quantize=[name])
             value = score(path)
             error = max(0.0, 1.0 - value)
-            ms = self.times.get(name)
-            out.append(LayerSensitivity(name, op, value, error, ms,
-                                        error / max(ms, 1e-3) if ms is not None else error))
+            shown = self._display.get(name, name)
+            ms = self.times.get(shown, self.times.get(name))
+            out.append(LayerSensitivity(shown, op, value, error, ms,
+                                        error / max(ms, 1e-3) if ms is not None else error, name))
             path.unlink()
         if self.times:
             missing = [s.node for s in out if s.time_ms is None]
@@ -168,14 +175,15 @@ class MixedPrecisionOptimizer:
                         s.score = s.error / max(median, 1e-3)
         return sorted(out, key=lambda s: -s.score)
 
-    def _search(self, ranked: list[str], quantize, score) -> tuple[list[str], Path | None, float]:
+    def _search(self, sensitive: list[str], ranked: list[str], quantize, score
+                ) -> tuple[list[str], Path | None, float]:
         """Smallest k such that keeping the top-k ranked layers (plus sensitive ones) float meets the
         threshold, by bisection (fidelity grows with k, nearly monotonically)."""
         lo, hi = 1, len(ranked)
         best: tuple[list[str], Path | None, float] = ([], None, -math.inf)
         while lo <= hi:
             k = (lo + hi) // 2
-            keep = list(self.sensitive) + ranked[:k]
+            keep = list(sensitive) + ranked[:k]
             path = quantize(keep, f"keep-{k}")
             value = score(path)
             log.info("mixed precision: %d layers float -> %.4f", len(keep), value)
@@ -185,6 +193,12 @@ class MixedPrecisionOptimizer:
             else:
                 lo = k + 1
         return best
+
+
+def _original_name(name: str, source_names: set[str]) -> str:
+    """The source graph's name of a node ONNX Runtime's optimizer renamed ('X/MatMulAddFusion' -> 'X')."""
+    base = name.rsplit("/", 1)[0] if "/" in name else name
+    return base if name not in source_names and base in source_names else name
 
 
 def quantizable_layers(model, op_types) -> list[tuple[str, str]]:
