@@ -231,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.set_defaults(func=cmd_report)
 
+    from controller.cli_techniques import add_parsers
+
+    add_parsers(sub)
+
     p = sub.add_parser("example", help="write (or locate) a built-in example model")
     p.add_argument("name", nargs="?", default="mobilenetv2")
     p.add_argument("-o", "--output", type=Path, default=None)

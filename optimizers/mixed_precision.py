@@ -7,6 +7,7 @@ import logging
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -71,9 +72,12 @@ class MixedPrecisionOptimizer:
         self.sensitivities: list[LayerSensitivity] = []
 
     def optimize(self, model: ModelLike, calibration_data, eval_data=None, labels=None,
-                 output: str | Path | None = None) -> OptimizedModel:
-        """Quantize, then keep the most sensitive layers (per ms saved) in float until the threshold holds."""
+                 output: str | Path | None = None, progress: Callable[[str], None] | None = None
+                 ) -> OptimizedModel:
+        """Quantize, then keep the most sensitive layers (per ms saved) in float until the threshold holds.
+        `progress` receives one line per step (the sensitivity pass quantizes each layer alone)."""
         started = time.perf_counter()
+        self._progress = progress or (lambda line: log.info("%s", line))
         source = load_model(model)
         require_float_weights(source.proto, "mixed-precision quantization")
         settings = {**asdict(self.config), "accuracy_threshold": self.threshold, "metric": self.metric,
@@ -127,6 +131,7 @@ class MixedPrecisionOptimizer:
             full_path = quantize(sensitive, "full")
             full = score(full_path)
             record.metrics["full_int8_" + metric] = round(full, 6)
+            self._progress(f"full INT8: {metric} {full:.4f} (threshold {self.threshold})")
             chosen, chosen_value, keep = full_path, full, list(sensitive)
             if full < self.threshold:
                 self.sensitivities = self._sensitivity(layers, prepared, ranges, work, score)
@@ -159,6 +164,8 @@ class MixedPrecisionOptimizer:
             path = work / f"one-{i}.onnx"
             quantize_qdq(prepared, path, self.config, ranges, nodes_to_quantize=[name])
             value = score(path)
+            self._progress(f"sensitivity {i + 1}/{len(layers)}: {self._display.get(name, name)} alone in INT8 "
+                           f"-> {value:.4f}")
             error = max(0.0, 1.0 - value)
             shown = self._display.get(name, name)
             ms = self.times.get(shown, self.times.get(name))
@@ -186,7 +193,7 @@ class MixedPrecisionOptimizer:
             keep = list(sensitive) + ranked[:k]
             path = quantize(keep, f"keep-{k}")
             value = score(path)
-            log.info("mixed precision: %d layers float -> %.4f", len(keep), value)
+            self._progress(f"search: {len(keep)} layers in float -> {value:.4f}")
             if value >= self.threshold:
                 best = (keep, path, value)
                 hi = k - 1

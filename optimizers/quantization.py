@@ -4,6 +4,8 @@ dynamic, FP16 (float32 inputs/outputs kept) and INT4 weight-only (MatMulNBits fo
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import tempfile
 import time
@@ -153,9 +155,12 @@ def calibrate_ranges(prepared: Path, feeds: list[dict], cfg: QuantizeConfig, wor
                                    augmented_model_path=str(workdir / "augmented.onnx"),
                                    calibrate_method=_calibration_method(cfg.algorithm),
                                    providers=["CPUExecutionProvider"], extra_options=extra)
-    calibrator.collect_data(FeedReader(feeds))
+    with contextlib.redirect_stdout(io.StringIO()) as chatter:  # the calibrators print() their progress
+        calibrator.collect_data(FeedReader(feeds))
+        ranges = calibrator.compute_data()
+    log.debug("calibration: %s", chatter.getvalue().strip())
     cache = workdir / f"ranges-{cfg.algorithm}.json"
-    save_tensors_data(calibrator.compute_data(), cache)
+    save_tensors_data(ranges, cache)
     return cache
 
 
@@ -368,7 +373,7 @@ def _check_node_names(model, names) -> None:
 def _calibration(data, model, preprocess, cfg: QuantizeConfig, record: OptimizationRecord) -> Dataset:
     if data is None:
         raise DataMismatch("static INT8 needs calibration_data (arrays, an .npz keyed by input name, an image "
-                           "folder or an iterable of feed dicts); pass calibration_data='synthetic' to calibrate "
+                           "folder or an iterable of feed dicts); pass calibration_data='synthetic' (--calibration-data synthetic) to calibrate "
                            "on random inputs (weak), or use method='dynamic', which needs none")
     if isinstance(data, str) and data == "synthetic":
         ds = synthetic_data(model, n=16)
