@@ -11,6 +11,7 @@ from typing import Any, Union
 
 import numpy as np
 
+from agent.backends import InputSpec
 from optimizers.errors import DataMismatch
 
 log = logging.getLogger(__name__)
@@ -35,29 +36,11 @@ class ImagePreprocess:
                 f"mean={list(self.mean)} std={list(self.std)}, layout={self.layout}")
 
 
-@dataclass
-class InputInfo:
-    """One model input: name, numpy dtype and dims (int, or None/str for dynamic)."""
+def model_inputs(model) -> list[InputSpec]:
+    """Graph inputs that are not initializers (the controller's pre-flight reading of them)."""
+    from controller.models import onnx_input_specs
 
-    name: str
-    dtype: np.dtype
-    shape: list
-
-
-def model_inputs(model) -> list[InputInfo]:
-    """Graph inputs that are not initializers."""
-    from onnx import helper
-
-    inits = {i.name for i in model.graph.initializer}
-    out = []
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
-        tt = inp.type.tensor_type
-        dims = [d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else (d.dim_param or None)
-                for d in tt.shape.dim]
-        out.append(InputInfo(inp.name, np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)), dims))
-    return out
+    return onnx_input_specs(model)
 
 
 @dataclass
@@ -142,7 +125,7 @@ def load_data(data: DataLike, model, labels: np.ndarray | None = None,
     return ds
 
 
-def _describe(inputs: list[InputInfo]) -> str:
+def _describe(inputs: list[InputSpec]) -> str:
     return ", ".join(f"'{i.name}' {i.dtype} {_fmt(i.shape)}" for i in inputs)
 
 
@@ -150,7 +133,7 @@ def _fmt(shape) -> str:
     return "[" + ",".join(str(d) if isinstance(d, int) else (d or "?") for d in shape) + "]"
 
 
-def _check_names(given: Iterable[str], inputs: list[InputInfo]) -> None:
+def _check_names(given: Iterable[str], inputs: list[InputSpec]) -> None:
     names = [i.name for i in inputs]
     given = list(given)
     missing = [n for n in names if n not in given]
@@ -165,7 +148,7 @@ def _check_names(given: Iterable[str], inputs: list[InputInfo]) -> None:
                            f"the model's inputs are {_describe(inputs)}")
 
 
-def _check_feed(feed: dict[str, np.ndarray], inputs: list[InputInfo], where: str) -> None:
+def _check_feed(feed: dict[str, np.ndarray], inputs: list[InputSpec], where: str) -> None:
     _check_names(feed, inputs)
     for info in inputs:
         arr = feed[info.name]
@@ -181,7 +164,7 @@ def _check_feed(feed: dict[str, np.ndarray], inputs: list[InputInfo], where: str
                                    f"{info.dtype}")
 
 
-def _split_rows(arrays: dict[str, np.ndarray], inputs: list[InputInfo]) -> list[dict[str, np.ndarray]]:
+def _split_rows(arrays: dict[str, np.ndarray], inputs: list[InputSpec]) -> list[dict[str, np.ndarray]]:
     """Arrays holding N rows -> feed dicts of the model's batch size (1 when the batch is dynamic)."""
     _check_names(arrays, inputs)
     by_name = {i.name: i for i in inputs}
@@ -213,7 +196,7 @@ def _split_rows(arrays: dict[str, np.ndarray], inputs: list[InputInfo]) -> list[
     return feeds
 
 
-def _image_folder(path: Path, inputs: list[InputInfo], pre: ImagePreprocess,
+def _image_folder(path: Path, inputs: list[InputSpec], pre: ImagePreprocess,
                   max_samples: int | None) -> dict[str, np.ndarray]:
     from PIL import Image
 
@@ -253,11 +236,10 @@ def _image_folder(path: Path, inputs: list[InputInfo], pre: ImagePreprocess,
 def synthetic_data(model, n: int = 8, seed: int = 0, input_shapes: dict[str, list[int]] | None = None) -> Dataset:
     """Random inputs (normal floats, small integers) for when no data is given; fidelity on these is a
     weaker check than on real data, and records say so."""
-    from agent.backends import InputSpec
     from agent.errors import JobError
     from agent.inputs import make_feeds, resolve_shapes
 
-    specs = [InputSpec(i.name, i.dtype, i.shape) for i in model_inputs(model)]
+    specs = model_inputs(model)
     try:
         shapes = resolve_shapes(specs, input_shapes or {})
     except JobError as exc:

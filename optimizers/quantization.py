@@ -10,7 +10,7 @@ import logging
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +87,6 @@ class _Job:
     config: QuantizeConfig
     record: OptimizationRecord
     calibration: Dataset | None = None
-    extra: dict = field(default_factory=dict)
 
 
 class QuantMethod(ABC):
@@ -96,7 +95,6 @@ class QuantMethod(ABC):
     name: str = ""
     suffix: str = ""
     needs_calibration: bool = False
-    min_opset: int = 0
 
     @abstractmethod
     def apply(self, job: _Job):

@@ -142,3 +142,11 @@ def rewrite_graph(kind: str, path: Path) -> Path:
     for i, n in enumerate(nodes):
         n.name = f"{n.op_type}_{i}"
     return _model(nodes, [x], [y], inits, path, name=kind)
+
+
+def op_counts(path) -> dict[str, int]:
+    """{op_type: count} of a saved model."""
+    counts: dict[str, int] = {}
+    for n in onnx.load(str(path)).graph.node:
+        counts[n.op_type] = counts.get(n.op_type, 0) + 1
+    return counts

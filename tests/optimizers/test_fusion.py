@@ -7,13 +7,7 @@ import onnx
 import pytest
 
 from optimizers import OperatorFuser, OptimizerError, UnknownOption, evaluate
-
-
-def _ops(path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for n in onnx.load(str(path)).graph.node:
-        counts[n.op_type] = counts.get(n.op_type, 0) + 1
-    return counts
+from tests.optimizers.graphs import op_counts
 
 
 def test_onnx_fusion_folds_batchnorm_and_fuses_activations(convnet, convnet_data, tmp_path):
@@ -22,7 +16,7 @@ def test_onnx_fusion_folds_batchnorm_and_fuses_activations(convnet, convnet_data
     changes = out.record.changes
     assert changes == {"BatchNormalization folded into Conv": 3, "Relu fused into FusedConv": 1,
                        "Clip fused into FusedConv": 1, "Relu fused into FusedGemm": 1}
-    ops = _ops(out.path)
+    ops = op_counts(out.path)
     assert "BatchNormalization" not in ops and ops["FusedConv"] == 2 and ops["FusedGemm"] == 1
     assert ops.get("Relu", 0) == 0 and ops.get("Clip", 0) == 0
     fid = evaluate(out.path, convnet_data[:4], reference=convnet).fidelity

@@ -13,13 +13,7 @@ from optimizers.data import load_data
 from optimizers.errors import ModelError
 from optimizers.evaluation import run_outputs
 from tests.optimizers import graphs
-
-
-def _ops(path) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for n in onnx.load(str(path)).graph.node:
-        counts[n.op_type] = counts.get(n.op_type, 0) + 1
-    return counts
+from tests.optimizers.graphs import op_counts
 
 
 def test_int8_static_on_an_old_opset_upgrades_and_keeps_fidelity(convnet, convnet_data, tmp_path):
@@ -27,7 +21,7 @@ def test_int8_static_on_an_old_opset_upgrades_and_keeps_fidelity(convnet, convne
                                      output=tmp_path / "q.onnx")
     rec = out.record
     assert rec.changes["opset 11 -> 13"] == 1 and any("opset 11 to 13" in n for n in rec.notes)
-    ops = _ops(out.path)
+    ops = op_counts(out.path)
     assert ops.get("QuantizeLinear", 0) > 0 and ops.get("DequantizeLinear", 0) > 0
     assert rec.changes["Conv quantized"] == 3 and rec.changes["Gemm quantized"] == 2
     # per-channel: each Conv weight has one scale per output channel
@@ -92,7 +86,7 @@ def test_real_transformer_minilm_every_method(minilm, minilm_data, tmp_path):
     int4, fid4 = results["int4"]
     assert int4.record.metrics["matmul_weight_ratio"] > 7.0  # 4-bit blocks of 128 with a float scale
     assert int4.record.changes["Gemm rewritten to MatMul+Add"] >= 1
-    assert _ops(int4.path).get("MatMulNBits", 0) == 36 and fid4.cosine > 0.9
+    assert op_counts(int4.path).get("MatMulNBits", 0) == 36 and fid4.cosine > 0.9
     # attention's activation x activation MatMuls have no constant weight to store in 4 bits
     assert "its weight is computed at run time" in int4.record.skipped_summary()["MatMul"]
 
