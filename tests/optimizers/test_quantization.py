@@ -155,3 +155,23 @@ def test_calibration_from_npz_and_iterables(convnet, convnet_data, tmp_path):
 def test_image_folder_for_a_model_without_image_input(mlp, photos):
     with pytest.raises(DataMismatch, match="one 4-D image input"):
         Quantizer("int8").quantize(mlp, calibration_data=photos)
+
+
+def test_preprocessing_falls_back_and_says_so(convnet, convnet_data, tmp_path, monkeypatch):
+    """When ONNX Runtime's symbolic shape inference fails on an export, the next pass is used and noted."""
+    from onnxruntime.quantization import shape_inference
+
+    real = shape_inference.quant_pre_process
+    calls = []
+
+    def flaky(src, dst, **kwargs):
+        calls.append(kwargs)
+        if not kwargs.get("skip_symbolic_shape"):
+            raise RuntimeError("Incomplete symbolic shape inference")
+        return real(src, dst, **kwargs)
+
+    monkeypatch.setattr(shape_inference, "quant_pre_process", flaky)
+    out = Quantizer("int8").quantize(convnet, calibration_data=convnet_data[:8], output=tmp_path / "q.onnx")
+    assert out.record.settings["preprocessing"] == "without symbolic shape inference"
+    assert any("Incomplete symbolic shape inference" in n for n in out.record.notes)
+    assert len(calls) == 2
