@@ -83,6 +83,12 @@ class Graph:
                     if i == new:
                         n.input[k] = old
 
+    def replace(self, old_nodes, new_node, at) -> None:
+        """Put new_node where `at` stands, drop old_nodes, and re-index."""
+        self.g.node.insert(list(self.g.node).index(at), new_node)
+        self.remove(old_nodes)
+        self.refresh()
+
     def remove(self, nodes) -> None:
         """Remove nodes in place (other node objects stay valid, unlike a rebuild of the list)."""
         for n in nodes:
@@ -250,10 +256,7 @@ class GeluFusion(Rewrite):
             standard = opset_version(graph.model) >= 20
             gelu = helper.make_node("Gelu", [x], [last.output[0]], name=erf.name + "_gelu",
                                     domain="" if standard else MS_DOMAIN)
-            idx = list(graph.g.node).index(last)
-            graph.g.node.insert(idx, gelu)
-            graph.remove(chain)
-            graph.refresh()
+            graph.replace(chain, gelu, at=last)
             count += 1
         graph.prune()
         return count
@@ -277,9 +280,7 @@ class SwishFusion(Rewrite):
                 continue
             node = helper.make_node("QuickGelu", [x], [mul.output[0]], name=mul.name + "_swish",
                                     domain=MS_DOMAIN, alpha=1.0)
-            graph.g.node.insert(list(graph.g.node).index(mul), node)
-            graph.remove([sig, mul])
-            graph.refresh()
+            graph.replace([sig, mul], node, at=mul)
             count += 1
         return count
 
@@ -317,8 +318,7 @@ class TransposeChain(Rewrite):
                 else:
                     merged = helper.make_node("Transpose", [first.input[0]], [second.output[0]],
                                               name=first.name + "_merged", perm=composed)
-                    graph.g.node.insert(list(graph.g.node).index(first), merged)
-                    graph.remove([first, second])
+                    graph.replace([first, second], merged, at=first)
                 graph.refresh()
                 count += 1
                 changed = True
