@@ -1,6 +1,7 @@
 """Optimization techniques as a library, one module per technique, usable without the farm:
 
     from optimizers import Quantizer, MixedPrecisionOptimizer, OperatorFuser, OperatorOptimizer, Profiler
+    from optimizers import QATTrainer, convert_to_int8, Pruner, KnowledgeDistiller, LowRankFactorizer
 
 Every ONNX-level technique returns an OptimizedModel: the new .onnx file and an OptimizationRecord
 (technique, settings, source digest, what changed, what was skipped and why). Names are imported
@@ -26,6 +27,23 @@ _EXPORTS = {
     "ImagePreprocess": "optimizers.data",
     "OptimizedModel": "optimizers.record",
     "OptimizationRecord": "optimizers.record",
+    "QATTrainer": "optimizers.qat",
+    "convert_to_int8": "optimizers.qat",
+    "Pruner": "optimizers.pruning",
+    "KnowledgeDistiller": "optimizers.distillation",
+    "LowRankFactorizer": "optimizers.low_rank",
+    "count_params": "optimizers.torch_helpers",
+    "get_size": "optimizers.torch_helpers",
+    "calculate_flops": "optimizers.torch_helpers",
+    "calculate_flops_reduction": "optimizers.torch_helpers",
+    "export_onnx": "optimizers.torch_helpers",
+    "fine_tune": "optimizers.training",
+    "train": "optimizers.training",
+    "accuracy": "optimizers.training",
+    "load_digits_data": "optimizers.digits",
+    "pretrained_example": "optimizers.digits",
+    "digits_mobilenetv2": "optimizers.digits",
+    "digits_student": "optimizers.digits",
     "OptimizerError": "optimizers.errors",
     "UnknownOption": "optimizers.errors",
     "DataMismatch": "optimizers.errors",

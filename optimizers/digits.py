@@ -134,15 +134,16 @@ def digits_mobilenetv2(width: float = 1.0, num_classes: int = 10):
     return DigitsMobileNetV2()
 
 
-def digits_student(num_classes: int = 10):
-    """A small CNN student for distillation (about a tenth of the teacher's parameters)."""
+def digits_student(num_classes: int = 10, width: float = 1.0):
+    """A small CNN student for distillation (width 1.0: about a tenth of the teacher's parameters)."""
     torch = _torch()
     nn = torch.nn
+    a, b, c = (max(4, int(ch * width)) for ch in (16, 32, 64))
     return nn.Sequential(
-        nn.Conv2d(1, 16, 3, padding=1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(16, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-        nn.Conv2d(32, 64, 3, padding=1, bias=False), nn.BatchNorm2d(64), nn.ReLU(),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes))
+        nn.Conv2d(1, a, 3, padding=1, bias=False), nn.BatchNorm2d(a), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(b, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
 
 
 def weights_path() -> Path:
