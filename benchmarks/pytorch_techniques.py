@@ -32,8 +32,18 @@ def main() -> int:
     from controller.local import LocalAgent
     from controller.measure import bench
     from controller.settings import MeasureSettings
-    from optimizers import (KnowledgeDistiller, Pruner, QATTrainer, calculate_flops, convert_to_int8,
-                            count_params, digits_student, evaluate, export_onnx, pretrained_example)
+    from optimizers import (
+        KnowledgeDistiller,
+        Pruner,
+        QATTrainer,
+        calculate_flops,
+        convert_to_int8,
+        count_params,
+        digits_student,
+        evaluate,
+        export_onnx,
+        pretrained_example,
+    )
     from optimizers.training import accuracy, train
 
     def log(line: str) -> None:
