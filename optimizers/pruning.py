@@ -146,9 +146,9 @@ class Pruner:
         model.eval()
         return model
 
-    def fine_tune(self, model, train_data, epochs: int = 1, learning_rate: float | None = None):
-        """Recover accuracy after pruning (returns the same model, trained in place)."""
-        fine_tune(model, train_data, epochs=epochs, learning_rate=learning_rate or self.learning_rate)
+    def fine_tune(self, model, train_data, epochs: int = 1, learning_rate: float | None = None, **kw):
+        """Recover accuracy after pruning (returns the same model, trained in place); `kw` go to train()."""
+        fine_tune(model, train_data, epochs=epochs, learning_rate=learning_rate or self.learning_rate, **kw)
         return model
 
 
