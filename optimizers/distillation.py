@@ -39,15 +39,17 @@ class KnowledgeDistiller:
         """Train the student on the Hinton loss; returns it."""
         import torch
 
-        self.teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        teacher_was_training = self.teacher.training
+        self.teacher.eval()  # its outputs are computed under no_grad: the teacher itself is left untouched
 
         def loss_fn(student, x, y):
             with torch.no_grad():
                 teacher_logits = self.teacher(x)
             return hinton_loss(student(x), teacher_logits, y, self.temperature, self.alpha)
 
-        train(self.student, train_data, epochs=epochs, learning_rate=learning_rate, loss_fn=loss_fn,
-              progress=progress, validation=validation, **kw)
+        try:
+            train(self.student, train_data, epochs=epochs, learning_rate=learning_rate, loss_fn=loss_fn,
+                  progress=progress, validation=validation, **kw)
+        finally:
+            self.teacher.train(teacher_was_training)
         return self.student
