@@ -152,3 +152,30 @@ def test_low_rank_full_rank_reproduces_and_lower_rank_shrinks(teacher, digits):
 def test_bad_input(teacher, digits, call, error, message):
     with pytest.raises(error, match=message):
         call(teacher, digits)
+
+
+def test_hinton_loss_terms():
+    from optimizers.distillation import hinton_loss
+
+    torch.manual_seed(0)
+    s, t, y = torch.randn(8, 10), torch.randn(8, 10), torch.randint(0, 10, (8,))
+    ce = torch.nn.functional.cross_entropy(s, y)
+    assert torch.isclose(hinton_loss(s, t, y, temperature=4.0, alpha=0.0), ce)
+    assert torch.isclose(hinton_loss(t, t, y, temperature=4.0, alpha=1.0), torch.tensor(0.0), atol=1e-6)
+    soft = hinton_loss(s, t, y, temperature=2.0, alpha=1.0)
+    assert soft > 0
+
+
+def test_distilled_student_learns_the_teacher(teacher, digits):
+    from optimizers import KnowledgeDistiller, digits_student
+
+    torch.manual_seed(1)
+    student = KnowledgeDistiller(teacher, digits_student(), temperature=4.0, alpha=0.7).train(
+        digits.train, epochs=3, learning_rate=1e-2)
+    x = torch.as_tensor(digits.test.x[:300])
+    with torch.no_grad():
+        agree = float((student(x).argmax(1) == teacher(x).argmax(1)).float().mean())
+    assert agree > 0.8
+    assert any(p.requires_grad for p in teacher.parameters())  # the teacher is left as it was
+    with pytest.raises(OptimizerError, match="alpha"):
+        KnowledgeDistiller(teacher, digits_student(), alpha=1.5)
