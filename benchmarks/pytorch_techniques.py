@@ -36,6 +36,7 @@ def main() -> int:
         KnowledgeDistiller,
         Pruner,
         QATTrainer,
+        Quantizer,
         calculate_flops,
         convert_to_int8,
         count_params,
@@ -76,12 +77,14 @@ def main() -> int:
         student = KnowledgeDistiller(model, digits_student(), temperature=4.0, alpha=0.7).train(
             data.train, epochs=args.student_epochs, learning_rate=1e-2, progress=log)
         add(f"distilled student (T=4, alpha=0.7, {args.student_epochs} epochs)", student)
-        qat = QATTrainer(model).train(data.train, epochs=1, learning_rate=5e-4, progress=log)
-        q = convert_to_int8(qat, data.train.x[:128], output=work / "qat.onnx")
+        ptq = Quantizer("int8").quantize(rows[0]["path"], calibration_data=data.train.x[:512],
+                                         output=work / "ptq.onnx")
+        add("post-training INT8 (ORT static, no training)", model, ptq.path)
+        qat = QATTrainer(model).train(data.train, epochs=1, progress=log)
+        q = convert_to_int8(qat, data.train.x[:512], output=work / "qat.onnx")
         add("QAT INT8 (1 epoch)", model, q.path)
-        rows[-1]["params"] = count_params(model)
-        qat_p = QATTrainer(pruned[0.5]).train(data.train, epochs=1, learning_rate=5e-4, progress=log)
-        qp = convert_to_int8(qat_p, data.train.x[:128], output=work / "pruned-qat.onnx")
+        qat_p = QATTrainer(pruned[0.5]).train(data.train, epochs=1, progress=log)
+        qp = convert_to_int8(qat_p, data.train.x[:512], output=work / "pruned-qat.onnx")
         add("pruned 50 % + QAT INT8", pruned[0.5], qp.path)
 
         agent = LocalAgent(cache_dir=work / "agent", name="bench")
