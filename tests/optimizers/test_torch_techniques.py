@@ -114,8 +114,7 @@ def test_unstructured_importance_and_iterative(teacher, digits):
 
 def test_qat_int8_stays_within_a_point_of_float(teacher, digits, tmp_path):
     float_acc = accuracy(teacher, digits.test)
-    qat = QATTrainer(teacher, target_precision="int8").train(digits.train.subset(1000), epochs=1,
-                                                              learning_rate=5e-4)
+    qat = QATTrainer(teacher, target_precision="int8").train(digits.train.subset(1000), epochs=1)
     out = convert_to_int8(qat, digits.train.x[:64], output=tmp_path / "qat.int8.onnx")
     assert out.record.technique == "qat:int8" and out.record.changes["Conv quantized"] > 20
     int8_acc = evaluate(out.path, digits.test.x, labels=digits.test.y).accuracy
