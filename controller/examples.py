@@ -23,7 +23,8 @@ MINILM_SEQ_LEN = 128
 EXAMPLES_VERSION = "v1"  # bump when a generator changes, so cached files are rebuilt
 
 
-def _make_divisible(v: float, divisor: int = 8) -> int:
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round channels to a multiple of divisor, never dropping more than 10 % (MobileNet rule)."""
     new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
     return new_v + divisor if new_v < 0.9 * v else new_v
 
@@ -85,10 +86,10 @@ def build_mobilenetv2(path: Path, width: float = 1.0, resolution: int = 224,
     g = _GraphBuilder(seed)
     g.init("relu6.min", np.array(0.0, np.float32))
     g.init("relu6.max", np.array(6.0, np.float32))
-    cin = _make_divisible(32 * width)
+    cin = make_divisible(32 * width)
     x = g.conv_bn("input", 3, cin, 3, 2, 1, act=True)
     for t, c, n, s in _MOBILENETV2_BLOCKS:
-        cout = _make_divisible(c * width)
+        cout = make_divisible(c * width)
         for i in range(n):
             stride = s if i == 0 else 1
             hidden = cin * t
@@ -102,7 +103,7 @@ def build_mobilenetv2(path: Path, width: float = 1.0, resolution: int = 224,
                 g.nodes.append(helper.make_node("Add", [x, y], [add + ".out"], name=add))
                 y = add + ".out"
             x, cin = y, cout
-    last = _make_divisible(1280 * max(1.0, width))
+    last = make_divisible(1280 * max(1.0, width))
     x = g.conv_bn(x, cin, last, 1, 1, 1, act=True)
     g.nodes.append(helper.make_node("GlobalAveragePool", [x], ["pool.out"], name="GlobalAveragePool"))
     g.nodes.append(helper.make_node("Flatten", ["pool.out"], ["flat.out"], name="Flatten", axis=1))

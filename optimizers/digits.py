@@ -83,13 +83,10 @@ def _torch():
     return torch
 
 
-def _make_divisible(v: float, divisor: int = 8) -> int:
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < 0.9 * v else new_v
-
-
 def digits_mobilenetv2(width: float = 1.0, num_classes: int = 10):
     """MobileNetV2 (inverted residuals, linear bottlenecks, ReLU6) sized for 1x28x28 digits."""
+    from controller.examples import make_divisible
+
     torch = _torch()
     nn = torch.nn
 
@@ -114,15 +111,15 @@ def digits_mobilenetv2(width: float = 1.0, num_classes: int = 10):
 
         def __init__(self) -> None:
             super().__init__()
-            cin = _make_divisible(16 * width)
+            cin = make_divisible(16 * width)
             layers: list[nn.Module] = [nn.Sequential(nn.Conv2d(1, cin, 3, 1, 1, bias=False), nn.BatchNorm2d(cin),
                                                      nn.ReLU6())]
             for t, c, n, s in self.blocks:
-                cout = _make_divisible(c * width)
+                cout = make_divisible(c * width)
                 for i in range(n):
                     layers.append(InvertedResidual(cin, cout, s if i == 0 else 1, t))
                     cin = cout
-            last = _make_divisible(256 * max(width, 1.0))
+            last = make_divisible(256 * max(width, 1.0))
             layers.append(nn.Sequential(nn.Conv2d(cin, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6()))
             self.features = nn.Sequential(*layers)
             self.pool = nn.AdaptiveAvgPool2d(1)

@@ -3,7 +3,6 @@ farm device through its agent."""
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 from dataclasses import asdict, dataclass, field
@@ -90,32 +89,26 @@ class Profiler:
         return load_data(input_data, model, max_samples=1).feeds[0]
 
     def _profile_cpu(self, input_data, iterations: int, warmup: int) -> ModelProfile:
-        import onnxruntime as ort
-
-        from agent.backends.onnxruntime import parse_ort_profile
+        from agent.backends.onnxruntime import OnnxRuntimeBackend
         from agent.errors import JobError
         from controller.flops import graph_flops, row_flops
 
         feed = self._feed(input_data)
         with tempfile.TemporaryDirectory(prefix="edgefarm-profile-") as tmp:
-            so = ort.SessionOptions()
-            so.intra_op_num_threads = self.threads
-            so.inter_op_num_threads = 1
-            so.log_severity_level = 3
-            so.enable_profiling = True
-            so.profile_file_prefix = str(Path(tmp) / "ort")
+            path = self.source.path
+            if path is None:
+                path = Path(tmp) / "model.onnx"
+                path.write_bytes(self.source.proto.SerializeToString())
+            backend = OnnxRuntimeBackend()  # the agent's own backend: same session settings and parser
             try:
-                sess = ort.InferenceSession(self.source.proto.SerializeToString(), so,
-                                            providers=["CPUExecutionProvider"])
+                backend.load(path, self.threads, profile_dir=Path(tmp))
                 for _ in range(warmup + iterations):
-                    sess.run(None, feed)
-            except Exception as exc:  # ORT's exception types
+                    backend.run(feed)
+                rows, total_ms, n = backend.layer_profile(skip_runs=warmup)
+            except JobError as exc:
+                raise OptimizerError(exc.message) from None
+            except Exception as exc:  # ORT's exception types from run()
                 raise OptimizerError(f"onnxruntime could not run the model: {str(exc).strip()[:300]}") from None
-            events = json.loads(Path(sess.end_profiling()).read_text())
-        try:
-            rows, total_ms, n = parse_ort_profile(events, skip_runs=warmup)
-        except JobError as exc:
-            raise OptimizerError(exc.message) from None
         shapes = {k: list(v.shape) for k, v in feed.items()}
         graph = graph_flops(self.source.proto, shapes)
         layers = []

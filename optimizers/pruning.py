@@ -56,7 +56,7 @@ class Pruner:
             raise UnknownOption("pruning method", method, METHODS)
         if criterion not in CRITERIA:
             raise UnknownOption("pruning criterion", criterion, CRITERIA)
-        self.method = "importance" if method == "importance" else method
+        self.method = method
         self.criterion = "importance" if method == "importance" else criterion
         self.steps = steps
         self.fine_tune_epochs = fine_tune_epochs

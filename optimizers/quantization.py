@@ -340,7 +340,7 @@ class Quantizer:
             job = _Job(source, prepared, workdir, cfg, record, calibration)
             try:
                 quantized = method.apply(job)
-            except (OptimizerError, DataMismatch):
+            except OptimizerError:  # DataMismatch included: already says what to fix
                 raise
             except Exception as exc:  # ORT's tool raises plain exceptions; say which method failed and why
                 raise OptimizerError(f"{cfg.method} quantization failed in ONNX Runtime's quantization tool: "
