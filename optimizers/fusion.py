@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from optimizers.errors import OptimizerError, UnknownOption
+from optimizers.graph import MS_DOMAIN, Graph, ensure_ms_opset
 from optimizers.onnx_model import ModelLike, default_output, load_model, require_float_weights
 from optimizers.record import OptimizationRecord, OptimizedModel, Skipped, write_result
 
@@ -27,7 +28,6 @@ ACTIVATIONS = {"ReLU": ("Relu", "Relu"), "ReLU6": ("Clip", "Clip"), "Clip": ("Cl
                "Sigmoid": ("Sigmoid", "Sigmoid"), "Tanh": ("Tanh", "Tanh"), "LeakyReLU": ("LeakyRelu", "LeakyRelu"),
                "HardSigmoid": ("HardSigmoid", "HardSigmoid")}
 TARGETS = ("onnxruntime", "portable")  # portable: standard ops only (BatchNorm folding, no Fused* ops)
-MS_DOMAIN = "com.microsoft"
 
 
 @dataclass
@@ -84,13 +84,13 @@ class OperatorFuser:
         record = OptimizationRecord(technique="fuse", settings={"patterns": chains, "target": self.target},
                                     source=str(source.path or "<ModelProto>"), source_digest=source.digest,
                                     source_size_bytes=source.size_bytes)
-        graph = _Graph(proto)
+        graph = Graph(proto)
         for chain in chains:
             kind = ANCHORS[chain[0]]
             for anchor in [n for n in list(proto.graph.node) if _matches_anchor(n, kind)]:
                 node = anchor
                 for element in chain[1:]:
-                    nxt = graph.sole_consumer(node)
+                    nxt = graph.sole_user(node.output[0])
                     if nxt is None:
                         break
                     if element in NORMS:
@@ -98,7 +98,7 @@ class OperatorFuser:
                             break
                         if nxt.op_type != "BatchNormalization":
                             continue  # no BatchNorm here (or folded by an earlier pattern): go on
-                        if graph.fold_batchnorm(node, nxt):
+                        if fold_batchnorm(graph, node, nxt):
                             record.changes["BatchNormalization folded into Conv"] = \
                                 record.changes.get("BatchNormalization folded into Conv", 0) + 1
                         else:
@@ -106,13 +106,13 @@ class OperatorFuser:
                             break
                     else:
                         op, act = ACTIVATIONS[element]
-                        if nxt.op_type != op or (element == "ReLU6" and not graph.is_relu6(nxt)):
+                        if nxt.op_type != op or (element == "ReLU6" and not is_relu6(graph, nxt)):
                             break
                         if self.target != "onnxruntime":
                             record.skipped.append(Skipped(nxt.name, nxt.op_type, "portable target: activation "
                                                                                  "fusion is left to the runtime"))
                             break
-                        fused = graph.fuse_activation(node, nxt, act)
+                        fused = fuse_activation(graph, node, nxt, act)
                         if fused is None:
                             record.skipped.append(Skipped(nxt.name, nxt.op_type, "its parameters are not constants"))
                             break
@@ -120,10 +120,8 @@ class OperatorFuser:
                         record.changes[key] = record.changes.get(key, 0) + 1
                         node = fused
                         break  # an activation ends the chain
-        graph.prune_initializers()
-        if any(n.domain == MS_DOMAIN for n in proto.graph.node) and \
-                not any(o.domain == MS_DOMAIN for o in proto.opset_import):
-            proto.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
+        graph.prune(nodes=False)
+        if ensure_ms_opset(proto):
             record.notes.append("uses com.microsoft FusedConv/FusedGemm: runs on ONNX Runtime; use "
                                 "target='portable' for other runtimes")
         if not record.changes:
@@ -218,133 +216,81 @@ def _matches_anchor(node, kind: str) -> bool:
     return (kind == "conv" and node.op_type == "Conv") or (kind == "linear" and node.op_type == "Gemm")
 
 
-class _Graph:
-    """Producer/consumer look-ups and in-place edits on an ONNX graph."""
+def fold_batchnorm(graph: Graph, conv, bn) -> bool:
+    """W' = W * g/sqrt(v+eps) per output channel; b' = (b - m) * g/sqrt(v+eps) + beta."""
+    from onnx import helper
 
-    def __init__(self, model) -> None:
-        self.model = model
-        self.graph = model.graph
-        self.inits = {i.name: i for i in self.graph.initializer}
-        self.outputs = {o.name for o in self.graph.output}
+    w = graph.const(conv.input[1])
+    params = [graph.const(x) for x in bn.input[1:5]]
+    if w is None or any(p is None for p in params) or len(bn.output) > 1 and any(bn.output[1:]):
+        return False
+    gamma, beta, mean, var = (p.astype(np.float64) for p in params)
+    eps = next((helper.get_attribute_value(a) for a in bn.attribute if a.name == "epsilon"), 1e-5)
+    factor = gamma / np.sqrt(var + eps)
+    bias = graph.const(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0])
+    if bias is None:
+        return False
+    new_w = (w.astype(np.float64) * factor.reshape(-1, *([1] * (w.ndim - 1)))).astype(w.dtype)
+    new_b = ((bias.astype(np.float64) - mean) * factor + beta).astype(w.dtype)
+    wname = graph.add_const(conv.input[1] + "_bnfolded", new_w)
+    bname = graph.add_const(conv.name + "_bias_bnfolded", new_b)
+    x = conv.input[0]
+    del conv.input[:]
+    conv.input.extend([x, wname, bname])
+    conv.output[0] = bn.output[0]  # the conv now produces what the BatchNorm did
+    graph.remove([bn])
+    graph.refresh()
+    return True
 
-    def consumers(self, tensor: str) -> list:
-        return [n for n in self.graph.node if tensor in n.input]
 
-    def sole_consumer(self, node):
-        out = node.output[0]
-        users = self.consumers(out)
-        if len(users) != 1 or out in self.outputs:
+def fuse_activation(graph: Graph, anchor, act, activation: str):
+    """Replace anchor+act by com.microsoft FusedConv/FusedGemm carrying the activation."""
+    from onnx import helper
+
+    params: list[float] = []
+    if act.op_type == "Clip":
+        lo, hi = clip_bounds(graph, act)
+        if lo is None:
             return None
-        return users[0]
+        params = [lo, hi]
+    elif act.op_type in ("LeakyRelu",):
+        params = [next((helper.get_attribute_value(a) for a in act.attribute if a.name == "alpha"), 0.01)]
+    elif act.op_type == "HardSigmoid":
+        attrs = {a.name: helper.get_attribute_value(a) for a in act.attribute}
+        params = [attrs.get("alpha", 0.2), attrs.get("beta", 0.5)]
+    op = "FusedConv" if anchor.op_type == "Conv" else "FusedGemm"
+    attrs = {a.name: helper.get_attribute_value(a) for a in anchor.attribute}
+    extra = {"activation": activation}
+    if params:
+        extra["activation_params" if op == "FusedConv" else "activation_alpha"] = \
+            params if op == "FusedConv" else params[0]
+        if op == "FusedGemm" and len(params) > 1:
+            extra["activation_beta"] = params[1]
+    fused = helper.make_node(op, list(anchor.input), [act.output[0]], name=anchor.name + "_fused",
+                             domain=MS_DOMAIN, **attrs, **extra)
+    graph.replace([anchor, act], fused, at=anchor)
+    return fused
 
-    def const(self, name: str) -> np.ndarray | None:
-        from onnx import numpy_helper
 
-        init = self.inits.get(name)
-        return None if init is None else numpy_helper.to_array(init)
+def clip_bounds(graph: Graph, clip) -> tuple[float | None, float | None]:
+    """(min, max) of a Clip from its attributes (opset < 11) or constant inputs; (None, None) otherwise."""
+    from onnx import helper
 
-    def set_const(self, name: str, value: np.ndarray) -> str:
-        from onnx import numpy_helper
-
-        new = numpy_helper.from_array(value, name)
-        if name in self.inits:
-            self.inits[name].CopyFrom(new)
+    attrs = {a.name: helper.get_attribute_value(a) for a in clip.attribute}
+    if "min" in attrs or "max" in attrs:  # opset < 11
+        return float(attrs.get("min", -3.4e38)), float(attrs.get("max", 3.4e38))
+    vals = []
+    for i in (1, 2):
+        if len(clip.input) > i and clip.input[i]:
+            c = graph.const(clip.input[i])
+            if c is None:
+                return None, None
+            vals.append(float(c))
         else:
-            self.graph.initializer.append(new)
-            self.inits[name] = self.graph.initializer[-1]
-        return name
+            vals.append(-3.4e38 if i == 1 else 3.4e38)
+    return vals[0], vals[1]
 
-    def unique(self, base: str) -> str:
-        taken = set(self.inits) | {o for n in self.graph.node for o in n.output}
-        name, i = base, 1
-        while name in taken:
-            name, i = f"{base}_{i}", i + 1
-        return name
 
-    def fold_batchnorm(self, conv, bn) -> bool:
-        """W' = W * g/sqrt(v+eps) per output channel; b' = (b - m) * g/sqrt(v+eps) + beta."""
-        from onnx import helper
-
-        w = self.const(conv.input[1])
-        params = [self.const(x) for x in bn.input[1:5]]
-        if w is None or any(p is None for p in params) or len(bn.output) > 1 and any(bn.output[1:]):
-            return False
-        gamma, beta, mean, var = (p.astype(np.float64) for p in params)
-        eps = next((helper.get_attribute_value(a) for a in bn.attribute if a.name == "epsilon"), 1e-5)
-        factor = gamma / np.sqrt(var + eps)
-        bias = self.const(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else np.zeros(w.shape[0])
-        if bias is None:
-            return False
-        new_w = (w.astype(np.float64) * factor.reshape(-1, *([1] * (w.ndim - 1)))).astype(w.dtype)
-        new_b = ((bias.astype(np.float64) - mean) * factor + beta).astype(w.dtype)
-        wname = self.set_const(self.unique(conv.input[1] + "_bnfolded"), new_w)
-        bname = self.set_const(self.unique(conv.name + "_bias_bnfolded"), new_b)
-        x = conv.input[0]
-        del conv.input[:]
-        conv.input.extend([x, wname, bname])
-        self._bypass(bn, conv)
-        return True
-
-    def fuse_activation(self, anchor, act, activation: str):
-        """Replace anchor+act by com.microsoft FusedConv/FusedGemm carrying the activation."""
-        from onnx import helper
-
-        params: list[float] = []
-        if act.op_type == "Clip":
-            lo, hi = self._clip_bounds(act)
-            if lo is None:
-                return None
-            params = [lo, hi]
-        elif act.op_type in ("LeakyRelu",):
-            params = [next((helper.get_attribute_value(a) for a in act.attribute if a.name == "alpha"), 0.01)]
-        elif act.op_type == "HardSigmoid":
-            attrs = {a.name: helper.get_attribute_value(a) for a in act.attribute}
-            params = [attrs.get("alpha", 0.2), attrs.get("beta", 0.5)]
-        op = "FusedConv" if anchor.op_type == "Conv" else "FusedGemm"
-        attrs = {a.name: helper.get_attribute_value(a) for a in anchor.attribute}
-        extra = {"activation": activation}
-        if params:
-            extra["activation_params" if op == "FusedConv" else "activation_alpha"] = \
-                params if op == "FusedConv" else params[0]
-            if op == "FusedGemm" and len(params) > 1:
-                extra["activation_beta"] = params[1]
-        fused = helper.make_node(op, list(anchor.input), [act.output[0]], name=anchor.name + "_fused",
-                                 domain=MS_DOMAIN, **attrs, **extra)
-        nodes = list(self.graph.node)
-        idx = nodes.index(anchor)
-        self.graph.node.remove(act)
-        self.graph.node.remove(anchor)
-        self.graph.node.insert(idx, fused)
-        return fused
-
-    def _clip_bounds(self, clip) -> tuple[float | None, float | None]:
-        from onnx import helper
-
-        attrs = {a.name: helper.get_attribute_value(a) for a in clip.attribute}
-        if "min" in attrs or "max" in attrs:  # opset < 11
-            return float(attrs.get("min", -3.4e38)), float(attrs.get("max", 3.4e38))
-        vals = []
-        for i in (1, 2):
-            if len(clip.input) > i and clip.input[i]:
-                c = self.const(clip.input[i])
-                if c is None:
-                    return None, None
-                vals.append(float(c))
-            else:
-                vals.append(-3.4e38 if i == 1 else 3.4e38)
-        return vals[0], vals[1]
-
-    def is_relu6(self, clip) -> bool:
-        lo, hi = self._clip_bounds(clip)
-        return lo == 0.0 and hi == 6.0
-
-    def _bypass(self, removed, keeper) -> None:
-        """Remove `removed` (the sole consumer of keeper) and let keeper produce its output."""
-        keeper.output[0] = removed.output[0]
-        self.graph.node.remove(removed)
-
-    def prune_initializers(self) -> None:
-        used = {i for n in self.graph.node for i in n.input} | self.outputs
-        keep = [i for i in self.graph.initializer if i.name in used]
-        del self.graph.initializer[:]
-        self.graph.initializer.extend(keep)
+def is_relu6(graph: Graph, clip) -> bool:
+    lo, hi = clip_bounds(graph, clip)
+    return lo == 0.0 and hi == 6.0

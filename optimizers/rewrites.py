@@ -13,100 +13,15 @@ from pathlib import Path
 import numpy as np
 
 from optimizers.errors import UnknownOption
+from optimizers.graph import MS_DOMAIN, Graph, ensure_ms_opset
 from optimizers.onnx_model import ModelLike, default_output, load_model, opset_version
 from optimizers.record import OptimizationRecord, OptimizedModel, write_result
 
 log = logging.getLogger(__name__)
 
-MS_DOMAIN = "com.microsoft"
 FOLD_MAX_ELEMENTS = 4_000_000  # never fold a tensor bigger than this (e.g. a huge ConstantOfShape)
 NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                 "Bernoulli", "If", "Loop", "Scan", "QuantizeLinear", "DequantizeLinear"}
-
-
-class Graph:
-    """Index of an ONNX graph: producers, consumers, constants; helpers to edit it in place."""
-
-    def __init__(self, model) -> None:
-        self.model = model
-        self.g = model.graph
-        self.refresh()
-
-    def refresh(self) -> None:
-        from onnx import numpy_helper
-
-        self.inits = {i.name: i for i in self.g.initializer}
-        self.producer = {o: n for n in self.g.node for o in n.output}
-        self.consumers: dict[str, list] = {}
-        for n in self.g.node:
-            for i in n.input:
-                self.consumers.setdefault(i, []).append(n)
-        self.graph_outputs = {o.name for o in self.g.output}
-        self._np = numpy_helper
-
-    def const(self, name: str) -> np.ndarray | None:
-        if name in self.inits:
-            return self._np.to_array(self.inits[name])
-        node = self.producer.get(name)
-        if node is not None and node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    return self._np.to_array(a.t)
-        return None
-
-    def scalar(self, name: str) -> float | None:
-        c = self.const(name)
-        return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
-
-    def sole_user(self, tensor: str):
-        users = self.consumers.get(tensor, [])
-        return users[0] if len(users) == 1 and tensor not in self.graph_outputs else None
-
-    def add_const(self, base: str, value: np.ndarray) -> str:
-        name, i = base, 1
-        while name in self.inits or name in self.producer:
-            name, i = f"{base}_{i}", i + 1
-        self.g.initializer.append(self._np.from_array(value, name))
-        self.inits[name] = self.g.initializer[-1]
-        return name
-
-    def rename_uses(self, old: str, new: str) -> None:
-        """Point every consumer (and the graph outputs) of tensor `old` at `new`."""
-        for n in self.g.node:
-            for k, i in enumerate(n.input):
-                if i == old:
-                    n.input[k] = new
-        if old in self.graph_outputs:  # keep the graph output's name: make the producer write it
-            self.producer[new].output[list(self.producer[new].output).index(new)] = old
-            for n in self.g.node:
-                for k, i in enumerate(n.input):
-                    if i == new:
-                        n.input[k] = old
-
-    def replace(self, old_nodes, new_node, at) -> None:
-        """Put new_node where `at` stands, drop old_nodes, and re-index."""
-        self.g.node.insert(list(self.g.node).index(at), new_node)
-        self.remove(old_nodes)
-        self.refresh()
-
-    def remove(self, nodes) -> None:
-        """Remove nodes in place (other node objects stay valid, unlike a rebuild of the list)."""
-        for n in nodes:
-            self.g.node.remove(n)
-
-    def prune(self) -> None:
-        """Drop nodes whose outputs nobody uses and initializers nobody reads."""
-        while True:
-            used = {i for n in self.g.node for i in n.input} | self.graph_outputs
-            dead = [n for n in self.g.node if not any(o in used for o in n.output if o)]
-            if not dead:
-                break
-            self.remove(dead)
-        used = {i for n in self.g.node for i in n.input} | self.graph_outputs
-        keep = [i for i in self.g.initializer if i.name in used]
-        del self.g.initializer[:]
-        self.g.initializer.extend(keep)
-        self.refresh()
 
 
 class Rewrite(ABC):
@@ -392,9 +307,7 @@ class OperatorOptimizer:
             graph.refresh()
             if n:
                 record.changes[name] = n
-        if any(n.domain == MS_DOMAIN for n in proto.graph.node) and \
-                not any(o.domain == MS_DOMAIN for o in proto.opset_import):
-            proto.opset_import.append(onnx.helper.make_opsetid(MS_DOMAIN, 1))
+        if ensure_ms_opset(proto):
             record.notes.append("uses com.microsoft ops (Gelu/QuickGelu): runs on ONNX Runtime; pass "
                                 f"rewrites={list(PORTABLE)} for other runtimes")
         record.metrics["nodes_before"] = nodes_before
