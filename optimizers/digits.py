@@ -143,10 +143,11 @@ def digits_student(num_classes: int = 10, width: float = 1.0):
         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c, num_classes))
 
 
-def weights_path() -> Path:
+def weights_path(epochs: int = 8, train_size: int = 3500) -> Path:
+    """Cached weights, keyed by what changes them (recipe version, epochs, training-set size)."""
     from controller.paths import cache_root
 
-    return cache_root() / "examples" / WEIGHTS_VERSION / "digits-mobilenetv2.pt"
+    return cache_root() / "examples" / WEIGHTS_VERSION / f"digits-mobilenetv2-e{epochs}-n{train_size}.pt"
 
 
 def pretrained_example(epochs: int = 8, data: DigitsData | None = None, progress=None):
@@ -157,7 +158,7 @@ def pretrained_example(epochs: int = 8, data: DigitsData | None = None, progress
 
     data = data or load_digits_data()
     model = digits_mobilenetv2()
-    path = weights_path()
+    path = weights_path(epochs, len(data.train))
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists():
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
