@@ -1,5 +1,5 @@
 """PyTorch techniques on the digits example: pruning, QAT, low-rank, the cached example, bad input.
-Training is kept short (a 3-epoch teacher, subsets); the full numbers come from the benchmark."""
+Training is kept short (the cached example as the teacher, few epochs, subsets); the full numbers come from the benchmark."""
 
 from __future__ import annotations
 
@@ -33,10 +33,12 @@ def digits():
 
 
 @pytest.fixture(scope="module")
-def teacher(digits):
-    torch.manual_seed(0)
-    model = digits_mobilenetv2()
-    train(model, digits.train, epochs=3, learning_rate=3e-3)
+def teacher(digits, tmp_path_factory):
+    """The built-in example itself (trained once per test session, about a minute, then cached in the
+    session's cache folder, like every test's)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEFARM_CACHE", str(tmp_path_factory.getbasetemp() / "edgefarm-cache"))
+        model, _, _ = pretrained_example(data=digits)
     return model
 
 
@@ -165,16 +167,32 @@ def test_hinton_loss_terms():
     assert soft > 0
 
 
-def test_distilled_student_learns_the_teacher(teacher, digits):
+@pytest.mark.parametrize("seed", [1, 2])
+def test_distillation_beats_the_student_trained_alone(teacher, digits, seed):
+    """Few labels (350 of the 3,500 training digits), the rest unlabelled: the student alone learns from
+    the 350; the distilled one also from the teacher's soft targets on the other 3,150 (Hinton's transfer
+    set), for about the same number of optimizer steps (180 vs 165). Measured on the test split, seeds
+    1/2/3: alone 89.6/90.9/90.0 %, distilled 94.9/94.9/94.5 %; the margin asserted is 3 points."""
+    from optimizers import KnowledgeDistiller, digits_student
+    from optimizers.training import accuracy, train
+
+    labelled = (digits.train.x[:350], digits.train.y[:350])
+    test = (digits.test.x, digits.test.y)
+    torch.manual_seed(seed)
+    alone = digits_student()
+    train(alone, labelled, epochs=30, learning_rate=1e-2)
+    torch.manual_seed(seed)
+    distilled = KnowledgeDistiller(teacher, digits_student(), temperature=4.0, alpha=0.7).train(
+        labelled, epochs=3, learning_rate=1e-2, unlabeled_data=digits.train.x[350:])
+    alone_acc, distilled_acc = accuracy(alone, test), accuracy(distilled, test)
+    assert distilled_acc - alone_acc >= 0.03, (alone_acc, distilled_acc)
+    assert any(p.requires_grad for p in teacher.parameters())  # the teacher is left as it was
+
+
+def test_distiller_bad_input(teacher, digits):
     from optimizers import KnowledgeDistiller, digits_student
 
-    torch.manual_seed(1)
-    student = KnowledgeDistiller(teacher, digits_student(), temperature=4.0, alpha=0.7).train(
-        digits.train, epochs=3, learning_rate=1e-2)
-    x = torch.as_tensor(digits.test.x[:300])
-    with torch.no_grad():
-        agree = float((student(x).argmax(1) == teacher(x).argmax(1)).float().mean())
-    assert agree > 0.8
-    assert any(p.requires_grad for p in teacher.parameters())  # the teacher is left as it was
     with pytest.raises(OptimizerError, match="alpha"):
         KnowledgeDistiller(teacher, digits_student(), alpha=1.5)
+    with pytest.raises(DataMismatch, match=r"unlabeled_data samples have shape \[28, 28\]"):
+        KnowledgeDistiller(teacher, digits_student()).train(digits.train, unlabeled_data=np.zeros((4, 28, 28)))
