@@ -27,18 +27,28 @@ def emit(event: str, **fields) -> None:
     sys.stdout.flush()
 
 
-def load_supplied_inputs(specs: list[InputSpec], path: Path) -> dict[str, np.ndarray]:
-    """Inputs sent with an EVALUATE job, checked against the model's inputs."""
+def load_supplied_inputs(specs: list[InputSpec], path: Path) -> list[dict[str, np.ndarray]]:
+    """Inputs sent with an EVALUATE job, checked against the model's inputs, as a list of feeds: one
+    feed, or (for a model whose batch dimension is fixed at 1 and inputs stacked N deep along it) N
+    feeds of one sample each."""
     with np.load(path) as data:
         supplied = {k: data[k] for k in data.files}
-    resolve_shapes(specs, {k: list(v.shape) for k, v in supplied.items()})
-    feeds = {}
+    missing = [s.name for s in specs if s.name not in supplied]
+    if missing:
+        raise JobError("INVALID_INPUT", f"the EVALUATE job lacks input(s) {', '.join(missing)}; the model's "
+                                        f"inputs are: {', '.join(s.name for s in specs)}")
     for spec in specs:
-        arr = supplied[spec.name]
-        if arr.dtype != spec.dtype:
-            raise JobError("INVALID_INPUT", f"input '{spec.name}' must be {spec.dtype}, got {arr.dtype}")
-        feeds[spec.name] = arr
-    return feeds
+        if supplied[spec.name].dtype != spec.dtype:
+            raise JobError("INVALID_INPUT",
+                           f"input '{spec.name}' must be {spec.dtype}, got {supplied[spec.name].dtype}")
+    stacks = {len(supplied[s.name]) for s in specs if supplied[s.name].ndim}
+    batch_one = all(s.shape and s.shape[0] == 1 for s in specs)
+    if batch_one and len(stacks) == 1 and (n := stacks.pop()) > 1:
+        samples = [{s.name: supplied[s.name][i:i + 1] for s in specs} for i in range(n)]
+    else:
+        samples = [{s.name: supplied[s.name] for s in specs}]
+    resolve_shapes(specs, {k: list(v.shape) for k, v in samples[0].items()})
+    return samples
 
 
 def _inference_error(feeds: dict, exc: Exception) -> JobError:
@@ -110,8 +120,9 @@ def run_job(job: dict) -> None:
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     specs = backend.inputs()
     if kind == "EVALUATE":
-        feeds = load_supplied_inputs(specs, Path(job["inputs_path"]))
-        outputs = _run_once(backend, feeds)
+        samples = load_supplied_inputs(specs, Path(job["inputs_path"]))
+        results = [_run_once(backend, feeds) for feeds in samples]
+        outputs = [np.concatenate(outs) if len(results) > 1 else outs[0] for outs in zip(*results)]
         out_path = Path(job["work_dir"]) / "outputs.npz"
         np.savez(out_path, **dict(zip(backend.output_names(), outputs)))
         emit("outputs", path=str(out_path))

@@ -15,12 +15,17 @@ from protos import agent_pb2 as pb
 log = logging.getLogger(__name__)
 
 
-def _add_measure_flags(p: argparse.ArgumentParser) -> None:
+def add_measure_flags(p: argparse.ArgumentParser, model_help: str | None = None,
+                       many_devices: bool = False) -> None:
     d = MeasureSettings()
-    p.add_argument("model", nargs="?", default=None,
-                   help="an .onnx file (default: the built-in MobileNetV2 example; 'example:mobilenetv2')")
-    p.add_argument("--device", default="local", help="inventory name or HOST:PORT (default: local, an "
-                   "agent farmctl starts on 127.0.0.1)")
+    p.add_argument("model", nargs="?", default=None, help=model_help or
+                   "an .onnx file (default: the built-in MobileNetV2 example; 'example:mobilenetv2')")
+    if many_devices:
+        p.add_argument("--device", action="append", default=None, help="inventory name or HOST:PORT, "
+                       "repeatable (default: local, an agent farmctl starts on 127.0.0.1)")
+    else:
+        p.add_argument("--device", default="local", help="inventory name or HOST:PORT (default: local, an "
+                       "agent farmctl starts on 127.0.0.1)")
     p.add_argument("--threads", type=int, default=d.threads, help="intra-op threads (default: the "
                    "device's physical cores; the number used is recorded)")
     p.add_argument("--warmup", type=int, default=d.warmup, help=f"warm-up runs (default {d.warmup})")
@@ -39,7 +44,7 @@ def _add_measure_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
 
 
-def _settings(args: argparse.Namespace) -> MeasureSettings:
+def measure_settings(args: argparse.Namespace) -> MeasureSettings:
     shapes = dict(parse_input_shape(s) for s in args.input_shape)
     return MeasureSettings(threads=args.threads, warmup=args.warmup, min_iterations=args.min_iterations,
                            min_seconds=args.min_seconds, max_seconds=args.max_seconds,
@@ -103,7 +108,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from controller.measure import bench
 
-    res = bench(args.model, args.device, _settings(args), store=args.store, inventory=args.inventory,
+    res = bench(args.model, args.device, measure_settings(args), store=args.store, inventory=args.inventory,
                 progress=None if args.quiet else progress_printer())
     if args.json:
         print(json.dumps(res.to_json(), indent=2))
@@ -127,7 +132,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from controller.measure import profile
     from controller.report import layer_label
 
-    res = profile(args.model, args.device, _settings(args), store=args.store, inventory=args.inventory,
+    res = profile(args.model, args.device, measure_settings(args), store=args.store, inventory=args.inventory,
                   progress=None if args.quiet else progress_printer(),
                   bottleneck_percent=args.bottleneck_percent)
     if args.plot:
@@ -209,11 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_devices)
 
     p = sub.add_parser("bench", help="measure a model's latency on a device")
-    _add_measure_flags(p)
+    add_measure_flags(p)
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser("profile", help="per-layer profile of a model on a device")
-    _add_measure_flags(p)
+    add_measure_flags(p)
     p.add_argument("--iterations", type=int, default=MeasureSettings().profile_iterations,
                    help="profiled runs after warm-up")
     p.add_argument("--top", type=int, default=25, help="rows to show")
@@ -231,8 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.set_defaults(func=cmd_report)
 
+    from controller.cli_optimize import add_parser as add_optimize
     from controller.cli_techniques import add_parsers
 
+    add_optimize(sub)
     add_parsers(sub)
 
     p = sub.add_parser("example", help="write (or locate) a built-in example model")

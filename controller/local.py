@@ -24,6 +24,16 @@ def local_agent_dir() -> Path:
     return cache_root() / "local-agent"
 
 
+def _die_with_parent() -> None:
+    """In the agent child (Linux): get SIGTERM when farmctl dies, even by kill -9, so no agent is orphaned."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 class LocalAgent:
     """Starts `farm-agent serve --port 0` as a child process and stops it on exit."""
 
@@ -48,7 +58,7 @@ class LocalAgent:
                "--name", self.name, "--cache-dir", str(self.cache_dir), *self.extra_args]
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL,
-                                         env=child_env())
+                                         env=child_env(), preexec_fn=_die_with_parent)
         self.port = self._read_port()
         self.client = AgentClient(f"127.0.0.1:{self.port}", name=self.name)
         self.client.wait_ready(timeout=START_TIMEOUT_S)

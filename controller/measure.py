@@ -11,6 +11,7 @@ from pathlib import Path
 
 from google.protobuf import json_format
 
+from agent.servicer import array_to_tensor, tensor_to_array
 from controller.client import AgentClient
 from controller.errors import JobFailed
 from controller.flops import graph_flops, row_flops
@@ -109,10 +110,11 @@ class JobOutcome:
     result: dict
     layers: dict
     error: dict | None
+    outputs: dict = field(default_factory=dict)
 
 
 def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSettings,
-         progress: ProgressFn | None) -> JobOutcome:
+         progress: ProgressFn | None, inputs: list | None = None) -> JobOutcome:
     """Upload the model if the agent lacks it, run one job, collect its events."""
     info = client.info()
     sent = 0
@@ -121,8 +123,8 @@ def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSetting
         sent += upload.bytes_sent
         request = pb.RunRequest(kind=kind, model_digest=upload.digest, backend=ref.backend,
                                 settings=settings.to_proto(), time_limit_s=settings.time_limit_s,
-                                memory_limit_bytes=int(settings.memory_limit_mb * 2**20))
-        result, layers, error = {}, {}, None
+                                memory_limit_bytes=int(settings.memory_limit_mb * 2**20), inputs=inputs or [])
+        result, layers, error, outputs = {}, {}, None, {}
         for event in client.run(request):
             which = event.WhichOneof("event")
             if progress:
@@ -131,11 +133,13 @@ def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSetting
                 result = to_dict(event.result)
             elif which == "layers":
                 layers = to_dict(event.layers)
+            elif which == "outputs":
+                outputs = {t.name: tensor_to_array(t) for t in event.outputs.tensors}
             elif which == "error":
                 error = {"code": pb.ErrorCode.Name(event.error.code), "message": event.error.message}
         if not error or error["code"] != "MODEL_NOT_FOUND":
             break
-    return JobOutcome(info, upload.digest, sent, result, layers, error)
+    return JobOutcome(info, upload.digest, sent, result, layers, error, outputs)
 
 
 def _record(store: ResultsStore | None, kind: str, ref: ModelRef, settings: MeasureSettings,
@@ -224,3 +228,20 @@ def profile(model: str | Path | None = None, device: str | AgentClient = LOCAL,
         bottlenecks=[r["name"] for r in rows if r["percent"] >= bottleneck_percent],
         bottleneck_percent=bottleneck_percent, total_flops=graph.total,
         run_id=run_id)
+
+
+def evaluate_outputs(model: str | Path, inputs: dict, device: str | AgentClient = LOCAL,
+                     settings: MeasureSettings | None = None, inventory: Path | None = None,
+                     progress: ProgressFn | None = None) -> dict:
+    """Run the model once on the device on `inputs` ({name: array}) and return its outputs ({name: array}).
+    For a model whose batch dimension is fixed at 1, inputs stacked N deep along it are run one sample at
+    a time on the device and the outputs come back stacked the same way."""
+    import numpy as np
+
+    ref, settings = _prepare(model, settings)
+    tensors = [array_to_tensor(name, np.ascontiguousarray(arr)) for name, arr in inputs.items()]
+    with _client_for(device, inventory) as client:
+        job = _run(client, pb.EVALUATE, ref, settings, progress, inputs=tensors)
+        if job.error:
+            raise JobFailed(job.error["code"], job.error["message"], client.name)
+    return job.outputs

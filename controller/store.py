@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 # Migrations: index i brings a store from user_version i to i+1.
 MIGRATIONS = [
@@ -36,7 +37,28 @@ MIGRATIONS = [
         PRIMARY KEY (run_id, rank)
     );
     """,
+    """
+    CREATE TABLE candidates (
+        optimize_key TEXT NOT NULL,         -- identity of one optimize run: model digest + its arguments
+        device_name TEXT NOT NULL,
+        name TEXT NOT NULL,                 -- e.g. int8-kl, prune-50+int8-minmax
+        created_at TEXT NOT NULL,
+        techniques TEXT NOT NULL,           -- JSON list
+        status TEXT NOT NULL,               -- ok (measured) | failed (build, measurement or evaluation)
+        reason TEXT,
+        model_digest TEXT, model_path TEXT, size_bytes INTEGER,
+        p50_ms REAL, p90_ms REAL, p99_ms REAL, cv REAL, flags TEXT NOT NULL DEFAULT '',
+        accuracy REAL, fidelity REAL,
+        run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
+        detail_json TEXT,
+        PRIMARY KEY (optimize_key, device_name, name)
+    );
+    """,
 ]
+
+CANDIDATE_COLUMNS = ("optimize_key", "device_name", "name", "created_at", "techniques", "status", "reason",
+                     "model_digest", "model_path", "size_bytes", "p50_ms", "p90_ms", "p99_ms", "cv", "flags",
+                     "accuracy", "fidelity", "run_id", "detail_json")
 
 RUN_COLUMNS = ("id", "created_at", "kind", "status", "error_code", "error", "model_name", "model_path",
                "model_digest", "model_size", "device_name", "device_class", "device_fingerprint",
@@ -55,7 +77,9 @@ class ResultsStore:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None)
+        # one connection shared by the scheduler's device threads; the lock serializes its use
+        self.conn = sqlite3.connect(str(self.path), timeout=30, isolation_level=None, check_same_thread=False)
+        self.lock = threading.RLock()
         self.conn.row_factory = sqlite3.Row
         try:
             self.conn.execute("PRAGMA journal_mode=WAL")
@@ -117,6 +141,10 @@ class ResultsStore:
         }
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
+        with self.lock:
+            return self._insert_run(cols, marks, row, layers)
+
+    def _insert_run(self, cols: str, marks: str, row: dict, layers: Iterable[dict]) -> int:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             run_id = self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", row).lastrowid
@@ -151,10 +179,56 @@ class ResultsStore:
         sql += " ORDER BY id DESC"
         if limit:
             sql += f" LIMIT {int(limit)}"
-        return [dict(r) for r in self.conn.execute(sql, args)]
+        with self.lock:
+            return [dict(r) for r in self.conn.execute(sql, args)]
 
     def layers(self, run_id: int) -> list[dict]:
         """Per-layer rows of a profile run, in the order they were stored (slowest first)."""
-        rows = self.conn.execute("SELECT * FROM layers WHERE run_id = ? ORDER BY rank", (run_id,))
+        with self.lock:
+            rows = self.conn.execute("SELECT * FROM layers WHERE run_id = ? ORDER BY rank", (run_id,)).fetchall()
         return [{**dict(r), "input_shapes": json.loads(r["input_shapes"]),
                  "output_shapes": json.loads(r["output_shapes"])} for r in rows]
+
+    def record_candidate(self, *, optimize_key: str, device_name: str, name: str, techniques: list[str],
+                         status: str, reason: str | None = None, model_digest: str | None = None,
+                         model_path: str | None = None, size_bytes: int | None = None,
+                         latency_ms: dict | None = None, cv: float | None = None, flags: Iterable[str] = (),
+                         accuracy: float | None = None, fidelity: float | None = None, run_id: int | None = None,
+                         detail: dict | None = None) -> None:
+        """Insert (or replace) one optimize candidate's numbers on one device, in one transaction."""
+        lat = latency_ms or {}
+        row = {"optimize_key": optimize_key, "device_name": device_name, "name": name,
+               "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "techniques": json.dumps(list(techniques)),
+               "status": status, "reason": reason, "model_digest": model_digest, "model_path": model_path,
+               "size_bytes": size_bytes, "p50_ms": lat.get("p50"), "p90_ms": lat.get("p90"),
+               "p99_ms": lat.get("p99"), "cv": cv, "flags": ",".join(flags), "accuracy": accuracy,
+               "fidelity": fidelity, "run_id": run_id,
+               "detail_json": json.dumps(detail, sort_keys=True, default=str) if detail else None}
+        cols = ", ".join(row)
+        marks = ", ".join(f":{k}" for k in row)
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute(f"INSERT OR REPLACE INTO candidates ({cols}) VALUES ({marks})", row)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+
+    def candidates(self, optimize_key: str, device_name: str | None = None) -> list[dict]:
+        """Stored candidates of one optimize run (optionally one device), oldest first."""
+        sql = f"SELECT {', '.join(CANDIDATE_COLUMNS)} FROM candidates WHERE optimize_key = ?"
+        args: list = [optimize_key]
+        if device_name:
+            sql += " AND device_name = ?"
+            args.append(device_name)
+        rows = []
+        with self.lock:
+            found = self.conn.execute(sql + " ORDER BY created_at, rowid", args).fetchall()
+        for r in found:
+            d = dict(r)
+            d["techniques"] = json.loads(d["techniques"])
+            d["flags"] = [f for f in (d["flags"] or "").split(",") if f]
+            d["detail"] = json.loads(d.pop("detail_json") or "null") or {}
+            rows.append(d)
+        return rows

@@ -22,7 +22,7 @@ from optimizers import (  # noqa: E402
     evaluate,
     export_onnx,
 )
-from optimizers.digits import digits_mobilenetv2, load_digits_data, pretrained_example  # noqa: E402
+from optimizers.digits import load_digits_data, pretrained_example  # noqa: E402
 from optimizers.torch_helpers import calculate_flops_reduction, get_size  # noqa: E402
 from optimizers.training import accuracy, train  # noqa: E402
 
@@ -174,7 +174,6 @@ def test_distillation_beats_the_student_trained_alone(teacher, digits, seed):
     set), for about the same number of optimizer steps (180 vs 165). Measured on the test split, seeds
     1/2/3: alone 89.6/90.9/90.0 %, distilled 94.9/94.9/94.5 %; the margin asserted is 3 points."""
     from optimizers import KnowledgeDistiller, digits_student
-    from optimizers.training import accuracy, train
 
     labelled = (digits.train.x[:350], digits.train.y[:350])
     test = (digits.test.x, digits.test.y)
