@@ -23,6 +23,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--fine-tune-epochs", type=int, default=3)
     parser.add_argument("--student-epochs", type=int, default=8)
+    parser.add_argument("--transfer-epochs", type=int, default=6)
     parser.add_argument("--min-seconds", type=float, default=1.0)
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
@@ -77,6 +78,16 @@ def main() -> int:
         student = KnowledgeDistiller(model, digits_student(), temperature=4.0, alpha=0.7).train(
             data.train, epochs=args.student_epochs, learning_rate=1e-2, progress=log)
         add(f"distilled student (T=4, alpha=0.7, {args.student_epochs} epochs)", student)
+        # few labels: 350 labelled digits, the other 3,150 unlabelled (the teacher's transfer set)
+        few = (data.train.x[:350], data.train.y[:350])
+        torch.manual_seed(1)
+        alone_few = digits_student()
+        train(alone_few, few, epochs=30, learning_rate=1e-2, progress=log)
+        add("student alone, 350 labels (30 epochs)", alone_few)
+        torch.manual_seed(1)
+        distilled_few = KnowledgeDistiller(model, digits_student(), temperature=4.0, alpha=0.7).train(
+            few, epochs=args.transfer_epochs, learning_rate=1e-2, unlabeled_data=data.train.x[350:], progress=log)
+        add(f"distilled, 350 labels + 3,150 unlabelled ({args.transfer_epochs} epochs)", distilled_few)
         ptq = Quantizer("int8").quantize(rows[0]["path"], calibration_data=data.train.x[:512],
                                          output=work / "ptq.onnx")
         add("post-training INT8 (ORT static, no training)", model, ptq.path)

@@ -1,0 +1,143 @@
+"""`farmctl optimize` end to end, at 1 thread on a local farm-agent, on the built-in PyTorch example and
+on a real ONNX model from a package (all-MiniLM-L6-v2), against ONNX Runtime's plain `quantize_static`
+(MinMax, QDQ, per-channel) on the same model in the same run.
+
+After each optimize run, the baseline, the chosen candidate and the plain quantize_static model are timed
+again on one fresh agent in alternating rounds (p50 = median of the rounds' p50s), so the speedups
+compared are paired; accuracy/fidelity are computed from the agent's own outputs.
+
+    python benchmarks/optimize.py [--rounds 3] [--models example,example:minilm] [--write-readme]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks._common import machine, write_readme_section  # noqa: E402
+
+
+def plain_quantize_static(source, out: Path) -> Path:
+    """ONNX Runtime's quantize_static as a user would call it: MinMax, QDQ, per-channel, no pre-processing."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        quantize_static,
+    )
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(source.calibration.feeds)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(source.baseline), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
+                    calibrate_method=CalibrationMethod.MinMax)
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--min-seconds", type=float, default=1.0)
+    parser.add_argument("--models", default="example,example:minilm")
+    parser.add_argument("--write-readme", action="store_true")
+    args = parser.parse_args()
+
+    from controller.local import LocalAgent
+    from controller.optimize import measure_on, optimize, stack_inputs
+    from controller.settings import MeasureSettings
+    from controller.sources import example_source, onnx_source
+    from controller.store import ResultsStore
+
+    def log(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    settings = MeasureSettings(threads=1, warmup=10, min_iterations=100, min_seconds=args.min_seconds)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        for model in args.models.split(","):
+            arg = None if model == "example" else model
+            out = work / model.replace(":", "-")
+            t0 = time.perf_counter()
+            result = optimize(arg, ["local"], settings=settings, out_dir=out, store=work / "optimize.db",
+                              progress=log)
+            wall = time.perf_counter() - t0
+            dev = result.devices[0]
+            source = example_source(out) if arg is None else onnx_source(arg)
+            settings_shaped = MeasureSettings(**{**settings.as_dict(), "input_shapes": source.input_shapes})
+            plain = plain_quantize_static(source, out / "plain-quantize-static.onnx")
+            chosen_row = next((r for r in dev.candidates if r["name"] == dev.chosen), None)
+            variants = {"baseline": source.baseline, "plain quantize_static": plain}
+            if chosen_row:
+                variants[f"chosen: {dev.chosen}"] = Path(dev.artifact)
+            inputs = stack_inputs(source.evaluation)
+            labels = source.evaluation.labels
+            agent = LocalAgent(cache_dir=work / "agent", name="bench")
+            client = agent.start()
+            store = ResultsStore(work / "paired.db")
+            p50s: dict[str, list[float]] = {k: [] for k in variants}
+            quality: dict[str, dict] = {}
+            try:
+                ref = None
+                for rnd in range(args.rounds):
+                    for name in (list(variants) if rnd % 2 == 0 else list(variants)[::-1]):
+                        if name == "baseline" and ref is None:
+                            m = measure_on(client, variants[name], settings_shaped, store, inputs, None, labels)
+                            ref = m["outputs"]
+                            m["fidelity"] = 1.0
+                        else:
+                            m = measure_on(client, variants[name], settings_shaped, store, inputs, ref, labels)
+                        p50s[name].append(m["latency_ms"]["p50"])
+                        quality.setdefault(name, m)
+                        log(f"{model} round {rnd + 1}: {name}: p50 {m['latency_ms']['p50']:.3f} ms")
+                for name in variants:  # fidelity of anything measured before the baseline's outputs existed
+                    if quality[name].get("fidelity") is None:
+                        quality[name] = measure_on(client, variants[name], settings_shaped, store, inputs, ref,
+                                                   labels)
+            finally:
+                store.close()
+                agent.stop()
+            base = statistics.median(p50s["baseline"])
+            for name, path in variants.items():
+                p50 = statistics.median(p50s[name])
+                q = quality[name]
+                rows.append({"model": result.model, "variant": name, "p50": p50, "speedup": base / p50,
+                             "accuracy": q.get("accuracy"), "fidelity": q.get("fidelity"),
+                             "size": path.stat().st_size, "wall": wall if name.startswith("chosen") else None,
+                             "candidates": len(dev.candidates) if name.startswith("chosen") else None})
+            if not chosen_row:
+                rows.append({"model": result.model, "variant": f"chosen: none ({dev.failure})", "p50": None})
+    lines = [f"Measured on {machine()}, by `python benchmarks/optimize.py`: a local farm-agent, ONNX Runtime "
+             "CPU, 1 thread; p50 is the median of alternating rounds on one agent after the optimize run; "
+             "accuracy on the example's 750-image validation split, fidelity = output cosine vs the baseline "
+             "(MiniLM: its model card's sentences).", "",
+             "| model | variant | p50 ms | speedup | accuracy | fidelity | size MB | optimize wall time |",
+             "|---|---|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        if r["p50"] is None:
+            lines.append(f"| {r['model']} | {r['variant']} | | | | | | |")
+            continue
+        acc = f"{r['accuracy'] * 100:.2f} %" if r.get("accuracy") is not None else "-"
+        fid = f"{r['fidelity']:.4f}" if r.get("fidelity") is not None else "-"
+        wall = f"{r['wall']:.0f} s ({r['candidates']} candidates)" if r.get("wall") else ""
+        lines.append(f"| {r['model']} | {r['variant']} | {r['p50']:.3f} | {r['speedup']:.2f}x | {acc} | {fid} | "
+                     f"{r['size'] / 1e6:.2f} | {wall} |")
+    text = "\n".join(lines)
+    print(text)
+    if args.write_readme:
+        write_readme_section("optimize", text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

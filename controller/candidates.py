@@ -1,0 +1,261 @@
+"""The plan of `farmctl optimize`: which candidates to make from which techniques, and how each one is
+built (by the optimizers' classes) into a single-file ONNX model. Techniques that cannot apply are
+listed with the reason."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from controller.errors import FarmError
+from controller.sources import Source
+
+log = logging.getLogger(__name__)
+
+# technique name -> what it does (the --techniques vocabulary)
+TECHNIQUES = {
+    "fuse": "operator rewrites + BatchNorm folding + activation fusion (ONNX Runtime's fused kernels)",
+    "fp16": "FP16 weights and activations (float32 inputs and outputs kept)",
+    "int8": "INT8 static QDQ, per-channel weights, calibrated with minmax, kl (entropy) and percentile",
+    "int8-dynamic": "INT8 weights, activations quantized at run time",
+    "int4": "INT4 weight-only MatMul (MatMulNBits)",
+    "mixed-precision": "INT8 with the layers of most error per measured ms kept in float (when INT8 alone "
+                       "breaks the accuracy/fidelity constraint)",
+    "prune": "structured channel pruning (Torch-Pruning), 30 % and 50 %, fine-tuned, alone and + INT8; "
+             "and 50 % with per-layer ratios from the device profile",
+    "qat": "quantization-aware training, then INT8",
+    "distill": "a small student trained on the teacher's soft targets (Hinton), alone and + INT8",
+    "low-rank": "SVD factorization of Linear and 1x1 Conv layers, fine-tuned",
+}
+TRAINING = ("prune", "qat", "distill", "low-rank")
+CALIBRATIONS = ("minmax", "kl", "percentile")
+PRUNE_RATIOS = (0.3, 0.5)
+FINE_TUNE_EPOCHS = 2
+DISTILL_EPOCHS = 8
+
+
+@dataclass
+class Candidate:
+    """One optimized model to make and measure."""
+
+    name: str
+    techniques: list[str]
+    build: Callable[[Path], dict] = field(repr=False)  # writes the .onnx at the path; returns details
+    refinement: bool = False                           # built only after measurements ask for it
+
+
+CALIBRATION_CHOICES = tuple(f"int8-{alg}" for alg in CALIBRATIONS)  # one calibration instead of all three
+
+
+def parse_techniques(text: str | list[str] | None) -> list[str]:
+    """The --techniques list (comma separated), checked against TECHNIQUES (int8-minmax, int8-kl and
+    int8-percentile pick single calibrations of int8)."""
+    if text is None:
+        return list(TECHNIQUES)
+    items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
+    unknown = [t for t in items if t not in TECHNIQUES and t not in CALIBRATION_CHOICES]
+    if unknown:
+        raise FarmError(f"unknown technique(s) {', '.join(map(repr, unknown))}; --techniques takes a comma "
+                        f"separated list of: {', '.join(TECHNIQUES)} (or one calibration: "
+                        f"{', '.join(CALIBRATION_CHOICES)})")
+    if not items:
+        raise FarmError(f"--techniques is empty; choose from: {', '.join(TECHNIQUES)}")
+    return items
+
+
+def _has_weighted_matmul(path: Path) -> bool:
+    from optimizers.graph import Graph
+    from optimizers.onnx_model import load_model
+
+    g = Graph(load_model(path).proto)
+    return any(n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and g.const(n.input[1]) is not None
+               for n in g.model.graph.node)
+
+
+# --- builders: each writes one .onnx file and returns what it did ----------------------------------
+
+def _record(result) -> dict:
+    rec = result.record
+    return {"changes": rec.changes, "skipped": len(rec.skipped), "notes": rec.notes}
+
+
+def quantize(source_path: Path, method: str, calibration=None, algorithm: str = "minmax") -> Callable[[Path], dict]:
+    """A builder running optimizers.Quantizer."""
+
+    def build(out: Path) -> dict:
+        from optimizers import Quantizer
+
+        result = Quantizer(method).quantize(source_path, calibration_data=calibration, algorithm=algorithm,
+                                            output=out)
+        return _record(result)
+
+    return build
+
+
+def fuse(source_path: Path) -> Callable[[Path], dict]:
+    """Rewrites then fusion, for ONNX Runtime."""
+
+    def build(out: Path) -> dict:
+        from optimizers import OperatorFuser, OperatorOptimizer
+
+        rewritten = OperatorOptimizer().optimize(source_path, output=out.with_suffix(".rewritten.onnx"))
+        fused = OperatorFuser(target="onnxruntime").fuse_operations(rewritten.path, output=out)
+        rewritten.path.unlink(missing_ok=True)
+        return {"rewrites": rewritten.record.changes, **_record(fused)}
+
+    return build
+
+
+def _torch_builders(source: Source, plan: list[Candidate], techniques: list[str], work: Path,
+                    layer_ratios: Callable[[float], dict[str, float]] | None) -> None:
+    """Candidates made by training: pruning, QAT, distillation, low-rank (each exported to ONNX)."""
+    parts = source.torch
+    assert parts is not None
+
+    def export(model, out: Path) -> None:
+        from optimizers.torch_helpers import export_onnx
+
+        export_onnx(model, out, parts.input_shape)
+
+    def calib():
+        return source.calibration
+
+    if "prune" in techniques:
+        variants = [(f"prune-{int(r * 100)}", r, False) for r in PRUNE_RATIOS]
+        if layer_ratios is not None:
+            variants.append((f"prune-{int(PRUNE_RATIOS[-1] * 100)}-profiled", PRUNE_RATIOS[-1], True))
+        for name, ratio, profiled in variants:
+            def build_pruned(out: Path, ratio=ratio, profiled=profiled) -> dict:
+                import torch
+
+                from optimizers import Pruner
+
+                torch.manual_seed(0)
+                ratios = layer_ratios(ratio) if profiled and layer_ratios else {}
+                pruner = Pruner("structured", fine_tune_epochs=FINE_TUNE_EPOCHS)
+                model = pruner.prune(parts.model, pruning_ratio=ratio, layer_ratios=ratios or None)
+                pruner.fine_tune(model, parts.train, epochs=FINE_TUNE_EPOCHS, learning_rate=2e-3)
+                export(model, out)
+                return {"params_before": pruner.report.params_before, "params_after": pruner.report.params_after,
+                        "layer_ratios": ratios, "fine_tune_epochs": FINE_TUNE_EPOCHS}
+
+            steps = ["prune", "device-profile ratios", "fine-tune"] if profiled else ["prune", "fine-tune"]
+            plan.append(Candidate(name, steps, build_pruned))
+            if "int8" in techniques and not profiled:
+                pruned_path = work / f"{name}.onnx"
+                plan.append(Candidate(f"{name}+int8-minmax", [*steps, "int8"],
+                                      _after(pruned_path, quantize(pruned_path, "int8", calib(), "minmax"))))
+    if "qat" in techniques:
+        def build_qat(out: Path) -> dict:
+            import copy
+
+            import torch
+
+            from optimizers import QATTrainer, convert_to_int8
+
+            torch.manual_seed(0)
+            trainer = QATTrainer(copy.deepcopy(parts.model), "int8")
+            qat = trainer.train(parts.train, epochs=1)
+            convert_to_int8(qat, calib(), output=out)
+            return {"epochs": 1}
+
+        plan.append(Candidate("qat-int8", ["qat", "int8"], build_qat))
+    if "distill" in techniques:
+        student_path = work / "distill.onnx"
+
+        def build_student(out: Path) -> dict:
+            import torch
+
+            from optimizers import KnowledgeDistiller, digits_student
+
+            torch.manual_seed(0)
+            student = KnowledgeDistiller(parts.model, digits_student(), temperature=4.0, alpha=0.7).train(
+                parts.train, epochs=DISTILL_EPOCHS, learning_rate=1e-2)
+            export(student, out)
+            return {"epochs": DISTILL_EPOCHS, "temperature": 4.0, "alpha": 0.7}
+
+        plan.append(Candidate("distill", ["distill"], build_student))
+        if "int8" in techniques:
+            plan.append(Candidate("distill+int8-minmax", ["distill", "int8"],
+                                  _after(student_path, quantize(student_path, "int8", calib(), "minmax"))))
+    if "low-rank" in techniques:
+        def build_low_rank(out: Path) -> dict:
+            import torch
+
+            from optimizers import LowRankFactorizer, fine_tune
+
+            torch.manual_seed(0)
+            factorizer = LowRankFactorizer()
+            model = factorizer.factorize(parts.model, rank_ratio=0.5,
+                                         inputs=torch.as_tensor(parts.train[0][:64]))
+            fine_tune(model, parts.train, epochs=FINE_TUNE_EPOCHS, learning_rate=2e-3)
+            export(model, out)
+            return factorizer.report.to_json()
+
+        plan.append(Candidate("low-rank-50", ["low-rank", "fine-tune"], build_low_rank))
+
+
+def _after(dependency: Path, build: Callable[[Path], dict]) -> Callable[[Path], dict]:
+    """A builder that needs another candidate's file first (it is built by then: plan order)."""
+
+    def run(out: Path) -> dict:
+        if not dependency.exists():
+            raise FarmError(f"{dependency.name} was not built, so {out.name} cannot be made from it")
+        return build(out)
+
+    return run
+
+
+def plan(source: Source, techniques: list[str], work: Path,
+         layer_ratios: Callable[[float], dict[str, float]] | None = None) -> tuple[list[Candidate], list[dict]]:
+    """Candidates in build order, and the techniques skipped with the reason."""
+    base = source.baseline
+    calib = source.calibration
+    candidates: list[Candidate] = []
+    skipped: list[dict] = []
+    if "fuse" in techniques:
+        candidates.append(Candidate("fused", ["fuse"], fuse(base)))
+    if "fp16" in techniques:
+        candidates.append(Candidate("fp16", ["fp16"], quantize(base, "fp16")))
+    chosen_calibrations = [a for a in CALIBRATIONS if "int8" in techniques or f"int8-{a}" in techniques]
+    if chosen_calibrations and "int8" not in techniques:
+        techniques = [*techniques, "int8"]  # the combinations (prune + INT8, ...) follow
+    for alg in chosen_calibrations:
+        candidates.append(Candidate(f"int8-{alg}", ["int8", alg], quantize(base, "int8", calib, alg)))
+    if "int8-dynamic" in techniques:
+        candidates.append(Candidate("int8-dynamic", ["int8-dynamic"], quantize(base, "dynamic")))
+    if "int4" in techniques:
+        if _has_weighted_matmul(base):
+            candidates.append(Candidate("int4-weights", ["int4"], quantize(base, "int4")))
+        else:
+            skipped.append({"technique": "int4", "reason": "the model has no MatMul/Gemm with constant weights, "
+                                                           "which is all INT4 weight-only quantizes"})
+    trainable = [t for t in techniques if t in TRAINING]
+    if source.torch is not None:
+        _torch_builders(source, candidates, techniques, work, layer_ratios)
+    else:
+        for t in trainable:
+            skipped.append({"technique": t, "reason": "needs the PyTorch model and its training data; an ONNX "
+                                                      "file gets the post-training techniques (run without MODEL "
+                                                      "for the built-in PyTorch example, or use the Python API)"})
+    return candidates, skipped
+
+
+def write_details(path: Path, candidate: Candidate, details: dict) -> None:
+    """The build record beside the candidate's .onnx (its presence marks the build as complete)."""
+    path.with_suffix(".json").write_text(json.dumps({"name": candidate.name, "techniques": candidate.techniques,
+                                                     "details": details}, indent=1, default=str))
+
+
+def read_details(path: Path) -> dict | None:
+    """The build record if the candidate was completely built by an earlier run."""
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        try:
+            return json.loads(meta.read_text()).get("details", {})
+        except json.JSONDecodeError:
+            return None
+    return None

@@ -1,0 +1,88 @@
+"""`farmctl optimize`: the product's main job from the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from controller.candidates import TECHNIQUES
+
+EXIT_NO_CANDIDATE = 3
+
+
+def add_parser(sub) -> None:
+    """Register `farmctl optimize`."""
+    from controller.cli import add_measure_flags
+
+    p = sub.add_parser("optimize", help="make candidates, measure them on the device(s), choose the fastest "
+                                        "that meets the constraints",
+                       description="Without MODEL: the built-in PyTorch example (digits MobileNetV2, all "
+                                   "techniques). With an ONNX MODEL: the post-training techniques.")
+    add_measure_flags(p, model_help="an .onnx file or example:NAME (default: the built-in PyTorch digits "
+                                    "example, which the training-time techniques apply to)", many_devices=True)
+    p.add_argument("--max-latency-ms", type=float, default=None, help="p50 limit on the device")
+    p.add_argument("--max-size-mb", type=float, default=None, help="model file size limit (MB = 10^6 bytes)")
+    p.add_argument("--max-accuracy-drop", type=float, default=None,
+                   help="accuracy points the candidate may lose (labelled data; default 1.0 when neither "
+                        "this nor --min-fidelity is given)")
+    p.add_argument("--min-fidelity", type=float, default=None,
+                   help="mean cosine of the outputs vs the original's (default 0.99 without labels)")
+    p.add_argument("--calibration-data", default=None,
+                   help=".npz keyed by input name, or an image folder (see --image-*)")
+    p.add_argument("--eval-data", default=None,
+                   help=".npz keyed by input name with optional 'labels', or an image folder")
+    p.add_argument("--image-mean", default=None, help="image folders: per-channel mean, e.g. 0.485,0.456,0.406")
+    p.add_argument("--image-std", default=None, help="image folders: per-channel std, e.g. 0.229,0.224,0.225")
+    p.add_argument("--image-scale", type=float, default=None, help="image folders: pixel scale (default 1/255)")
+    p.add_argument("--image-layout", choices=["auto", "NCHW", "NHWC"], default=None)
+    p.add_argument("--techniques", default=None,
+                   help=f"comma separated subset of: {', '.join(TECHNIQUES)} (default: all that apply)")
+    p.add_argument("--budget-minutes", type=float, default=None,
+                   help="stop making and measuring candidates after this long; choose the best so far")
+    p.add_argument("--confirm-rounds", type=int, default=None,
+                   help="extra alternating rounds timing the baseline and the plausible winners again; their "
+                        "p50 is the median over all rounds (default 2; 0 = one measurement each)")
+    p.add_argument("--out", type=Path, default=Path("edgefarm-optimize"),
+                   help="folder for candidates, the chosen model and the reports (default ./edgefarm-optimize)")
+    p.set_defaults(func=cmd_optimize)
+
+
+def _floats(text: str | None) -> tuple[float, ...] | None:
+    return None if text is None else tuple(float(v) for v in text.split(",") if v.strip())
+
+
+def _preprocess(args: argparse.Namespace):
+    if all(getattr(args, k) is None for k in ("image_mean", "image_std", "image_scale", "image_layout")):
+        return None
+    from optimizers.data import ImagePreprocess
+
+    d = ImagePreprocess()
+    return ImagePreprocess(mean=_floats(args.image_mean) or d.mean, std=_floats(args.image_std) or d.std,
+                           scale=args.image_scale or d.scale, layout=args.image_layout or d.layout)
+
+
+def cmd_optimize(args: argparse.Namespace) -> int:
+    from controller.cli import measure_settings
+    from controller.optimize import Constraints, optimize, result_summary
+    from controller.sources import check_pytorch_only
+
+    check_pytorch_only(args.model)
+    constraints = Constraints(args.max_latency_ms, args.max_size_mb, args.max_accuracy_drop, args.min_fidelity)
+    sink = None if not args.quiet else (lambda line: None)
+    result = optimize(args.model, args.device or ["local"], constraints, args.calibration_data, args.eval_data,
+                      _preprocess(args), args.techniques, args.budget_minutes, args.out, measure_settings(args),
+                      store=args.store, inventory=args.inventory, progress=sink,
+                      **({} if args.confirm_rounds is None else {"confirm_rounds": args.confirm_rounds}))
+    if args.json:
+        print(json.dumps(result.to_json(), indent=1))
+    else:
+        print(Path(result.out_dir / "report.md").read_text())
+        print(result_summary(result))
+    failures = [d.failure for d in result.devices if d.failure]
+    if failures:
+        print("farmctl: error: " + " | ".join(failures) + "; relax a constraint or add techniques (what was "
+              "measured is in the store and the report)", file=sys.stderr)
+        return EXIT_NO_CANDIDATE
+    return 0

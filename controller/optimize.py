@@ -1,0 +1,622 @@
+"""`farmctl optimize`: measure the baseline on each device, make candidates, measure and evaluate each one
+on the device(s), refine from the measurements, and choose the fastest candidate that meets every
+constraint (DESIGN.md, "The optimize loop"). Every number goes into the store as it arrives, so a
+killed run resumes where it stopped."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from concurrent.futures import TimeoutError as FutureTimeout
+from contextlib import ExitStack
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from controller import candidates as plan_mod
+from controller.client import file_digest
+from controller.errors import FarmError
+from controller.inventory import LOCAL, connect, load_inventory, resolve_device
+from controller.measure import bench, evaluate_outputs, profile
+from controller.progress import ProgressBar
+from controller.scheduler import Scheduler
+from controller.settings import MeasureSettings
+from controller.sources import Source, example_source, onnx_source, optimize_key
+from controller.store import ResultsStore
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ACCURACY_DROP = 1.0   # points, when the data carry labels and no constraint is given
+DEFAULT_FIDELITY = 0.99       # output cosine, when they do not
+MAX_EVAL_ROWS = 1000
+MIN_SPEEDUP = 1.03            # within 3 % of the baseline is not "faster": a p50's noise on a shared CPU
+CONFIRM_ROUNDS = 2            # extra paired rounds timing the baseline and the contenders again
+CONTENDER_SPEEDUP = 0.9       # first-pass speedup from which a candidate is timed again
+
+
+class NoCandidate(FarmError):
+    """No candidate met the constraints (the result is still written)."""
+
+
+@dataclass
+class Constraints:
+    """What the chosen candidate must meet (None = no limit)."""
+
+    max_latency_ms: float | None = None
+    max_size_mb: float | None = None
+    max_accuracy_drop: float | None = None   # percentage points of accuracy, with labelled data
+    min_fidelity: float | None = None        # mean output cosine vs the original model
+
+    def resolved(self, labelled: bool) -> Constraints:
+        """Fill the default quality guard: 1 point of accuracy with labels, fidelity 0.99 without."""
+        if self.max_accuracy_drop is None and self.min_fidelity is None:
+            return replace(self, **({"max_accuracy_drop": DEFAULT_ACCURACY_DROP} if labelled
+                                    else {"min_fidelity": DEFAULT_FIDELITY}))
+        if self.max_accuracy_drop is not None and not labelled:
+            raise FarmError("--max-accuracy-drop needs labelled evaluation data (an .npz with 'labels', or the "
+                            "built-in example); without labels use --min-fidelity")
+        return self
+
+    def failures(self, row: dict, baseline: dict) -> list[str]:
+        """Each constraint the candidate breaks, with by how much."""
+        out = []
+        p50 = (row.get("latency_ms") or {}).get("p50")
+        if self.max_latency_ms is not None and p50 is not None and p50 > self.max_latency_ms:
+            out.append(f"p50 {p50:.3f} ms > --max-latency-ms {self.max_latency_ms:g} "
+                       f"(by {p50 - self.max_latency_ms:.3f} ms)")
+        size = row.get("size_bytes")
+        if self.max_size_mb is not None and size is not None and size / 1e6 > self.max_size_mb:
+            out.append(f"size {size / 1e6:.3f} MB > --max-size-mb {self.max_size_mb:g} "
+                       f"(by {size / 1e6 - self.max_size_mb:.3f} MB)")
+        acc, base_acc = row.get("accuracy"), baseline.get("accuracy")
+        if self.max_accuracy_drop is not None and acc is not None and base_acc is not None:
+            drop = (base_acc - acc) * 100
+            if drop > self.max_accuracy_drop:
+                out.append(f"accuracy drop {drop:.2f} points > --max-accuracy-drop {self.max_accuracy_drop:g} "
+                           f"(by {drop - self.max_accuracy_drop:.2f})")
+        fid = row.get("fidelity")
+        if self.min_fidelity is not None and fid is not None and fid < self.min_fidelity:
+            out.append(f"fidelity {fid:.4f} < --min-fidelity {self.min_fidelity:g} "
+                       f"(by {self.min_fidelity - fid:.4f})")
+        return out
+
+    def quality_failed(self, row: dict, baseline: dict) -> bool:
+        """Whether the accuracy/fidelity part fails (what mixed precision can repair)."""
+        return any(f.startswith(("accuracy", "fidelity")) for f in self.failures(row, baseline))
+
+
+@dataclass
+class DeviceResult:
+    """The comparison on one device: baseline, every candidate, and the choice."""
+
+    device: str
+    baseline: dict
+    candidates: list[dict]
+    chosen: str | None
+    artifact: str | None
+    failure: str | None = None   # why nothing was chosen
+
+    def to_json(self, model: str, report: str | None) -> dict:
+        """The object DESIGN.md lists for `farmctl optimize --json`."""
+        return {"device": self.device, "model": model, "baseline": _public(self.baseline),
+                "candidates": [_public(c) for c in self.candidates], "chosen": self.chosen,
+                "artifact": self.artifact, "report": report}
+
+
+PUBLIC_KEYS = ("name", "techniques", "status", "reason", "latency_ms", "size_bytes", "accuracy", "fidelity",
+               "speedup", "meets_constraints")
+
+
+def _public(row: dict) -> dict:
+    return {k: row.get(k) for k in PUBLIC_KEYS}
+
+
+@dataclass
+class OptimizeResult:
+    """What optimize() returns: one DeviceResult per device, plus the plan's skips and the report."""
+
+    model: str
+    devices: list[DeviceResult]
+    skipped: list[dict]
+    constraints: Constraints
+    out_dir: Path
+    report: Path | None = None
+    notes: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+    budget_reached: bool = False
+
+    def to_json(self) -> dict:
+        """One device: exactly DESIGN.md's keys. Several: those keys per device under `devices`."""
+        per = [d.to_json(self.model, str(self.report) if self.report else None) for d in self.devices]
+        if len(per) == 1:
+            return per[0]
+        return {"devices": per, "model": self.model, "report": str(self.report) if self.report else None}
+
+
+# --- measuring one model on one device --------------------------------------------------------------
+
+def stack_inputs(dataset) -> dict[str, np.ndarray]:
+    """All evaluation feeds as one stack per input (the agent runs batch-1 models sample by sample)."""
+    names = list(dataset.feeds[0])
+    try:
+        stacked = {n: np.concatenate([f[n] for f in dataset.feeds]) for n in names}
+    except ValueError as exc:
+        raise FarmError(f"the evaluation samples have different shapes ({exc}); give samples of one shape") from None
+    rows = len(next(iter(stacked.values())))
+    return {n: a[:MAX_EVAL_ROWS] for n, a in stacked.items()} if rows > MAX_EVAL_ROWS else stacked
+
+
+def _per_sample(outputs: dict[str, np.ndarray], n: int) -> list[list[np.ndarray]]:
+    arrays = [np.asarray(a) for a in outputs.values()]
+    if all(a.ndim and len(a) % n == 0 for a in arrays):
+        return [[a.reshape(n, -1)[i] for a in arrays] for i in range(n)]
+    return [arrays]
+
+
+def _quality(outputs: dict, reference: dict | None, labels: np.ndarray | None) -> dict:
+    """Accuracy (with labels) and fidelity (output cosine vs the baseline's outputs on the same device)."""
+    from optimizers.evaluation import compare_outputs
+
+    first = np.asarray(next(iter(outputs.values())))
+    n = len(first)
+    acc = None
+    if labels is not None:
+        preds = first.reshape(n, -1).argmax(1)
+        acc = float(np.mean(preds == labels[:n]))
+    fid = agree = None
+    if reference is not None:
+        f = compare_outputs(_per_sample(reference, n), _per_sample(outputs, n))
+        fid = f.cosine
+        ref_first = np.asarray(next(iter(reference.values())))
+        agree = float(np.mean(ref_first.reshape(n, -1).argmax(1) == first.reshape(n, -1).argmax(1)))
+    return {"accuracy": acc, "fidelity": fid, "top1_agreement": agree}
+
+
+def measure_on(client, path: Path, settings: MeasureSettings, store: ResultsStore, inputs: dict,
+               reference: dict | None, labels, want_profile: bool = False) -> dict:
+    """Bench, (profile), evaluate one model on one device; returns the numbers and the outputs."""
+    b = bench(path, client, settings, store)
+    prof = profile(path, client, settings, store) if want_profile else None
+    outputs = evaluate_outputs(path, inputs, client, settings)
+    q = _quality(outputs, reference, labels)
+    return {"latency_ms": {k: b.latency_ms[k] for k in ("p50", "p90", "p99")}, "cv": b.cv, "flags": b.flags,
+            "run_id": b.run_id, "model_digest": b.model_digest, "threads": b.threads, **q,
+            "outputs": outputs, "profile": prof}
+
+
+# --- helpers the refinements use --------------------------------------------------------------------
+
+def module_name(onnx_node: str) -> str:
+    """The PyTorch module behind a torch.onnx node name: '/features/features.1/conv/conv.0/Conv' ->
+    'features.1.conv.0'."""
+    parts = [p for p in onnx_node.strip("/").split("/")[:-1] if p]
+    if not parts:
+        return ""
+    full = parts[0]
+    for prev, cur in zip(parts, parts[1:]):
+        full += cur[len(prev):] if cur.startswith(prev + ".") else "." + cur
+    return full
+
+
+def ratios_from_profile(layers: list[dict], modules: set[str], ratio: float) -> dict[str, float]:
+    """Per-layer pruning ratios: layers taking more of the measured time are pruned harder (ratio scaled by
+    the square root of time share / mean share, clipped to [0.05, 0.85]); others more lightly."""
+    times: dict[str, float] = {}
+    for row in layers:
+        if row.get("op_type") not in ("Conv", "FusedConv"):
+            continue
+        for node in row.get("source_nodes") or [row["name"]]:
+            name = module_name(node)
+            if name in modules:
+                times[name] = times.get(name, 0.0) + row["time_ms"] / max(len(row.get("source_nodes") or [1]), 1)
+    total = sum(times.values())
+    if not times or total <= 0:
+        return {}
+    mean = total / len(times)
+    return {n: round(min(0.85, max(0.05, ratio * math.sqrt(t / mean))), 3) for n, t in times.items()}
+
+
+def layer_times(layers: list[dict]) -> dict[str, float]:
+    """{ONNX node name: ms} from a device profile (a fused row's time split over its nodes)."""
+    out: dict[str, float] = {}
+    for row in layers:
+        nodes = row.get("source_nodes") or [row["name"]]
+        for node in nodes:
+            out[node] = out.get(node, 0.0) + row["time_ms"] / len(nodes)
+    return out
+
+
+# --- the loop ---------------------------------------------------------------------------------------
+
+def _row_from_store(stored: dict) -> dict:
+    d = stored["detail"]
+    return {"name": stored["name"], "techniques": stored["techniques"], "status": stored["status"],
+            "reason": stored["reason"], "latency_ms": ({"p50": stored["p50_ms"], "p90": stored["p90_ms"],
+                                                        "p99": stored["p99_ms"]} if stored["p50_ms"] else None),
+            "size_bytes": stored["size_bytes"], "accuracy": stored["accuracy"], "fidelity": stored["fidelity"],
+            "cv": stored["cv"], "flags": stored["flags"], "path": stored["model_path"],
+            "model_digest": stored["model_digest"], "top1_agreement": d.get("top1_agreement"),
+            "details": d.get("details", {}), "p50_rounds": d.get("p50_rounds"), "resumed": True}
+
+
+class _Loop:
+    """State of one optimize run (kept out of the public function for readability)."""
+
+    def __init__(self, source: Source, devices: list[str], constraints: Constraints, techniques: list[str],
+                 out_dir: Path, settings: MeasureSettings, store: ResultsStore, key: str, deadline: float | None,
+                 bar: ProgressBar) -> None:
+        self.source, self.devices, self.constraints = source, devices, constraints
+        self.techniques, self.out_dir, self.settings, self.store = techniques, out_dir, settings, store
+        self.key, self.deadline, self.bar = key, deadline, bar
+        self.work = out_dir / "candidates"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.inputs = stack_inputs(source.evaluation)
+        n = len(next(iter(self.inputs.values())))
+        self.labels = None if source.evaluation.labels is None else np.asarray(source.evaluation.labels)[:n]
+        self.rows: dict[str, dict[str, dict]] = {d: {} for d in devices}   # device -> name -> row
+        self.baseline: dict[str, dict] = {}
+        self.reference: dict[str, dict] = {}
+        self.layers: dict[str, list[dict]] = {}
+        self.built: dict[str, Path] = {}
+        self.budget_reached = False
+
+    def over_budget(self) -> bool:
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            self.budget_reached = True
+        return self.budget_reached
+
+    # baseline ---------------------------------------------------------------------------------------
+    def baseline_job(self, device: str):
+        ref_path = self.out_dir / f"baseline-outputs-{_safe(device)}.npz"
+        stored = {c["name"]: c for c in self.store.candidates(self.key, device)}
+        if "baseline" in stored and stored["baseline"]["status"] == "ok" and ref_path.exists():
+            def resume(client):
+                row = _row_from_store(stored["baseline"])
+                row["profile_run_id"] = stored["baseline"]["detail"].get("profile_run_id")
+                with np.load(ref_path) as z:
+                    self.reference[device] = {k: z[k] for k in z.files}
+                self.layers[device] = self.store.layers(stored["baseline"]["detail"].get("profile_run_id") or -1)
+                return row
+            return resume
+
+        def run(client):
+            m = measure_on(client, self.source.baseline, self.settings, self.store, self.inputs, None,
+                           self.labels, want_profile=True)
+            self.reference[device] = m["outputs"]
+            np.savez(ref_path, **m["outputs"])
+            self.layers[device] = m["profile"].layers
+            row = {"name": "baseline", "techniques": [], "status": "ok", "reason": "",
+                   "latency_ms": m["latency_ms"], "size_bytes": self.source.baseline.stat().st_size,
+                   "accuracy": m["accuracy"], "fidelity": 1.0, "cv": m["cv"], "flags": m["flags"],
+                   "path": str(self.source.baseline), "model_digest": m["model_digest"]}
+            row["profile_run_id"] = m["profile"].run_id
+            self._store(device, row, m["run_id"], {"profile_run_id": m["profile"].run_id})
+            return row
+        return run
+
+    def _store(self, device: str, row: dict, run_id: int | None, extra: dict | None = None) -> None:
+        self.store.record_candidate(
+            optimize_key=self.key, device_name=device, name=row["name"], techniques=row["techniques"],
+            status=row["status"], reason=row.get("reason") or None, model_digest=row.get("model_digest"),
+            model_path=row.get("path"), size_bytes=row.get("size_bytes"), latency_ms=row.get("latency_ms"),
+            cv=row.get("cv"), flags=row.get("flags") or (), accuracy=row.get("accuracy"),
+            fidelity=row.get("fidelity"), run_id=run_id,
+            detail={"top1_agreement": row.get("top1_agreement"), "details": row.get("details", {}),
+                    "p50_rounds": row.get("p50_rounds"), **(extra or {})})
+
+    # candidates -------------------------------------------------------------------------------------
+    def build(self, cand: plan_mod.Candidate) -> tuple[Path | None, dict, str]:
+        """Build one candidate (or reuse an earlier run's complete build); (path, details, error)."""
+        path = self.work / f"{cand.name}.onnx"
+        details = plan_mod.read_details(path)
+        if details is not None:
+            return path, details, ""
+        try:
+            details = cand.build(path)
+        except Exception as exc:  # a technique that fails on this model fails its candidate only
+            log.debug("building %s failed", cand.name, exc_info=True)
+            return None, {}, f"could not be built: {type(exc).__name__}: {str(exc)[:300]}"
+        plan_mod.write_details(path, cand, details)
+        return path, details, ""
+
+    def measure_job(self, device: str, cand: plan_mod.Candidate, path: Path, details: dict):
+        def run(client):
+            size = path.stat().st_size
+            try:
+                m = measure_on(client, path, self.settings, self.store, self.inputs, self.reference[device],
+                               self.labels)
+            except FarmError as exc:
+                row = {"name": cand.name, "techniques": cand.techniques, "status": "failed",
+                       "reason": f"measurement failed: {exc}", "size_bytes": size, "path": str(path),
+                       "details": details}
+                self._store(device, row, None)
+                return row
+            row = {"name": cand.name, "techniques": cand.techniques, "status": "ok", "reason": "",
+                   "latency_ms": m["latency_ms"], "size_bytes": size, "accuracy": m["accuracy"],
+                   "fidelity": m["fidelity"], "top1_agreement": m["top1_agreement"], "cv": m["cv"],
+                   "flags": m["flags"], "path": str(path), "model_digest": m["model_digest"], "details": details}
+            self._store(device, row, m["run_id"])
+            return row
+        return run
+
+    def finished(self, device: str, name: str, path: Path | None) -> dict | None:
+        """A measurement of this exact file already in the store (resume)."""
+        for c in self.store.candidates(self.key, device):
+            if c["name"] == name and c["status"] == "ok" and path is not None and path.exists() \
+                    and c["model_digest"] == file_digest(path):
+                return _row_from_store(c)
+        return None
+
+    def run_candidates(self, scheduler: Scheduler, cands: list[plan_mod.Candidate]) -> None:
+        """Build every candidate first (training would disturb a local device's timing), then measure."""
+        ready: list[tuple[plan_mod.Candidate, Path, dict]] = []
+        for cand in cands:
+            if self.over_budget():
+                for d in self.devices:
+                    self.rows[d][cand.name] = _skipped(cand, "not made: the --budget-minutes time ran out")
+                continue
+            self.bar.note(f"building {cand.name} ({' + '.join(cand.techniques)})")
+            path, details, error = self.build(cand)
+            if path is None:
+                for d in self.devices:
+                    row = {"name": cand.name, "techniques": cand.techniques, "status": "failed", "reason": error}
+                    self.rows[d][cand.name] = row
+                    self._store(d, row, None)
+                self.bar.advance(len(self.devices), f"{cand.name}: {error}")
+                continue
+            self.built[cand.name] = path
+            ready.append((cand, path, details))
+        futures = []
+        for cand, path, details in ready:
+            for d in self.devices:
+                done = self.finished(d, cand.name, path)
+                if done is not None:
+                    self.rows[d][cand.name] = done
+                    self.bar.advance(1, f"{cand.name} on {d}: measured by an earlier run (resumed)")
+                    continue
+                if self.over_budget():
+                    self.rows[d][cand.name] = _skipped(cand, "not measured: the --budget-minutes time ran out")
+                    self.bar.advance(1, f"{cand.name} on {d}: skipped (budget)")
+                    continue
+                futures.append((d, cand, scheduler.submit(d, cand.name, self.measure_job(d, cand, path, details))))
+        for d, cand, fut in futures:
+            while True:
+                try:
+                    row = fut.result(timeout=0.5)
+                    break
+                except FutureTimeout:
+                    _, running, _ = scheduler.counts()
+                    self.bar.update(self.bar.done, running, message=", ".join(
+                        f"measuring {name} on {dev}" for dev, name in list(scheduler.running.items())))
+            self.rows[d][cand.name] = row
+            self.bar.advance(1, _describe(cand.name, d, row, self.baseline[d]), running=scheduler.counts()[1])
+
+    def confirm(self, scheduler: Scheduler, rounds: int) -> None:
+        """Time the baseline and every plausible winner again in `rounds` alternating rounds; their p50 is
+        then the median of all their rounds, so one noisy measurement neither crowns nor sinks anything."""
+        if rounds <= 0:
+            return
+        jobs = []
+        for d in self.devices:
+            base = self.baseline[d]
+            base_p50 = base["latency_ms"]["p50"]
+            contenders = [r for r in self.rows[d].values() if r["status"] == "ok" and r.get("latency_ms")
+                          and base_p50 / r["latency_ms"]["p50"] >= CONTENDER_SPEEDUP]
+            group = [r for r in [base, *contenders] if len(r.get("p50_rounds") or []) < rounds + 1]
+            if not contenders or not group:
+                continue
+            for row in group:
+                row["p50_rounds"] = [row["latency_ms"]["p50"]]
+                row["_p90"], row["_p99"] = [row["latency_ms"]["p90"]], [row["latency_ms"]["p99"]]
+            for rnd in range(rounds):
+                for row in (group[::-1] if rnd % 2 == 0 else group):
+                    jobs.append((d, row, scheduler.submit(d, f"confirm {row['name']}", self._bench_job(row))))
+            self.bar.total += rounds * len(group)
+            self.bar.note(f"timing the baseline and {len(contenders)} contender(s) on {d} again "
+                          f"({rounds} alternating rounds)")
+        for d, row, fut in jobs:
+            b = fut.result()
+            row["p50_rounds"].append(b.latency_ms["p50"])
+            row["_p90"].append(b.latency_ms["p90"])
+            row["_p99"].append(b.latency_ms["p99"])
+            self.bar.advance(1, f"again: {row['name']} on {d}: p50 {b.latency_ms['p50']:.3f} ms",
+                             running=scheduler.counts()[1])
+        for d, row, _ in jobs:
+            if "_p90" in row:
+                row["latency_ms"] = {"p50": float(np.median(row["p50_rounds"])),
+                                     "p90": float(np.median(row.pop("_p90"))),
+                                     "p99": float(np.median(row.pop("_p99")))}
+                self._store(d, row, None, {"profile_run_id": row.get("profile_run_id")})
+
+    def _bench_job(self, row: dict):
+        def run(client):
+            return bench(Path(row["path"]), client, self.settings, self.store)
+        return run
+
+    # choice -----------------------------------------------------------------------------------------
+    def decide(self, device: str) -> DeviceResult:
+        base = self.baseline[device]
+        rows = list(self.rows[device].values())
+        base_p50 = base["latency_ms"]["p50"]
+        for row in rows:
+            row.setdefault("meets_constraints", False)
+            lat = row.get("latency_ms")
+            row["speedup"] = round(base_p50 / lat["p50"], 4) if lat and lat.get("p50") else None
+            if row["status"] != "ok":
+                row["meets_constraints"] = False
+                continue
+            fails = self.constraints.failures(row, base)
+            if row["speedup"] is not None and row["speedup"] < 1.0:
+                fails.insert(0, f"slower than the baseline ({row['speedup']:.2f}x): never chosen")
+            elif row["speedup"] is not None and row["speedup"] < MIN_SPEEDUP:
+                fails.insert(0, f"not measurably faster than the baseline ({row['speedup']:.3f}x < "
+                                f"{MIN_SPEEDUP}x, the noise margin)")
+            row["meets_constraints"] = not fails
+            if fails:
+                row["status"], row["reason"] = "rejected", "; ".join(fails)
+        base.update(speedup=1.0, meets_constraints=not self.constraints.failures(base, base))
+        ok = [r for r in rows if r["meets_constraints"]]
+        if ok:
+            best = min(ok, key=lambda r: r["latency_ms"]["p50"])
+            artifact = self.out_dir / f"chosen-{_safe(device)}.onnx"
+            artifact.write_bytes(Path(best["path"]).read_bytes())
+            best["reason"] = f"chosen: fastest candidate meeting every constraint ({best['speedup']:.2f}x)"
+            return DeviceResult(device, base, rows, best["name"], str(artifact))
+        measured = [r for r in rows if r.get("latency_ms")]
+        closest = sorted(measured, key=lambda r: len(r.get("reason", "").split("; ")))[:3]
+        failure = (f"no candidate meets the constraints on {device}. Closest: "
+                   + "; ".join(f"{r['name']} ({r['reason']})" for r in closest) if closest
+                   else f"no candidate could be measured on {device}")
+        return DeviceResult(device, base, rows, None, None, failure)
+
+
+def _conv_modules(model) -> set[str]:
+    import torch
+
+    return {n for n, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)}
+
+
+def _skipped(cand: plan_mod.Candidate, reason: str) -> dict:
+    return {"name": cand.name, "techniques": cand.techniques, "status": "failed", "reason": reason}
+
+
+def _describe(name: str, device: str, row: dict, base: dict) -> str:
+    if row["status"] != "ok":
+        return f"{name} on {device}: {row['status']}: {row.get('reason', '')}"
+    p50 = row["latency_ms"]["p50"]
+    q = (f"accuracy {row['accuracy']:.4f}" if row.get("accuracy") is not None
+         else f"fidelity {row['fidelity']:.4f}")
+    return f"{name} on {device}: p50 {p50:.3f} ms ({base['latency_ms']['p50'] / p50:.2f}x), {q}"
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (LOCAL,),
+             constraints: Constraints | None = None, calibration_data=None, eval_data=None, preprocess=None,
+             techniques: list[str] | str | None = None, budget_minutes: float | None = None,
+             out_dir: Path | str = "edgefarm-optimize", settings: MeasureSettings | None = None,
+             store: ResultsStore | Path | str | None = None, inventory: Path | None = None,
+             progress=None, confirm_rounds: int = CONFIRM_ROUNDS) -> OptimizeResult:
+    """Optimize `model` (an ONNX path or example:NAME; None = the built-in PyTorch example) for each device
+    and choose, per device, the fastest candidate meeting every constraint. See the README."""
+    from controller.optimize_report import write_reports
+
+    started = time.monotonic()
+    deadline = started + budget_minutes * 60 if budget_minutes else None
+    techniques = plan_mod.parse_techniques(techniques)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    devices = list(dict.fromkeys(devices or [LOCAL]))
+    inv = load_inventory(inventory)
+    entries = [resolve_device(d, inv) for d in devices]  # unknown names fail before any work
+    source = (example_source(out, progress=lambda s: progress and progress(s)) if model is None
+              else onnx_source(model, calibration_data, eval_data, preprocess,
+                               (settings.input_shapes if settings else None)))
+    constraints = (constraints or Constraints()).resolved(source.labelled)
+    settings = replace(settings or MeasureSettings(), input_shapes=source.input_shapes)
+    key = optimize_key(source, techniques, settings.as_dict())
+    db = store if isinstance(store, ResultsStore) else ResultsStore(store or "edgefarm-results.db")
+    bar = ProgressBar(progress)
+    try:
+        with ExitStack() as stack:
+            clients = {e.name: stack.enter_context(connect(e)) for e in entries}
+            scheduler = stack.enter_context(Scheduler(clients))
+            loop = _Loop(source, devices, constraints, techniques, out, settings, db, key, deadline, bar)
+            bar.total = len(devices)
+            bar.update(0, len(devices), message="measuring and profiling the baseline")
+            futures = {d: scheduler.submit(d, "baseline", loop.baseline_job(d)) for d in devices}
+            for d, fut in futures.items():
+                loop.baseline[d] = fut.result()
+                bar.advance(1, f"baseline on {d}: p50 {loop.baseline[d]['latency_ms']['p50']:.3f} ms")
+            first = devices[0]
+            modules = _conv_modules(source.torch.model) if source.torch else set()
+            cands, skipped = plan_mod.plan(
+                source, techniques, loop.work,
+                layer_ratios=lambda r: ratios_from_profile(loop.layers[first], modules, r))
+            bar.total += len(cands) * len(devices)
+            loop.run_candidates(scheduler, [c for c in cands if not c.refinement])
+            skipped += _refine(loop, scheduler, bar)
+            loop.confirm(scheduler, confirm_rounds)
+            results = [loop.decide(d) for d in devices]
+    finally:
+        bar.close()
+        if db is not store:
+            db.close()
+    result = OptimizeResult(model=source.name, devices=results, skipped=skipped, constraints=constraints,
+                            out_dir=out, notes=source.notes, wall_seconds=round(time.monotonic() - started, 1),
+                            budget_reached=loop.budget_reached)
+    result.report = write_reports(result)
+    return result
+
+
+def _refine(loop: _Loop, scheduler: Scheduler, bar: ProgressBar) -> list[dict]:
+    """When every INT8 static candidate breaks the accuracy/fidelity constraint while running faster than
+    the baseline, keep in float the layers with the most error per measured millisecond."""
+    if "mixed-precision" not in loop.techniques:
+        return []
+    first = loop.devices[0]
+    base = loop.baseline[first]
+    int8 = [r for n, r in loop.rows[first].items() if n.startswith("int8-") and n != "int8-dynamic"
+            and r["status"] == "ok"]
+    if not int8:
+        return [{"technique": "mixed-precision", "reason": "it refines INT8 static, and no INT8 static candidate "
+                                                           "was measured (add int8 to --techniques)"}]
+    fast = [r for r in int8 if r["latency_ms"]["p50"] < base["latency_ms"]["p50"]]
+    if not fast:
+        return [{"technique": "mixed-precision", "reason": "INT8 static ran slower than the baseline on "
+                                                           f"{first}: keeping layers in float cannot help"}]
+    if not all(loop.constraints.quality_failed(r, base) for r in fast):
+        return [{"technique": "mixed-precision", "reason": "an INT8 static candidate already met the "
+                                                           "accuracy/fidelity constraint"}]
+    if loop.over_budget():
+        return [{"technique": "mixed-precision", "reason": "the --budget-minutes time ran out"}]
+    best = max(fast, key=lambda r: (r.get("accuracy") or 0, r.get("fidelity") or 0))
+    algorithm = best["techniques"][-1]
+    c = loop.constraints
+    if c.max_accuracy_drop is not None and base.get("accuracy"):
+        threshold = max(1e-3, min(1.0, (base["accuracy"] - c.max_accuracy_drop / 100) / base["accuracy"]))
+        metric = "accuracy"
+    else:
+        threshold, metric = (c.min_fidelity or DEFAULT_FIDELITY), "cosine"
+    times = layer_times(loop.layers[first])
+    source = loop.source
+
+    def build(out: Path) -> dict:
+        from optimizers import MixedPrecisionOptimizer
+
+        opt = MixedPrecisionOptimizer(accuracy_threshold=threshold, metric=metric, algorithm=algorithm,
+                                      layer_times_ms=times, max_eval_samples=256)
+        res = opt.optimize(source.baseline, source.calibration, source.evaluation,
+                           labels=source.evaluation.labels, output=out,
+                           progress=lambda s: bar.update(bar.done, 0, message=f"mixed precision: {s}"))
+        return {"threshold": threshold, "metric": metric, "algorithm": algorithm, "changes": res.record.changes,
+                "notes": res.record.notes, "layer_times_from": first}
+
+    cand = plan_mod.Candidate(f"mixed-int8-{algorithm}", ["int8", algorithm, "mixed-precision"], build,
+                              refinement=True)
+    bar.total += len(loop.devices)
+    loop.run_candidates(scheduler, [cand])
+    return []
+
+
+def result_summary(result: OptimizeResult) -> str:
+    """A few lines for a person: the choice per device, or why there is none."""
+    lines = []
+    for d in result.devices:
+        if d.chosen:
+            row = next(r for r in d.candidates if r["name"] == d.chosen)
+            q = (f"accuracy {row['accuracy']:.4f} (baseline {d.baseline['accuracy']:.4f})"
+                 if row.get("accuracy") is not None else f"fidelity {row['fidelity']:.4f}")
+            lines.append(f"{d.device}: chose {d.chosen}: p50 {row['latency_ms']['p50']:.3f} ms vs "
+                         f"{d.baseline['latency_ms']['p50']:.3f} ms ({row['speedup']:.2f}x), {q}, "
+                         f"{row['size_bytes'] / 1e6:.2f} MB -> {d.artifact}")
+        else:
+            lines.append(f"{d.device}: {d.failure}")
+    if result.report:
+        lines.append(f"report: {result.report}")
+    return "\n".join(lines)
+

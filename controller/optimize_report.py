@@ -1,0 +1,146 @@
+"""The comparison table of `farmctl optimize`: Markdown, CSV, and an HTML page with a latency vs
+accuracy/fidelity plot marking the Pareto front and the choice; plus summary.json (the --json object)."""
+
+from __future__ import annotations
+
+import base64
+import csv
+import html
+import io
+import json
+from pathlib import Path
+
+HEADER = ["device", "candidate", "techniques", "status", "p50 ms", "p90 ms", "p99 ms", "speedup", "size MB",
+          "accuracy", "fidelity", "meets", "reason"]
+
+
+def _rows(result) -> list[dict]:
+    out = []
+    for d in result.devices:
+        for row in [d.baseline, *d.candidates]:
+            lat = row.get("latency_ms") or {}
+            out.append({"device": d.device, "candidate": row["name"], "techniques": " + ".join(row["techniques"]),
+                        "status": row["status"], "p50 ms": lat.get("p50"), "p90 ms": lat.get("p90"),
+                        "p99 ms": lat.get("p99"), "speedup": row.get("speedup"),
+                        "size MB": row["size_bytes"] / 1e6 if row.get("size_bytes") else None,
+                        "accuracy": row.get("accuracy"), "fidelity": row.get("fidelity"),
+                        "meets": row.get("meets_constraints"), "reason": row.get("reason") or "",
+                        "chosen": row["name"] == d.chosen})
+    return out
+
+
+def _fmt(key: str, value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.2f}x" if key == "speedup" else f"{value:.4f}" if key in ("accuracy", "fidelity") \
+            else f"{value:.3f}"
+    return str(value)
+
+
+def to_markdown(result) -> str:
+    """One table, all devices, the chosen row in bold."""
+    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
+    for r in _rows(result):
+        cells = [_fmt(h, r[h]).replace("|", "\\|") for h in HEADER]
+        if r["chosen"]:
+            cells[1] = f"**{cells[1]}** (chosen)"
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(result) -> str:
+    """The same table with raw values."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=[*HEADER, "chosen"])
+    writer.writeheader()
+    writer.writerows(_rows(result))
+    return buf.getvalue()
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both lower latency (x) and higher quality (y)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+def plot_png(result) -> bytes | None:
+    """Latency vs accuracy (or fidelity) per device, Pareto front joined, the choice circled."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    fig, axes = plt.subplots(1, len(result.devices), figsize=(6.5 * len(result.devices), 4.8), squeeze=False)
+    for ax, d in zip(axes[0], result.devices):
+        rows = [r for r in [d.baseline, *d.candidates] if r.get("latency_ms") and r.get("status") != "failed"]
+        metric = "accuracy" if d.baseline.get("accuracy") is not None else "fidelity"
+        pts = [(r["latency_ms"]["p50"], r.get(metric) or 0.0) for r in rows]
+        for r, (x, y) in zip(rows, pts):
+            color = "#54a24b" if r.get("meets_constraints") else "#e45756"
+            if r["name"] == "baseline":
+                color = "#4c78a8"
+            ax.scatter(x, y, color=color, s=36, zorder=3)
+            ax.annotate(r["name"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        front = pareto_front(pts)
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="#888", zorder=2,
+                label="Pareto front")
+        if d.chosen:
+            r = next(r for r in rows if r["name"] == d.chosen)
+            ax.scatter(r["latency_ms"]["p50"], r.get(metric) or 0.0, s=220, facecolors="none",
+                       edgecolors="black", linewidths=1.5, zorder=4, label=f"chosen: {d.chosen}")
+        ax.set_xlabel("p50 latency (ms), measured on the device")
+        ax.set_ylabel(metric + (" (validation)" if metric == "accuracy" else " (output cosine vs baseline)"))
+        ax.set_title(f"{result.model} on {d.device}")
+        ax.legend(fontsize=8, loc="lower right")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def to_html(result, png: bytes | None) -> str:
+    """A standalone page: the choice, the plot and the table."""
+    rows = _rows(result)
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    body = "".join(("<tr style='font-weight:bold;background:#eef'>" if r["chosen"] else "<tr>")
+                   + "".join(f"<td>{html.escape(_fmt(h, r[h]))}</td>" for h in HEADER) + "</tr>" for r in rows)
+    img = (f'<img alt="latency vs quality" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
+           if png else "")
+    from controller.optimize import result_summary
+
+    skipped = "".join(f"<li>{html.escape(s['technique'])}: {html.escape(s['reason'])}</li>" for s in result.skipped)
+    notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
+    return ("<!doctype html><html><head><meta charset='utf-8'><title>edgefarm optimize</title><style>"
+            "body{font-family:sans-serif}table{border-collapse:collapse}td,th{border:1px solid #ccc;"
+            "padding:2px 6px;font-size:13px}</style></head><body>"
+            f"<h1>edgefarm optimize: {html.escape(result.model)}</h1>"
+            f"<pre>{html.escape(result_summary(result))}</pre>{img}"
+            f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+            f"<h2>Skipped techniques</h2><ul>{skipped or '<li>none</li>'}</ul>"
+            f"<h2>Notes</h2><ul>{notes or '<li>none</li>'}</ul></body></html>\n")
+
+
+def write_reports(result) -> Path:
+    """report.md, report.csv, report.html, latency-vs-quality.png and summary.json in the output folder;
+    returns the HTML report's path."""
+    out = Path(result.out_dir)
+    html_path = out / "report.html"
+    result.report = html_path
+    (out / "report.md").write_text(to_markdown(result))
+    (out / "report.csv").write_text(to_csv(result))
+    png = plot_png(result)
+    if png:
+        (out / "latency-vs-quality.png").write_bytes(png)
+    html_path.write_text(to_html(result, png))
+    (out / "summary.json").write_text(json.dumps(result.to_json(), indent=1))
+    return html_path

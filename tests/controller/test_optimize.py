@@ -1,0 +1,195 @@
+"""farmctl optimize: the full loop on the embedded local agent, its reports, bad input, and a resume
+after kill -9."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from controller.cli import main
+from controller.optimize import Constraints, module_name, ratios_from_profile
+from controller.optimize_report import pareto_front
+
+FAST = ["--threads", "1", "--warmup", "3", "--min-iterations", "20", "--min-seconds", "0.5"]
+TECHNIQUES = "int8-minmax,int8-percentile,int8-dynamic,fp16"
+
+
+def _optimize(tmp_path: Path, *extra: str) -> list[str]:
+    return ["--store", str(tmp_path / "results.db"), "optimize", "example:mobilenetv2", "--out",
+            str(tmp_path / "out"), *FAST, *extra]
+
+
+@pytest.fixture(scope="module")
+def optimized(tmp_path_factory):
+    """One full run on MobileNetV2 (224x224, synthetic inputs, fidelity): INT8 x 3 calibrations, dynamic
+    INT8 and FP16, measured on the local agent."""
+    tmp = tmp_path_factory.mktemp("optimize")
+    out = subprocess.run([sys.executable, "-m", "controller", *_optimize(tmp, "--techniques", TECHNIQUES,
+                                                                          "--json")],
+                         capture_output=True, text=True, timeout=600,
+                         env={**os.environ, "EDGEFARM_CACHE": str(tmp / "cache")})
+    assert out.returncode == 0, out.stderr[-3000:]
+    return tmp, json.loads(out.stdout), out.stderr
+
+
+def test_full_loop_chooses_a_faster_candidate_that_meets_the_constraints(optimized):
+    tmp, doc, err = optimized
+    assert set(doc) == {"device", "model", "baseline", "candidates", "chosen", "artifact", "report"}
+    names = {c["name"]: c for c in doc["candidates"]}
+    assert set(names) == {"int8-minmax", "int8-percentile", "int8-dynamic", "fp16"}
+    for c in doc["candidates"]:
+        assert set(c) == {"name", "techniques", "status", "reason", "latency_ms", "size_bytes", "accuracy",
+                          "fidelity", "speedup", "meets_constraints"}
+    chosen = names[doc["chosen"]]
+    assert chosen["meets_constraints"] and chosen["speedup"] > 1
+    assert chosen["fidelity"] >= 0.99 and chosen["accuracy"] is None  # synthetic data: fidelity only
+    # the chosen one is the fastest of those meeting the constraints
+    ok = [c for c in doc["candidates"] if c["meets_constraints"]]
+    assert chosen["latency_ms"]["p50"] == min(c["latency_ms"]["p50"] for c in ok)
+    # dynamic INT8 on a conv net runs slower than float here, is in the table, and is never chosen
+    slower = [c for c in doc["candidates"] if c["speedup"] < 1]
+    assert slower and all(not c["meets_constraints"] and "slower than the baseline" in c["reason"]
+                          for c in slower)
+    assert names["int8-dynamic"] in slower
+    assert Path(doc["artifact"]).read_bytes() == (tmp / "out" / "candidates" / f"{doc['chosen']}.onnx").read_bytes()
+    assert "building int8-percentile" in err and "done, 1 running" in err  # the progress bar, one line per event
+    assert "again: baseline on local" in err  # contenders and the baseline were timed again, paired
+
+
+def test_reports_and_store(optimized):
+    tmp, doc, _ = optimized
+    out = tmp / "out"
+    md = (out / "report.md").read_text()
+    assert f"**{doc['chosen']}** (chosen)" in md and "int8-dynamic" in md
+    csv = (out / "report.csv").read_text().splitlines()
+    assert csv[0].startswith("device,candidate,techniques") and len(csv) == 1 + 5
+    html = (out / "report.html").read_text()
+    assert "data:image/png;base64," in html and f"chose {doc['chosen']}" in html
+    assert (out / "latency-vs-quality.png").stat().st_size > 10_000
+    assert json.loads((out / "summary.json").read_text()) == doc
+    with sqlite3.connect(tmp / "results.db") as db:
+        rows = db.execute("SELECT name, status, p50_ms FROM candidates").fetchall()
+        assert {r[0] for r in rows} == {"baseline", "int8-minmax", "int8-percentile", "int8-dynamic", "fp16"}
+        assert all(r[1] == "ok" and r[2] > 0 for r in rows)
+        kinds = dict(db.execute("SELECT kind, COUNT(*) FROM runs GROUP BY kind").fetchall())
+        assert kinds["profile"] == 1 and kinds["benchmark"] >= 5 + 2 * 2  # + 2 rounds of baseline and winner
+    chosen = next(c for c in doc["candidates"] if c["name"] == doc["chosen"])
+    rounds = json.loads(sqlite3.connect(tmp / "results.db").execute(
+        "SELECT detail_json FROM candidates WHERE name = ?", (doc["chosen"],)).fetchone()[0])["p50_rounds"]
+    assert len(rounds) == 3 and chosen["latency_ms"]["p50"] == pytest.approx(float(np.median(rounds)))
+
+
+def test_resume_after_kill_does_not_remeasure(tmp_path):
+    """Kill -9 the whole run after two candidates are measured; the rerun measures only the rest."""
+    args = [sys.executable, "-m", "controller", *_optimize(tmp_path, "--techniques", "int8-minmax,int8-percentile,fp16",
+                                                          "--confirm-rounds", "0")]
+    env = {**os.environ, "EDGEFARM_CACHE": str(tmp_path / "cache")}
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env,
+                            start_new_session=True)
+    measured = []
+    for line in proc.stderr:
+        if " on local: p50 " in line and not line.split(": ", 1)[1].startswith("baseline"):
+            measured.append(line.split(": ", 1)[1].split(" on local")[0])
+            if len(measured) == 2:
+                os.killpg(proc.pid, signal.SIGKILL)
+                break
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and len(measured) == 2
+    db = tmp_path / "results.db"
+    with sqlite3.connect(db) as conn:
+        before = conn.execute("SELECT COUNT(*) FROM runs WHERE kind = 'benchmark'").fetchone()[0]
+    assert before == 3  # baseline + the two candidates
+
+    again = subprocess.run(args + ["--json"], capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0, again.stderr[-2000:]
+    for name in measured:
+        assert f"{name} on local: measured by an earlier run (resumed)" in again.stderr
+    with sqlite3.connect(db) as conn:
+        after = conn.execute("SELECT COUNT(*) FROM runs WHERE kind = 'benchmark'").fetchone()[0]
+        profiles = conn.execute("SELECT COUNT(*) FROM runs WHERE kind = 'profile'").fetchone()[0]
+    assert after == before + 1 and profiles == 1  # only the third candidate was measured; no new baseline
+    doc = json.loads(again.stdout)
+    assert len(doc["candidates"]) == 3
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--techniques", "int8,turbo"], "unknown technique(s) 'turbo'"),
+    (["--device", "127.0.0.1:1"], "127.0.0.1:1"),
+    (["--max-accuracy-drop", "1"], "--max-accuracy-drop needs labelled evaluation data"),
+])
+def test_bad_input_is_a_clear_error(tmp_path, capsys, extra, message):
+    assert main(_optimize(tmp_path, *extra)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_data_that_do_not_fit_the_model(tmp_path, capsys):
+    np.savez(tmp_path / "cal.npz", pixels=np.zeros((4, 3, 224, 224), np.float32))
+    assert main(_optimize(tmp_path, "--calibration-data", str(tmp_path / "cal.npz"))) == 2
+    err = capsys.readouterr().err
+    assert "the data do not fit mobilenetv2" in err and "'pixels'" in err
+
+
+def test_impossible_constraint_names_it_and_keeps_the_measurements(tmp_path, capsys):
+    code = main(_optimize(tmp_path, "--techniques", "fp16", "--max-latency-ms", "0.001", "--json",
+                          "--confirm-rounds", "0"))
+    assert code == 3
+    captured = capsys.readouterr()
+    assert "no candidate meets the constraints on local" in captured.err
+    assert "> --max-latency-ms 0.001 (by" in captured.err
+    doc = json.loads(captured.out)
+    assert doc["chosen"] is None and doc["artifact"] is None
+    with sqlite3.connect(tmp_path / "results.db") as db:
+        assert db.execute("SELECT COUNT(*) FROM candidates WHERE status = 'ok'").fetchone()[0] == 2
+
+
+def test_constraint_failures_say_by_how_much():
+    c = Constraints(max_latency_ms=2.0, max_size_mb=1.0, max_accuracy_drop=1.0)
+    fails = c.failures({"latency_ms": {"p50": 2.5}, "size_bytes": 1_500_000, "accuracy": 0.95},
+                       {"accuracy": 0.97})
+    assert fails == ["p50 2.500 ms > --max-latency-ms 2 (by 0.500 ms)", "size 1.500 MB > --max-size-mb 1 "
+                     "(by 0.500 MB)", "accuracy drop 2.00 points > --max-accuracy-drop 1 (by 1.00)"]
+    assert Constraints().resolved(labelled=True).max_accuracy_drop == 1.0
+    assert Constraints().resolved(labelled=False).min_fidelity == 0.99
+
+
+def test_profile_guides_pruning_ratios_and_the_pareto_front():
+    assert module_name("/features/features.1/conv/conv.0/Conv") == "features.1.conv.0"
+    assert module_name("/features/features.0/features.0.0/Conv") == "features.0.0"
+    layers = [{"name": "a", "op_type": "Conv", "time_ms": 3.0, "source_nodes": ["/f/f.0/Conv"]},
+              {"name": "b", "op_type": "Conv", "time_ms": 1.0, "source_nodes": ["/f/f.1/Conv"]},
+              {"name": "c", "op_type": "Relu", "time_ms": 9.0}]
+    ratios = ratios_from_profile(layers, {"f.0", "f.1"}, 0.3)
+    assert ratios["f.0"] > 0.3 > ratios["f.1"]
+    assert pareto_front([(1.0, 0.9), (2.0, 0.95), (3.0, 0.94), (0.5, 0.5)]) == [3, 0, 1]
+
+
+def test_builtin_pytorch_example_prunes_with_the_device_profile(tmp_path):
+    """No MODEL: the trained digits example, labelled validation data (accuracy measured on the device),
+    structured pruning uniform and with per-layer ratios from the baseline's device profile."""
+    from controller.optimize import optimize
+    from controller.settings import MeasureSettings
+
+    result = optimize(None, ["local"], techniques=["prune"], out_dir=tmp_path / "out", store=tmp_path / "r.db",
+                      settings=MeasureSettings(threads=1, warmup=3, min_iterations=50, min_seconds=0.3),
+                      confirm_rounds=0, progress=lambda line: None)
+    dev = result.devices[0]
+    assert result.constraints.max_accuracy_drop == 1.0  # labelled data: the default quality guard
+    assert 0.95 < dev.baseline["accuracy"] <= 1.0
+    rows = {r["name"]: r for r in dev.candidates}
+    assert set(rows) == {"prune-30", "prune-50", "prune-50-profiled"}  # no int8 asked: no + INT8 combinations
+    assert all(r["accuracy"] is not None and r["latency_ms"]["p50"] > 0 for r in rows.values())
+    details = json.loads((tmp_path / "out" / "candidates" / "prune-50-profiled.json").read_text())["details"]
+    ratios = details["layer_ratios"]
+    assert len(ratios) > 10 and max(ratios.values()) > 0.5 > min(ratios.values())
+    assert details["params_after"] < details["params_before"]
+    assert result.skipped == []
+    doc = result.to_json()
+    assert doc["chosen"] is None or rows[doc["chosen"]]["meets_constraints"]
