@@ -16,9 +16,7 @@ $(VENV)/.installed: pyproject.toml
 
 demo: setup
 	$(BIN)/farmctl devices
-	$(BIN)/farmctl bench
-	$(BIN)/farmctl profile --top 12 --plot edgefarm-profile.png
-	$(BIN)/farmctl report
+	$(BIN)/farmctl optimize --out edgefarm-optimize
 
 test: setup
 	$(BIN)/python -m pytest -q
@@ -26,9 +24,10 @@ test: setup
 bench: setup
 	$(BIN)/python benchmarks/fidelity.py
 	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/optimize.py
 
 protos: setup
 	$(BIN)/python scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) edgefarm-results.db* edgefarm-profile.png
+	rm -rf $(VENV) edgefarm-results.db* edgefarm-profile.png edgefarm-optimize

@@ -36,10 +36,6 @@ CONFIRM_ROUNDS = 2            # extra paired rounds timing the baseline and the 
 CONTENDER_SPEEDUP = 0.9       # first-pass speedup from which a candidate is timed again
 
 
-class NoCandidate(FarmError):
-    """No candidate met the constraints (the result is still written)."""
-
-
 @dataclass
 class Constraints:
     """What the chosen candidate must meet (None = no limit)."""

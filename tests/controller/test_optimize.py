@@ -193,3 +193,24 @@ def test_builtin_pytorch_example_prunes_with_the_device_profile(tmp_path):
     assert result.skipped == []
     doc = result.to_json()
     assert doc["chosen"] is None or rows[doc["chosen"]]["meets_constraints"]
+
+
+def test_several_devices_one_table_a_choice_each(tmp_path, start_agent):
+    """The embedded agent and a second agent at HOST:PORT: the same candidates measured on both."""
+    from controller.optimize import optimize
+    from controller.settings import MeasureSettings
+
+    client, _ = start_agent(name="second")
+    result = optimize("example:mobilenetv2", ["local", client.address], techniques="int8-minmax,int8-dynamic",
+                      out_dir=tmp_path / "out", store=tmp_path / "r.db", confirm_rounds=0,
+                      settings=MeasureSettings(threads=1, warmup=3, min_iterations=20, min_seconds=0.3),
+                      progress=lambda line: None)
+    doc = result.to_json()
+    assert [d["device"] for d in doc["devices"]] == ["local", client.address]
+    for d in doc["devices"]:
+        assert {c["name"] for c in d["candidates"]} == {"int8-minmax", "int8-dynamic"}
+        assert d["baseline"]["latency_ms"]["p50"] > 0
+        assert d["chosen"] in (None, "int8-minmax")
+    md = (tmp_path / "out" / "report.md").read_text()
+    for dev in ("local", client.address):
+        assert f"| {dev} | baseline |" in md and f"| {dev} | int8-dynamic |" in md
