@@ -40,3 +40,11 @@ def machine() -> str:
     from agent.device import cpu_model
 
     return f"{cpu_model()}, {os.cpu_count()} logical CPUs"
+
+
+def publish(name: str, text: str, write_readme: bool) -> int:
+    """Print a benchmark's table and, when asked, put it into the README block NAME; returns 0."""
+    print(text)
+    if write_readme:
+        write_readme_section(name, text)
+    return 0

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import machine, write_readme_section  # noqa: E402
+from benchmarks._common import machine, publish  # noqa: E402
 
 
 def plain_quantize_static(source, out: Path) -> Path:
@@ -48,12 +48,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-seconds", type=float, default=1.0)
-    parser.add_argument("--models", default="example,example:minilm")
+    parser.add_argument("--models", default="example,example:minilm,example:minilm@0.95",
+                        help="comma separated; MODEL@F sets --min-fidelity F (a rerun on the same model "
+                             "resumes every measurement from the store, so it costs only the choice)")
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
 
     from controller.local import LocalAgent
-    from controller.optimize import measure_on, optimize, stack_inputs
+    from controller.optimize import Constraints, measure_on, optimize, stack_inputs
     from controller.settings import MeasureSettings
     from controller.sources import example_source, onnx_source
     from controller.store import ResultsStore
@@ -65,12 +67,14 @@ def main() -> int:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        for model in args.models.split(","):
+        for spec in args.models.split(","):
+            model, _, fidelity = spec.partition("@")
             arg = None if model == "example" else model
             out = work / model.replace(":", "-")
+            constraints = Constraints(min_fidelity=float(fidelity)) if fidelity else None
             t0 = time.perf_counter()
-            result = optimize(arg, ["local"], settings=settings, out_dir=out, store=work / "optimize.db",
-                              progress=log)
+            result = optimize(arg, ["local"], constraints=constraints, settings=settings, out_dir=out,
+                              store=work / "optimize.db", progress=log)
             wall = time.perf_counter() - t0
             dev = result.devices[0]
             source = example_source(out) if arg is None else onnx_source(arg)
@@ -108,15 +112,18 @@ def main() -> int:
                 store.close()
                 agent.stop()
             base = statistics.median(p50s["baseline"])
+            c = result.constraints
+            label = (f"{result.model} (accuracy drop ≤ {c.max_accuracy_drop:g} points)" if c.max_accuracy_drop
+                     is not None else f"{result.model} (fidelity ≥ {c.min_fidelity:g})")
             for name, path in variants.items():
                 p50 = statistics.median(p50s[name])
                 q = quality[name]
-                rows.append({"model": result.model, "variant": name, "p50": p50, "speedup": base / p50,
+                rows.append({"model": label, "variant": name, "p50": p50, "speedup": base / p50,
                              "accuracy": q.get("accuracy"), "fidelity": q.get("fidelity"),
                              "size": path.stat().st_size, "wall": wall if name.startswith("chosen") else None,
                              "candidates": len(dev.candidates) if name.startswith("chosen") else None})
             if not chosen_row:
-                rows.append({"model": result.model, "variant": f"chosen: none ({dev.failure})", "p50": None})
+                rows.append({"model": label, "variant": f"chosen: none ({dev.failure})", "p50": None})
     lines = [f"Measured on {machine()}, by `python benchmarks/optimize.py`: a local farm-agent, ONNX Runtime "
              "CPU, 1 thread; p50 is the median of alternating rounds on one agent after the optimize run; "
              "accuracy on the example's 750-image validation split, fidelity = output cosine vs the baseline "
@@ -129,14 +136,10 @@ def main() -> int:
             continue
         acc = f"{r['accuracy'] * 100:.2f} %" if r.get("accuracy") is not None else "-"
         fid = f"{r['fidelity']:.4f}" if r.get("fidelity") is not None else "-"
-        wall = f"{r['wall']:.0f} s ({r['candidates']} candidates)" if r.get("wall") else ""
+        wall = f"{r['wall']:.0f} s ({r['candidates']} candidates)" if r.get("wall") is not None else ""
         lines.append(f"| {r['model']} | {r['variant']} | {r['p50']:.3f} | {r['speedup']:.2f}x | {acc} | {fid} | "
                      f"{r['size'] / 1e6:.2f} | {wall} |")
-    text = "\n".join(lines)
-    print(text)
-    if args.write_readme:
-        write_readme_section("optimize", text)
-    return 0
+    return publish("optimize", "\n".join(lines), args.write_readme)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._common import machine, write_readme_section  # noqa: E402
+from benchmarks._common import machine, publish  # noqa: E402
 
 
 def main() -> int:
@@ -121,11 +121,7 @@ def main() -> int:
     for r in rows:
         lines.append(f"| {r['label']} | {r['accuracy'] * 100:.2f} % | {r['params']:,} | {r['flops'] / 1e6:.2f} M | "
                      f"{r['size'] / 1024:.0f} | {r['p50']:.3f} | {base['p50'] / r['p50']:.2f}x |")
-    text = "\n".join(lines)
-    print(text)
-    if args.write_readme:
-        write_readme_section("pytorch-techniques", text)
-    return 0
+    return publish("pytorch-techniques", "\n".join(lines), args.write_readme)
 
 
 if __name__ == "__main__":
