@@ -236,10 +236,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.set_defaults(func=cmd_report)
 
+    from controller.cli_nas import add_parser as add_nas
     from controller.cli_optimize import add_parser as add_optimize
     from controller.cli_techniques import add_parsers
 
     add_optimize(sub)
+    add_nas(sub)
     add_parsers(sub)
 
     p = sub.add_parser("example", help="write (or locate) a built-in example model")

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 # Migrations: index i brings a store from user_version i to i+1.
 MIGRATIONS = [
@@ -52,6 +52,17 @@ MIGRATIONS = [
         run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL,
         detail_json TEXT,
         PRIMARY KEY (optimize_key, device_name, name)
+    );
+    """,
+    """
+    CREATE TABLE latency_lut (
+        device_fingerprint TEXT NOT NULL,   -- the device's identity (hardware + OS + runtime)
+        backend TEXT NOT NULL, backend_version TEXT NOT NULL,
+        settings_key TEXT NOT NULL,         -- threads and measurement settings
+        block_key TEXT NOT NULL,            -- one NAS block configuration (or 'overhead')
+        p50_ms REAL NOT NULL,
+        device_name TEXT, run_id INTEGER REFERENCES runs(id) ON DELETE SET NULL, created_at TEXT NOT NULL,
+        PRIMARY KEY (device_fingerprint, backend, backend_version, settings_key, block_key)
     );
     """,
 ]
@@ -232,3 +243,28 @@ class ResultsStore:
             d["detail"] = json.loads(d.pop("detail_json") or "null") or {}
             rows.append(d)
         return rows
+
+    def lut_get(self, *, device_fingerprint: str, backend: str, backend_version: str,
+                settings_key: str) -> dict[str, float]:
+        """The latency lookup table stored for one device, backend and settings: {block key: p50 ms}."""
+        with self.lock:
+            rows = self.conn.execute(
+                "SELECT block_key, p50_ms FROM latency_lut WHERE device_fingerprint = ? AND backend = ? AND "
+                "backend_version = ? AND settings_key = ?",
+                (device_fingerprint, backend, backend_version, settings_key)).fetchall()
+        return {r[0]: r[1] for r in rows}
+
+    def lut_put(self, *, device_fingerprint: str, backend: str, backend_version: str, settings_key: str,
+                block_key: str, p50_ms: float, device_name: str = "", run_id: int | None = None) -> None:
+        """Store one measured block latency (one transaction)."""
+        with self.lock:
+            self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO latency_lut VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (device_fingerprint, backend, backend_version, settings_key, block_key, p50_ms, device_name,
+                     run_id, time.strftime("%Y-%m-%dT%H:%M:%S%z")))
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise

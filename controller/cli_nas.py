@@ -1,0 +1,52 @@
+"""`farmctl nas`: architecture search for a device on the built-in digits data."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+EXIT_NOTHING_FITS = 3
+
+
+def add_parser(sub) -> None:
+    """Register `farmctl nas`."""
+    p = sub.add_parser("nas", help="search MobileNetV3-style architectures for a device, latency measured there")
+    p.add_argument("--device", default="local", help="inventory name or HOST:PORT (default: local)")
+    p.add_argument("--search-space", default="mobilenet_v3")
+    p.add_argument("--latency-ms", type=float, default=None, help="p50 limit on the device")
+    p.add_argument("--size-mb", type=float, default=None, help="float32 weights limit (MB)")
+    p.add_argument("--min-accuracy", type=float, default=None, help="minimum proxy accuracy (0-1)")
+    p.add_argument("--iterations", type=int, default=10, help="evolution steps after the initial population")
+    p.add_argument("--population", type=int, default=6)
+    p.add_argument("--proxy-epochs", type=int, default=1, help="training epochs per evaluated architecture")
+    p.add_argument("--proxy-samples", type=int, default=1000, help="training images per evaluated architecture")
+    p.add_argument("--final-epochs", type=int, default=8, help="training epochs of the best architecture")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=Path("edgefarm-nas"), help="nas-best.onnx/.json, nas.png")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_nas)
+
+
+def cmd_nas(args: argparse.Namespace) -> int:
+    from controller.nas import run_nas
+
+    constraints = {k: v for k, v in (("latency_ms", args.latency_ms), ("model_size_mb", args.size_mb),
+                                     ("min_accuracy", args.min_accuracy)) if v is not None}
+    say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    run = run_nas(args.device, constraints, args.iterations, args.search_space, args.population,
+                  args.proxy_epochs, args.proxy_samples, args.final_epochs, args.out, args.store, args.inventory,
+                  seed=args.seed, progress=say)
+    if args.json:
+        print(json.dumps(run.to_json(), indent=1))
+    elif run.best:
+        print(f"best on {run.device}: {run.best['describe']}")
+        print(f"  measured p50 {run.measured_ms:.3f} ms (predicted {run.best['predicted_ms']:.3f} ms), test accuracy "
+              f"{run.accuracy:.4f}, {run.params:,} parameters -> {run.model_path}")
+        print(f"  {len(run.history)} architectures evaluated; latency table: {run.table_blocks} blocks "
+              f"({run.blocks_measured} measured now); plot: {run.plot}")
+    if run.failure:
+        print(f"farmctl: error: {run.failure}", file=sys.stderr)
+        return EXIT_NOTHING_FITS
+    return 0

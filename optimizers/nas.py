@@ -1,0 +1,406 @@
+"""Neural architecture search for a target device: MobileNetV3-style blocks, latency predicted from a
+per-block lookup table measured on the device (not FLOPs), accuracy from short proxy training, and an
+evolutionary search under the constraints (regularized evolution: tournament selection, one mutation per
+child, the oldest member retired; Real et al. 2019)."""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
+
+log = logging.getLogger(__name__)
+
+ACTIVATIONS = ("relu", "hswish")
+
+
+@dataclass(frozen=True)
+class StageChoice:
+    """The choices of one stage: how many blocks, and each block's kernel, expansion, width, SE, activation."""
+
+    depth: int
+    kernel: int
+    expand: int
+    width: float
+    se: bool
+    act: str
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One point of the search space: a choice per stage."""
+
+    stages: tuple[StageChoice, ...]
+
+    def to_json(self) -> list[dict]:
+        """The architecture as data."""
+        return [asdict(s) for s in self.stages]
+
+    @classmethod
+    def from_json(cls, data: list[dict]) -> Architecture:
+        """Inverse of to_json."""
+        return cls(tuple(StageChoice(**d) for d in data))
+
+    def describe(self) -> str:
+        """e.g. 'd2 k3 e4 w1.0 se hswish | ...'."""
+        return " | ".join(f"d{s.depth} k{s.kernel} e{s.expand} w{s.width:g}{' se' if s.se else ''} {s.act}"
+                          for s in self.stages)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One layer group as the latency table sees it: its kind, shapes and choices (the table's key)."""
+
+    kind: str            # stem | mbconv | head
+    cin: int
+    cout: int
+    size: int            # input height = width
+    stride: int = 1
+    kernel: int = 3
+    expand: int = 1
+    se: bool = False
+    act: str = "relu"
+
+    @property
+    def key(self) -> str:
+        """Stable text key of the configuration."""
+        return (f"{self.kind}:c{self.cin}-{self.cout}:s{self.size}/{self.stride}:k{self.kernel}:e{self.expand}:"
+                f"{'se' if self.se else 'nose'}:{self.act}")
+
+
+def _divisible(v: float, d: int = 8) -> int:
+    return max(d, int(v + d / 2) // d * d)
+
+
+class MobileNetV3Space:
+    """MobileNetV3-style search space at the digits example's input (1x28x28, 10 classes): a 3x3 stem,
+    four stages of inverted-residual blocks (optional squeeze-excite, ReLU or hard-swish), a 1x1 head."""
+
+    name = "mobilenet_v3"
+    # (base channels, stride of the first block) per stage
+    STAGES = ((16, 2), (24, 2), (40, 1), (64, 1))
+    STEM = 16
+    HEAD = 128
+    DEFAULT_CHOICES = {"depth": (1, 2, 3), "kernel": (3, 5), "expand": (2, 4, 6), "width": (0.75, 1.0),
+                       "se": (False, True), "act": ACTIVATIONS}
+
+    def __init__(self, input_shape: tuple[int, ...] = (1, 1, 28, 28), num_classes: int = 10,
+                 choices: dict[str, tuple] | None = None) -> None:
+        self.input_shape = tuple(input_shape)
+        self.num_classes = num_classes
+        unknown = set(choices or {}) - set(self.DEFAULT_CHOICES)
+        if unknown:
+            raise OptimizerError(f"unknown search-space choice(s) {sorted(unknown)}; the choices are "
+                                 f"{list(self.DEFAULT_CHOICES)}")
+        self.choices = {**self.DEFAULT_CHOICES, **{k: tuple(v) for k, v in (choices or {}).items()}}
+        if any(len(v) == 0 for v in self.choices.values()):
+            raise OptimizerError("every search-space choice needs at least one value")
+
+    def sample(self, rng: random.Random) -> Architecture:
+        """A uniformly random architecture."""
+        return Architecture(tuple(StageChoice(**{k: rng.choice(v) for k, v in self.choices.items()})
+                                  for _ in self.STAGES))
+
+    def mutate(self, arch: Architecture, rng: random.Random) -> Architecture:
+        """Change one choice of one stage (to a different value when there is one)."""
+        stages = list(arch.stages)
+        i = rng.randrange(len(stages))
+        options = [k for k, v in self.choices.items() if len(v) > 1]
+        if not options:
+            return arch
+        key = rng.choice(options)
+        values = [v for v in self.choices[key] if v != getattr(stages[i], key)]
+        stages[i] = replace(stages[i], **{key: rng.choice(values)})
+        return Architecture(tuple(stages))
+
+    def blocks(self, arch: Architecture) -> list[Block]:
+        """The layer groups of an architecture, in order, with their input sizes."""
+        size = self.input_shape[-1]
+        cin = self.STEM
+        out = [Block("stem", self.input_shape[1], self.STEM, size, act="hswish")]
+        for (base, stride), st in zip(self.STAGES, arch.stages):
+            cout = _divisible(base * st.width)
+            for i in range(st.depth):
+                s = stride if i == 0 else 1
+                out.append(Block("mbconv", cin, cout, size, s, st.kernel, st.expand, st.se, st.act))
+                size = (size + s - 1) // s
+                cin = cout
+        out.append(Block("head", cin, self.HEAD, size, act="hswish"))
+        return out
+
+    def block_module(self, block: Block):
+        """One block as a PyTorch module (what the latency table measures and the model is built from)."""
+        import torch.nn as nn
+
+        act = nn.Hardswish if block.act == "hswish" else nn.ReLU
+        if block.kind == "stem":
+            return nn.Sequential(nn.Conv2d(block.cin, block.cout, 3, 1, 1, bias=False), nn.BatchNorm2d(block.cout),
+                                 act())
+        if block.kind == "head":
+            return nn.Sequential(nn.Conv2d(block.cin, block.cout, 1, bias=False), nn.BatchNorm2d(block.cout), act(),
+                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(block.cout, self.num_classes))
+        return _MBConv(block, act)
+
+    def build(self, arch: Architecture):
+        """The architecture as a PyTorch model."""
+        import torch.nn as nn
+
+        return nn.Sequential(*[self.block_module(b) for b in self.blocks(arch)])
+
+
+def _MBConv(block: Block, act):
+    import torch.nn as nn
+
+    class SqueezeExcite(nn.Module):
+        def __init__(self, ch: int) -> None:
+            super().__init__()
+            mid = _divisible(ch / 4)
+            self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(ch, mid, 1), nn.ReLU(), nn.Conv2d(mid, ch, 1),
+                                    nn.Hardsigmoid())
+
+        def forward(self, x):
+            return x * self.fc(x)
+
+    class MBConv(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            hidden = block.cin * block.expand
+            layers = [nn.Conv2d(block.cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), act(),
+                      nn.Conv2d(hidden, hidden, block.kernel, block.stride, block.kernel // 2, groups=hidden,
+                                bias=False), nn.BatchNorm2d(hidden), act()]
+            if block.se:
+                layers.append(SqueezeExcite(hidden))
+            layers += [nn.Conv2d(hidden, block.cout, 1, bias=False), nn.BatchNorm2d(block.cout)]
+            self.body = nn.Sequential(*layers)
+            self.residual = block.stride == 1 and block.cin == block.cout
+
+        def forward(self, x):
+            return x + self.body(x) if self.residual else self.body(x)
+
+    return MBConv()
+
+
+SEARCH_SPACES = {"mobilenet_v3": MobileNetV3Space}
+
+# block keys -> measured ms; `overhead_ms` is the per-inference fixed cost, counted once per model
+LatencyFn = Callable[[list[Block]], dict[str, float]]
+
+
+@dataclass
+class LatencyTable:
+    """Per-block latencies measured on one device, and the fixed per-inference cost (measured on a
+    near-empty model). predict(blocks) = overhead + sum(block - overhead)."""
+
+    measure: Callable[[list[Block]], dict[str, float]]   # measures the blocks it is given, returns key -> ms
+    overhead_ms: float
+    entries: dict[str, float] = field(default_factory=dict)
+    measured: int = 0     # blocks measured by this table (not found in an earlier run's table)
+
+    def ensure(self, blocks: list[Block]) -> None:
+        """Measure the blocks the table lacks."""
+        missing = list({b.key: b for b in blocks if b.key not in self.entries}.values())
+        if missing:
+            self.entries.update(self.measure(missing))
+            self.measured += len(missing)
+
+    def predict(self, blocks: list[Block]) -> float:
+        """Predicted latency of a whole model made of these blocks."""
+        self.ensure(blocks)
+        return self.overhead_ms + sum(max(self.entries[b.key] - self.overhead_ms, 0.0) for b in blocks)
+
+
+@dataclass
+class Candidate:
+    """One evaluated architecture."""
+
+    arch: Architecture
+    predicted_ms: float
+    params: int
+    size_mb: float
+    accuracy: float | None = None
+    meets: bool = False
+    reason: str = ""
+
+    def to_json(self) -> dict:
+        d = {k: v for k, v in asdict(self).items() if k != "arch"}
+        return {"arch": self.arch.to_json(), "describe": self.arch.describe(), **d}
+
+
+@dataclass
+class SearchResult:
+    """What search() returns: the best architecture and everything evaluated."""
+
+    best: Candidate | None
+    history: list[Candidate]
+    closest: list[Candidate]
+    table_size: int
+    blocks_measured: int
+    failure: str = ""
+
+
+def _check_constraints(constraints: dict) -> dict:
+    allowed = {"latency_ms", "model_size_mb", "min_accuracy"}
+    unknown = set(constraints) - allowed
+    if unknown:
+        raise OptimizerError(f"unknown constraint(s) {sorted(unknown)}; NAS takes {sorted(allowed)}")
+    for k, v in constraints.items():
+        if v is not None and (not isinstance(v, (int, float)) or v <= 0):
+            raise OptimizerError(f"constraint {k} must be a positive number, got {v!r}")
+    return dict(constraints)
+
+
+class NASOptimizer:
+    """`NASOptimizer(search_space="mobilenet_v3", constraints={"latency_ms": 0.2, "model_size_mb": 1,
+    "min_accuracy": 0.9}, latency_table=table).search(train_data, validation_data, search_iterations)`.
+
+    The latency of an architecture is predicted from `latency_table` (a LatencyTable measured on the
+    device; `controller.nas.farm_latency_table` builds one through the farm). Accuracy is a proxy: each
+    architecture is trained `proxy_epochs` on `proxy_samples` training images and scored on the
+    validation data. Architectures predicted over the latency or size limits are never trained."""
+
+    def __init__(self, search_space: str = "mobilenet_v3", constraints: dict | None = None,
+                 latency_table: LatencyTable | None = None, population: int = 8, tournament: int = 3,
+                 proxy_epochs: int = 2, proxy_samples: int = 1500, seed: int = 0,
+                 choices: dict[str, tuple] | None = None, progress: Callable[[str], None] | None = None) -> None:
+        if search_space not in SEARCH_SPACES:
+            raise UnknownOption("search space", search_space, SEARCH_SPACES)
+        self.space = SEARCH_SPACES[search_space](choices=choices)
+        self.constraints = _check_constraints(constraints or {})
+        if latency_table is None:
+            raise OptimizerError("NAS needs a latency_table measured on the target device: build one with "
+                                 "controller.nas.farm_latency_table(device) (or `farmctl nas --device D`)")
+        self.table = latency_table
+        if population < 2:
+            raise OptimizerError(f"population must be >= 2, got {population}")
+        self.population = population
+        self.tournament = max(2, min(tournament, population))
+        self.proxy_epochs = proxy_epochs
+        self.proxy_samples = proxy_samples
+        self.rng = random.Random(seed)
+        self.seed = seed
+        self.progress = progress or log.info
+
+    # --- pieces ------------------------------------------------------------------------------------
+    def build_model(self, arch: Architecture | list[dict]):
+        """The architecture (or its JSON) as an untrained PyTorch model."""
+        if not isinstance(arch, Architecture):
+            arch = Architecture.from_json(arch)
+        return self.space.build(arch)
+
+    def train(self, model, train_data, epochs: int = 8, learning_rate: float = 1e-2, **kw):
+        """Train a found model (the shared training loop); returns it."""
+        from optimizers.training import train
+
+        train(model, train_data, epochs=epochs, learning_rate=learning_rate, **kw)
+        return model
+
+    def _describe(self, arch: Architecture) -> Candidate:
+        from optimizers.torch_helpers import count_params
+
+        blocks = self.space.blocks(arch)
+        params = count_params(self.space.build(arch))
+        return Candidate(arch, self.table.predict(blocks), params, params * 4 / 1e6)
+
+    def _fits(self, c: Candidate) -> str:
+        lim, size = self.constraints.get("latency_ms"), self.constraints.get("model_size_mb")
+        if lim is not None and c.predicted_ms > lim:
+            return f"predicted {c.predicted_ms:.3f} ms > latency_ms {lim:g}"
+        if size is not None and c.size_mb > size:
+            return f"{c.size_mb:.3f} MB > model_size_mb {size:g}"
+        return ""
+
+    def _score(self, c: Candidate, train_data, validation_data) -> None:
+        import torch
+
+        from optimizers.training import accuracy, train
+
+        torch.manual_seed(self.seed)
+        model = self.space.build(c.arch)
+        x, y = train_data
+        train(model, (x[:self.proxy_samples], y[:self.proxy_samples]), epochs=self.proxy_epochs,
+              learning_rate=1e-2, progress=lambda s: None)
+        c.accuracy = accuracy(model, validation_data)
+        min_acc = self.constraints.get("min_accuracy")
+        c.meets = min_acc is None or c.accuracy >= min_acc
+        if not c.meets:
+            c.reason = f"proxy accuracy {c.accuracy:.4f} < min_accuracy {min_acc:g}"
+
+    # --- the search ----------------------------------------------------------------------------------
+    def search(self, train_data, validation_data, search_iterations: int = 20) -> SearchResult:
+        """Regularized evolution under the constraints; returns the best architecture found."""
+        train_data = _xy(train_data, "train_data")
+        validation_data = _xy(validation_data, "validation_data")
+        history: list[Candidate] = []
+        rejected: list[Candidate] = []
+        population: list[Candidate] = []
+        lim = self.constraints.get("latency_ms")
+        if lim is not None and lim <= self.table.overhead_ms:
+            return SearchResult(None, [], [], len(self.table.entries), self.table.measured,
+                                failure=f"latency_ms {lim:g} is below this device's fixed cost of one inference "
+                                        f"({self.table.overhead_ms:.4f} ms, measured on a model that only "
+                                        "applies ReLU): no architecture can meet it")
+        tries = 0
+        while len(population) < self.population and tries < self.population * 25:
+            tries += 1
+            c = self._describe(self.space.sample(self.rng))
+            why = self._fits(c)
+            if why:
+                c.reason = why
+                rejected.append(c)
+                continue
+            self._score(c, train_data, validation_data)
+            population.append(c)
+            history.append(c)
+            self.progress(f"initial {len(population)}/{self.population}: {c.arch.describe()}: predicted "
+                          f"{c.predicted_ms:.3f} ms, proxy accuracy {c.accuracy:.4f}")
+        if not population:
+            closest = sorted(rejected, key=lambda r: r.predicted_ms)[:3]
+            return SearchResult(None, history, closest, len(self.table.entries), self.table.measured)
+        for it in range(search_iterations):
+            sample = self.rng.sample(population, min(self.tournament, len(population)))
+            parent = max(sample, key=lambda c: c.accuracy or 0.0)
+            for _attempt in range(25):
+                child = self._describe(self.space.mutate(parent.arch, self.rng))
+                why = self._fits(child)
+                if not why:
+                    break
+                child.reason = why
+                rejected.append(child)
+            else:
+                continue
+            self._score(child, train_data, validation_data)
+            history.append(child)
+            population.append(child)
+            population.pop(0)  # the oldest leaves (regularized evolution)
+            self.progress(f"iteration {it + 1}/{search_iterations}: {child.arch.describe()}: predicted "
+                          f"{child.predicted_ms:.3f} ms, proxy accuracy {child.accuracy:.4f}")
+        ok = [c for c in history if c.meets]
+        best = max(ok, key=lambda c: (c.accuracy, -c.predicted_ms)) if ok else None
+        closest = [] if best else sorted(history, key=lambda c: -(c.accuracy or 0))[:3]
+        return SearchResult(best, history, closest, len(self.table.entries), self.table.measured)
+
+
+def _xy(data, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if hasattr(data, "x") and hasattr(data, "y"):
+        data = (data.x, data.y)
+    if not (isinstance(data, tuple) and len(data) == 2):
+        raise DataMismatch(f"{what} must be (inputs, labels) arrays or a Split")
+    x, y = np.asarray(data[0], np.float32), np.asarray(data[1], np.int64)
+    if len(x) == 0:
+        raise DataMismatch(f"{what} is empty")
+    if len(x) != len(y):
+        raise DataMismatch(f"{what}: {len(x)} inputs but {len(y)} labels")
+    return x, y
+
+
+def export_block(space: MobileNetV3Space, block: Block, path: Path) -> Path:
+    """One block as a single-file ONNX model with its own input shape (what the device measures)."""
+    from optimizers.torch_helpers import export_onnx
+
+    return export_onnx(space.block_module(block), path, (1, block.cin, block.size, block.size))

@@ -1,0 +1,85 @@
+"""farmctl nas / run_nas on the local agent at small scale: the block latency table measured on the
+device and reused, the constraint met as measured, bad input."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+pytest.importorskip("torch")
+
+from controller.cli import main  # noqa: E402
+from controller.nas import run_nas  # noqa: E402
+from optimizers import OptimizerError, UnknownOption  # noqa: E402
+from optimizers.nas import MobileNetV3Space, NASOptimizer  # noqa: E402
+
+# a small corner of the space, so the table has few blocks and the test stays short
+CHOICES = {"depth": (1,), "kernel": (3,), "expand": (2, 4), "width": (0.75, 1.0), "se": (False,), "act": ("relu",)}
+SMALL = dict(iterations=2, population=2, proxy_epochs=1, proxy_samples=256, final_epochs=1, choices=CHOICES)
+
+
+def _bench_runs(db) -> int:
+    with sqlite3.connect(db) as conn:
+        return conn.execute("SELECT COUNT(*) FROM runs WHERE kind = 'benchmark'").fetchone()[0]
+
+
+def test_search_meets_the_measured_latency_and_reuses_the_table(tmp_path):
+    db = tmp_path / "r.db"
+    first = run_nas("local", {"latency_ms": 2.0}, out_dir=tmp_path / "a", store=db, progress=lambda s: None,
+                    **SMALL)
+    assert first.failure is None and first.best is not None
+    assert first.measured_ms <= 2.0  # measured on the local agent, not predicted
+    assert first.blocks_measured == first.table_blocks > 0
+    assert (tmp_path / "a" / "nas-best.onnx").exists() and (tmp_path / "a" / "nas.png").exists()
+    assert len(first.history) >= 2 and all(h["predicted_ms"] > 0 for h in first.history)
+    with sqlite3.connect(db) as conn:
+        stored = conn.execute("SELECT COUNT(*) FROM latency_lut").fetchone()[0]
+    assert stored == first.table_blocks + 1  # + the per-inference overhead
+
+    runs_before = _bench_runs(db)
+    second = run_nas("local", {"latency_ms": 2.0}, out_dir=tmp_path / "b", store=db, progress=lambda s: None,
+                     **SMALL)
+    assert second.blocks_measured == 0 and second.table_blocks == first.table_blocks
+    assert _bench_runs(db) == runs_before + 1  # only the found model itself was measured again
+
+
+def test_impossible_constraint_names_the_closest(tmp_path, capsys):
+    assert main(["--store", str(tmp_path / "r.db"), "nas", "--latency-ms", "0.0001", "--iterations", "1",
+                 "--population", "2", "--proxy-samples", "64", "--out", str(tmp_path / "o")]) == 3
+    err = capsys.readouterr().err
+    assert "no architecture in the space meets" in err and "below this device's fixed cost of one inference" in err
+
+
+def test_closest_are_named_when_nothing_fits(tmp_path):
+    run = run_nas("local", {"latency_ms": 2.0, "model_size_mb": 0.001}, out_dir=tmp_path, store=tmp_path / "r.db",
+                  progress=lambda s: None, **SMALL)
+    assert run.best is None and "closest found" in run.failure and "> model_size_mb 0.001" in run.failure
+
+
+def test_bad_input():
+    with pytest.raises(UnknownOption, match="mobilenet_v3"):
+        NASOptimizer("resnet_xl")
+    with pytest.raises(OptimizerError, match="latency_table"):
+        NASOptimizer()
+    with pytest.raises(OptimizerError, match="unknown constraint"):
+        NASOptimizer(constraints={"fps": 30})
+    with pytest.raises(OptimizerError, match="unknown search-space choice"):
+        MobileNetV3Space(choices={"dilation": (1, 2)})
+
+
+def test_space_blocks_and_models_agree():
+    import random
+
+    import torch
+
+    space = MobileNetV3Space()
+    arch = space.sample(random.Random(0))
+    blocks = space.blocks(arch)
+    assert blocks[0].kind == "stem" and blocks[-1].kind == "head"
+    assert len(blocks) == 2 + sum(s.depth for s in arch.stages)
+    out = space.build(arch)(torch.zeros(2, 1, 28, 28))
+    assert out.shape == (2, 10)
+    child = space.mutate(arch, random.Random(1))
+    assert sum(a != b for a, b in zip(arch.stages, child.stages)) == 1
+    assert type(arch).from_json(arch.to_json()) == arch
