@@ -72,8 +72,8 @@ def main() -> int:
     errs = [abs(c["error"]) for c in checks]
     within = sum(e <= 0.10 for e in errs) / len(errs)
     lines = [f"Measured on {machine()}, by `python benchmarks/nas.py`: a local farm-agent, ONNX Runtime CPU, "
-             f"1 thread. Latency table: {run.table_blocks} block configurations measured on the agent, plus the "
-             f"per-inference overhead.", "",
+             f"1 thread. Latency table: {run.table_blocks} entries measured on the agent (block configurations "
+             "and a ReLU probe per input shape).", "",
              f"Predictor vs whole measured models, {len(checks)} random architectures: median |error| "
              f"{statistics.median(errs) * 100:.1f} %, max {max(errs) * 100:.1f} %, within 10 %: "
              f"{within * 100:.0f} % (goal: 90 %). Plot: `benchmarks/results/{plot.name}`.", "",

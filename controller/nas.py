@@ -21,7 +21,6 @@ from controller.store import ResultsStore
 
 log = logging.getLogger(__name__)
 
-OVERHEAD_KEY = "overhead"
 LUT_SETTINGS = MeasureSettings(threads=1, warmup=10, min_iterations=100, min_seconds=0.3)
 
 
@@ -30,7 +29,6 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
     """A LatencyTable for the device behind `client`: what the store already has for this device, backend
     and settings is reused; missing blocks are exported, shipped and benchmarked on the device."""
     from optimizers.nas import LatencyTable, export_block
-    from optimizers.torch_helpers import export_onnx
 
     info = client.info()
     version = next((b.version for b in info.backends if b.name == "onnxruntime"), "")
@@ -54,18 +52,8 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
             say(f"latency table: {b.key}: {out[b.key] * 1000:.1f} us ({i + 1}/{len(blocks)} new on {info.name})")
         return out
 
-    if OVERHEAD_KEY in stored:
-        overhead = stored[OVERHEAD_KEY]
-    else:
-        import torch
-
-        # the fixed cost of one inference call: a model that only applies ReLU to the input
-        overhead = measure_path(export_onnx(torch.nn.ReLU(), work / "overhead.onnx", space.input_shape),
-                                OVERHEAD_KEY)
-    table = LatencyTable(measure=measure, overhead_ms=overhead,
-                         entries={k: v for k, v in stored.items() if k != OVERHEAD_KEY})
-    say(f"latency table for {info.name}: {len(table.entries)} blocks from the store, per-inference overhead "
-        f"{overhead * 1000:.1f} us")
+    table = LatencyTable(measure=measure, entries=dict(stored))
+    say(f"latency table for {info.name}: {len(table.entries)} entries from the store")
     return table
 
 

@@ -509,6 +509,9 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     devices = list(dict.fromkeys(devices or [LOCAL]))
+    if model is None and (calibration_data is not None or eval_data is not None):
+        raise FarmError("the built-in example brings its own data (digits: training images to calibrate, the "
+                        "validation split to evaluate); --calibration-data and --eval-data go with an ONNX MODEL")
     inv = load_inventory(inventory)
     entries = [resolve_device(d, inv) for d in devices]  # unknown names fail before any work
     source = (example_source(out, progress=lambda s: progress and progress(s)) if model is None

@@ -48,8 +48,8 @@ class Architecture:
         return cls(tuple(StageChoice(**d) for d in data))
 
     def describe(self) -> str:
-        """e.g. 'd2 k3 e4 w1.0 se hswish | ...'."""
-        return " | ".join(f"d{s.depth} k{s.kernel} e{s.expand} w{s.width:g}{' se' if s.se else ''} {s.act}"
+        """e.g. 'd2 k3 e4 w1.0 se hswish / ...' (one part per stage)."""
+        return " / ".join(f"d{s.depth} k{s.kernel} e{s.expand} w{s.width:g}{' se' if s.se else ''} {s.act}"
                           for s in self.stages)
 
 
@@ -66,6 +66,12 @@ class Block:
     expand: int = 1
     se: bool = False
     act: str = "relu"
+
+    @property
+    def probe(self) -> Block:
+        """The "input" pseudo-block of this block's input shape: a lone ReLU. Measured alone it costs what
+        any model fed this input costs beyond its compute (the call, feeding and returning tensors)."""
+        return Block("input", self.cin, self.cin, self.size)
 
     @property
     def key(self) -> str:
@@ -139,6 +145,8 @@ class MobileNetV3Space:
         import torch.nn as nn
 
         act = nn.Hardswish if block.act == "hswish" else nn.ReLU
+        if block.kind == "input":
+            return nn.ReLU()
         if block.kind == "stem":
             return nn.Sequential(nn.Conv2d(block.cin, block.cout, 3, 1, 1, bias=False), nn.BatchNorm2d(block.cout),
                                  act())
@@ -188,31 +196,36 @@ def _MBConv(block: Block, act):
 
 SEARCH_SPACES = {"mobilenet_v3": MobileNetV3Space}
 
-# block keys -> measured ms; `overhead_ms` is the per-inference fixed cost, counted once per model
-LatencyFn = Callable[[list[Block]], dict[str, float]]
-
 
 @dataclass
 class LatencyTable:
-    """Per-block latencies measured on one device, and the fixed per-inference cost (measured on a
-    near-empty model). predict(blocks) = overhead + sum(block - overhead)."""
+    """Per-block latencies measured on one device. Each block measured alone also pays for being a whole
+    model (the call, feeding its input, returning its output), so the table holds, per input shape, a
+    probe model that only applies ReLU; predict(blocks) = probe(first input) + sum(block - probe(its
+    input)): the fixed cost once, each block's own work once."""
 
     measure: Callable[[list[Block]], dict[str, float]]   # measures the blocks it is given, returns key -> ms
-    overhead_ms: float
     entries: dict[str, float] = field(default_factory=dict)
-    measured: int = 0     # blocks measured by this table (not found in an earlier run's table)
+    measured: int = 0     # entries measured by this table (not found in an earlier run's table)
 
     def ensure(self, blocks: list[Block]) -> None:
-        """Measure the blocks the table lacks."""
-        missing = list({b.key: b for b in blocks if b.key not in self.entries}.values())
+        """Measure the blocks (and the input probes) the table lacks."""
+        wanted = {b.key: b for blk in blocks for b in (blk, blk.probe)}
+        missing = [b for k, b in wanted.items() if k not in self.entries]
         if missing:
             self.entries.update(self.measure(missing))
             self.measured += len(missing)
 
+    def overhead_ms(self, input_block: Block) -> float:
+        """The fixed cost of one inference fed this block's input."""
+        self.ensure([input_block])
+        return self.entries[input_block.probe.key]
+
     def predict(self, blocks: list[Block]) -> float:
         """Predicted latency of a whole model made of these blocks."""
         self.ensure(blocks)
-        return self.overhead_ms + sum(max(self.entries[b.key] - self.overhead_ms, 0.0) for b in blocks)
+        own = sum(max(self.entries[b.key] - self.entries[b.probe.key], 0.0) for b in blocks)
+        return self.entries[blocks[0].probe.key] + own
 
 
 @dataclass
@@ -340,11 +353,12 @@ class NASOptimizer:
         rejected: list[Candidate] = []
         population: list[Candidate] = []
         lim = self.constraints.get("latency_ms")
-        if lim is not None and lim <= self.table.overhead_ms:
+        fixed = self.table.overhead_ms(self.space.blocks(self.space.sample(random.Random(0)))[0])
+        if lim is not None and lim <= fixed:
             return SearchResult(None, [], [], len(self.table.entries), self.table.measured,
                                 failure=f"latency_ms {lim:g} is below this device's fixed cost of one inference "
-                                        f"({self.table.overhead_ms:.4f} ms, measured on a model that only "
-                                        "applies ReLU): no architecture can meet it")
+                                        f"({fixed:.4f} ms, measured on a model that only applies ReLU to the "
+                                        "input): no architecture can meet it")
         tries = 0
         while len(population) < self.population and tries < self.population * 25:
             tries += 1

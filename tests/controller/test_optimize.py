@@ -130,6 +130,11 @@ def test_bad_input_is_a_clear_error(tmp_path, capsys, extra, message):
     assert message in capsys.readouterr().err
 
 
+def test_the_example_brings_its_own_data(tmp_path, capsys):
+    assert main(["--store", str(tmp_path / "r.db"), "optimize", "--eval-data", str(tmp_path / "x.npz")]) == 2
+    assert "the built-in example brings its own data" in capsys.readouterr().err
+
+
 def test_data_that_do_not_fit_the_model(tmp_path, capsys):
     np.savez(tmp_path / "cal.npz", pixels=np.zeros((4, 3, 224, 224), np.float32))
     assert main(_optimize(tmp_path, "--calibration-data", str(tmp_path / "cal.npz"))) == 2
