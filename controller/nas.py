@@ -9,7 +9,7 @@ import logging
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.client import AgentClient
@@ -133,7 +133,7 @@ def run_nas(device: str | AgentClient = LOCAL, constraints: dict | None = None, 
                               progress=lambda s: say("  " + s))
             acc = accuracy(model, data.test)
             path = export_onnx(model, out / "nas-best.onnx")
-            measured = bench(path, client, replace(settings), db).latency_ms["p50"]
+            measured = bench(path, client, settings, db).latency_ms["p50"]
             say(f"measured on {client.name}: p50 {measured:.3f} ms (predicted {res.best.predicted_ms:.3f} ms), "
                 f"test accuracy {acc:.4f}")
             run = NASRun(client.name, dict(constraints or {}), {**res.best.to_json()}, measured, acc,
