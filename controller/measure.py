@@ -157,10 +157,13 @@ def _record(store: ResultsStore | None, kind: str, ref: ModelRef, settings: Meas
         layers=layers, error_code=job.error and job.error["code"], error=job.error and job.error["message"])
 
 
-def _prepare(model: str | Path | None, settings: MeasureSettings | None) -> tuple[ModelRef, MeasureSettings]:
-    """Check the model; the settings returned carry every input's concrete shape."""
+def _prepare(model: str | Path | ModelRef | None,
+             settings: MeasureSettings | None) -> tuple[ModelRef, MeasureSettings]:
+    """Check the model (a ModelRef is already checked); the settings returned carry every input's concrete
+    shape."""
     settings = settings or MeasureSettings()
-    ref = check_model(resolve_model(str(model) if model is not None else None), settings.input_shapes)
+    ref = model if isinstance(model, ModelRef) else check_model(
+        resolve_model(str(model) if model is not None else None), settings.input_shapes)
     return ref, replace(settings, input_shapes=ref.input_shapes)
 
 
@@ -170,7 +173,7 @@ def _open_store(store: ResultsStore | Path | str | None) -> tuple[ResultsStore |
     return ResultsStore(store), True
 
 
-def bench(model: str | Path | None = None, device: str | AgentClient = LOCAL,
+def bench(model: str | Path | ModelRef | None = None, device: str | AgentClient = LOCAL,
           settings: MeasureSettings | None = None, store: ResultsStore | Path | str | None = None,
           inventory: Path | None = None, progress: ProgressFn | None = None) -> BenchResult:
     """Measure latency of a model on a device (the built-in example when model is None)."""
@@ -199,7 +202,7 @@ def bench(model: str | Path | None = None, device: str | AgentClient = LOCAL,
         telemetry={"before": result.get("telemetry_before"), "after": result.get("telemetry_after")})
 
 
-def profile(model: str | Path | None = None, device: str | AgentClient = LOCAL,
+def profile(model: str | Path | ModelRef | None = None, device: str | AgentClient = LOCAL,
             settings: MeasureSettings | None = None, store: ResultsStore | Path | str | None = None,
             inventory: Path | None = None, progress: ProgressFn | None = None,
             bottleneck_percent: float = BOTTLENECK_PERCENT) -> ProfileResult:
@@ -230,7 +233,7 @@ def profile(model: str | Path | None = None, device: str | AgentClient = LOCAL,
         run_id=run_id)
 
 
-def evaluate_outputs(model: str | Path, inputs: dict, device: str | AgentClient = LOCAL,
+def evaluate_outputs(model: str | Path | ModelRef, inputs: dict, device: str | AgentClient = LOCAL,
                      settings: MeasureSettings | None = None, inventory: Path | None = None,
                      progress: ProgressFn | None = None) -> dict:
     """Run the model once on the device on `inputs` ({name: array}) and return its outputs ({name: array}).

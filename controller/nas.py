@@ -36,27 +36,28 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
              "settings_key": settings.key(settings.threads)}
     stored = store.lut_get(**ident)
     say = progress or log.info
-    work = Path(tempfile.mkdtemp(prefix="edgefarm-nas-"))
-
-    def measure_path(path: Path, key: str) -> float:
-        # the lower of `repeats` p50s: interference on a shared device only ever adds time
-        runs = [bench(path, client, settings, store) for _ in range(repeats)]
-        best = min(runs, key=lambda r: r.latency_ms["p50"])
-        store.lut_put(**ident, block_key=key, p50_ms=best.latency_ms["p50"], device_name=info.name,
-                      run_id=best.run_id)
-        return best.latency_ms["p50"]
 
     def measure(blocks) -> dict[str, float]:
         out = {}
-        for i, b in enumerate(blocks):
-            path = export_block(space, b, work / f"block{i}.onnx")
-            out[b.key] = measure_path(path, b.key)
-            say(f"latency table: {b.key}: {out[b.key] * 1000:.1f} us ({i + 1}/{len(blocks)} new on {info.name})")
+        with tempfile.TemporaryDirectory(prefix="edgefarm-nas-") as tmp:
+            for i, b in enumerate(blocks):
+                best = _lowest_p50(export_block(space, b, Path(tmp) / f"block{i}.onnx"), client, settings, store,
+                                   repeats)
+                out[b.key] = best.latency_ms["p50"]
+                store.lut_put(**ident, block_key=b.key, p50_ms=out[b.key], device_name=info.name,
+                              run_id=best.run_id)
+                say(f"latency table: {b.key}: {out[b.key] * 1000:.1f} us ({i + 1}/{len(blocks)} new on "
+                    f"{info.name})")
         return out
 
     table = LatencyTable(measure=measure, entries=dict(stored))
     say(f"latency table for {info.name}: {len(table.entries)} entries from the store")
     return table
+
+
+def _lowest_p50(path: Path, client: AgentClient, settings: MeasureSettings, store: ResultsStore, repeats: int):
+    """The benchmark with the lowest p50 of `repeats`: interference on a shared device only ever adds time."""
+    return min((bench(path, client, settings, store) for _ in range(repeats)), key=lambda r: r.latency_ms["p50"])
 
 
 @dataclass
@@ -200,13 +201,13 @@ def prediction_errors(client: AgentClient, store: ResultsStore, table, space, n:
     from optimizers.torch_helpers import export_onnx
 
     rng = random.Random(seed)
-    work = Path(tempfile.mkdtemp(prefix="edgefarm-nas-check-"))
     out = []
     for i in range(n):
         arch = space.sample(rng)
         predicted = table.predict(space.blocks(arch))
-        path = export_onnx(space.build(arch), work / f"arch{i}.onnx", space.input_shape)
-        measured = min(bench(path, client, settings, store).latency_ms["p50"] for _ in range(repeats))
+        with tempfile.TemporaryDirectory(prefix="edgefarm-nas-check-") as tmp:
+            path = export_onnx(space.build(arch), Path(tmp) / "arch.onnx", space.input_shape)
+            measured = _lowest_p50(path, client, settings, store, repeats).latency_ms["p50"]
         out.append({"arch": arch.describe(), "predicted_ms": predicted, "measured_ms": measured,
                     "error": (predicted - measured) / measured})
         (progress or log.info)(f"check {i + 1}/{n}: predicted {predicted:.3f} ms, measured {measured:.3f} ms "

@@ -20,6 +20,7 @@ from controller.client import file_digest
 from controller.errors import FarmError
 from controller.inventory import LOCAL, connect, load_inventory, resolve_device
 from controller.measure import bench, evaluate_outputs, profile
+from controller.models import check_model
 from controller.progress import ProgressBar
 from controller.scheduler import Scheduler
 from controller.settings import MeasureSettings
@@ -173,9 +174,10 @@ def _quality(outputs: dict, reference: dict | None, labels: np.ndarray | None) -
 def measure_on(client, path: Path, settings: MeasureSettings, store: ResultsStore, inputs: dict,
                reference: dict | None, labels, want_profile: bool = False) -> dict:
     """Bench, (profile), evaluate one model on one device; returns the numbers and the outputs."""
-    b = bench(path, client, settings, store)
-    prof = profile(path, client, settings, store) if want_profile else None
-    outputs = evaluate_outputs(path, inputs, client, settings)
+    ref = check_model(path, settings.input_shapes)  # parsed once for the three jobs
+    b = bench(ref, client, settings, store)
+    prof = profile(ref, client, settings, store) if want_profile else None
+    outputs = evaluate_outputs(ref, inputs, client, settings)
     q = _quality(outputs, reference, labels)
     return {"latency_ms": {k: b.latency_ms[k] for k in ("p50", "p90", "p99")}, "cv": b.cv, "flags": b.flags,
             "run_id": b.run_id, "model_digest": b.model_digest, "threads": b.threads, **q,

@@ -26,7 +26,7 @@ class Scheduler:
         self._pools = {name: ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"device-{name}")
                        for name in clients}
         self._lock = threading.Lock()
-        self._done = self._running = self._waiting = 0
+        self._done = self._waiting = 0
         self.running: dict[str, str] = {}  # device -> label of the job it is running
 
     def submit(self, device: str, label: str, fn: JobFn) -> Future:
@@ -39,13 +39,11 @@ class Scheduler:
         def job() -> Any:
             with self._lock:
                 self._waiting -= 1
-                self._running += 1
                 self.running[device] = label
             try:
                 return fn(self.clients[device])
             finally:
                 with self._lock:
-                    self._running -= 1
                     self._done += 1
                     self.running.pop(device, None)
 
@@ -54,7 +52,7 @@ class Scheduler:
     def counts(self) -> tuple[int, int, int]:
         """(done, running, waiting) jobs."""
         with self._lock:
-            return self._done, self._running, self._waiting
+            return self._done, len(self.running), self._waiting
 
     def shutdown(self, cancel_waiting: bool = True) -> None:
         """Stop the workers; jobs not yet started are dropped when cancel_waiting."""

@@ -14,7 +14,7 @@ import numpy as np
 
 from controller.client import file_digest
 from controller.errors import FarmError, ModelError
-from controller.models import check_model, load_onnx, resolve_model
+from controller.models import check_model, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ def onnx_source(model_arg: str, calibration_data=None, eval_data=None, preproces
 
     path = resolve_model(model_arg)
     ref = check_model(path, input_shapes or {})
-    proto = load_onnx(path)
+    proto = ref.model
     notes = []
     try:
         if calibration_data is None and eval_data is None:

