@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import hmac
+from pathlib import Path
 
 import grpc
 
 # Health checks stay open so a supervisor can probe readiness without the token.
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
+
+
+def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredentials:
+    """Mutual TLS: the agent shows its certificate and accepts only clients whose certificate the farm CA
+    signed (`farmctl ca issue`)."""
+    data = []
+    for what, path in (("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)):
+        try:
+            data.append(Path(path).expanduser().read_bytes())
+        except OSError as exc:
+            raise SystemExit(f"farm-agent: cannot read {what} file '{path}' ({exc.strerror}); make the files "
+                             "with `farmctl ca init` and `farmctl ca issue NAME --host ADDRESS`") from None
+    ca_pem, cert_pem, key_pem = data
+    return grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True)
 
 
 class TokenAuthInterceptor(grpc.ServerInterceptor):

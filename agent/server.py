@@ -16,7 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from agent.auth import TokenAuthInterceptor
+from agent.auth import TokenAuthInterceptor, server_credentials
 from agent.backends import available_backends
 from agent.cache import ModelCache
 from agent.device import device_info
@@ -46,10 +46,14 @@ class AgentConfig:
     name: str | None = None
     device_class: str | None = None
     token: str | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     job_time_limit_s: float = 600.0
     job_memory_limit_bytes: int = 0
     threads: int = 0
     workers: int = 16
+    advertise: bool = False
 
 
 def is_loopback(host: str) -> bool:
@@ -66,10 +70,15 @@ class AgentServer:
     """A running agent: start() binds and serves, stop() shuts down."""
 
     def __init__(self, config: AgentConfig) -> None:
-        if not is_loopback(config.host) and not config.token:
+        tls = [config.tls_ca, config.tls_cert, config.tls_key]
+        if any(tls) and not all(tls):
+            raise SystemExit("farm-agent: mutual TLS needs all three of --tls-ca, --tls-cert and --tls-key")
+        if not is_loopback(config.host) and not all(tls):
             raise SystemExit(
-                f"farm-agent: refusing to listen on {config.host} without authentication; set a token "
-                "with --token or EDGEFARM_TOKEN (clients then pass the same token), or listen on 127.0.0.1")
+                f"farm-agent: refusing to listen on {config.host} without TLS; give --tls-ca, --tls-cert and "
+                "--tls-key (made by `farmctl ca init` and `farmctl ca issue NAME --host ADDRESS`), or listen on "
+                "127.0.0.1")
+        self.credentials = server_credentials(*tls) if all(tls) else None
         self.config = config
         self.cache = ModelCache(config.cache_dir or default_cache_dir(), config.cache_max_bytes)
         self.jobs = JobManager(self.cache, config.job_time_limit_s, config.job_memory_limit_bytes,
@@ -84,22 +93,36 @@ class AgentServer:
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
+        self.advertiser = None
 
     def start(self) -> int:
         """Bind, start serving, mark healthy; returns the bound port."""
         host = self.config.host
         bind = f"[{host}]" if ":" in host and not host.startswith("[") else host
-        self.port = self.server.add_insecure_port(f"{bind}:{self.config.port}")
+        address = f"{bind}:{self.config.port}"
+        self.port = (self.server.add_secure_port(address, self.credentials) if self.credentials
+                     else self.server.add_insecure_port(address))
         if not self.port:
             raise SystemExit(f"farm-agent: could not bind {host}:{self.config.port}; is another agent "
                              "using that port? Pick another with --port (0 picks a free one)")
         self.server.start()
+        if self.config.advertise:
+            from agent.discovery import Advertiser
+
+            info = self.info
+            self.advertiser = Advertiser(info["name"], host, self.port, {
+                "name": info["name"], "class": info["device_class"], "arch": info["arch"],
+                "backends": ",".join(b["name"] for b in info["backends"]), "version": info["agent_version"],
+                "tls": "1" if self.credentials else "0", "fingerprint": info["fingerprint"]})
+            self.advertiser.start()
         self.health.set("", health_pb2.HealthCheckResponse.SERVING)
         self.health.set("edgefarm.agent.v1.Agent", health_pb2.HealthCheckResponse.SERVING)
         return self.port
 
     def stop(self, grace: float = 2.0) -> None:
         """Stop accepting calls and cancel what is running."""
+        if self.advertiser:
+            self.advertiser.stop()
         self.health.enter_graceful_shutdown()
         self.jobs.cancel_all()
         self.server.stop(grace).wait()
@@ -112,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve models over gRPC")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; "
-                       "anything else needs --token)")
+                       "anything else needs mutual TLS: --tls-ca/--tls-cert/--tls-key)")
     serve.add_argument("--port", type=int, default=50551, help="port (0 picks a free one)")
     serve.add_argument("--cache-dir", type=Path, default=None, help="model cache folder "
                        "(default ~/.cache/edgefarm/agent or $EDGEFARM_AGENT_CACHE)")
@@ -122,6 +145,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--device-class", default=None, help="override the detected class (rpi4, x86 ...)")
     serve.add_argument("--token", default=os.environ.get("EDGEFARM_TOKEN"),
                        help="bearer token clients must send (default $EDGEFARM_TOKEN)")
+    serve.add_argument("--tls-ca", type=Path, default=os.environ.get("EDGEFARM_TLS_CA"),
+                       help="farm CA certificate: only clients it signed are served (`farmctl ca init`)")
+    serve.add_argument("--tls-cert", type=Path, default=os.environ.get("EDGEFARM_TLS_CERT"),
+                       help="this agent's certificate (`farmctl ca issue NAME --host ADDRESS`)")
+    serve.add_argument("--tls-key", type=Path, default=os.environ.get("EDGEFARM_TLS_KEY"),
+                       help="this agent's private key")
+    serve.add_argument("--advertise", action="store_true",
+                       help="announce this agent on the local network over zeroconf (_edgefarm._tcp)")
     serve.add_argument("--job-time-limit", type=float, default=600, help="seconds a job may run (default 600)")
     serve.add_argument("--job-memory-limit-mb", type=float, default=0,
                        help="memory a job's runner may use (default 80%% of RAM)")
@@ -138,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     config = AgentConfig(host=args.host, port=args.port, cache_dir=args.cache_dir,
                          cache_max_bytes=int(args.cache_max_mb * 2**20), name=args.name,
                          device_class=args.device_class, token=args.token,
+                         advertise=args.advertise, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
                          job_time_limit_s=args.job_time_limit,
                          job_memory_limit_bytes=int(args.job_memory_limit_mb * 2**20), threads=args.threads)
     server = AgentServer(config)

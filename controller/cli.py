@@ -77,31 +77,23 @@ def progress_printer(stream=sys.stderr):
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from controller.inventory import connect, load_inventory
-    from controller.measure import to_dict
+    from controller.inventory import device_rows
 
-    rows = []
-    for name, entry in load_inventory(args.inventory).items():
-        row = {"name": name, "address": entry.address or "embedded (127.0.0.1, started by farmctl)"}
-        try:
-            with connect(entry, ready_timeout=args.timeout) as client:
-                info = to_dict(client.info())
-            row.update(status="ok", info=info)
-        except FarmError as exc:
-            row.update(status="unreachable", error=str(exc))
-        rows.append(row)
+    interfaces = args.interface or None
+    rows = device_rows(args.inventory, timeout=args.timeout, discover=args.discover or bool(interfaces),
+                       interfaces=interfaces, discover_seconds=args.discover_seconds)
     if args.json:
         print(json.dumps(rows, indent=2))
-        return 0
+        return 0 if all(r["status"] == "ok" for r in rows) else 1
     for r in rows:
+        head = f"{r['name']:<14} {r['class'] or '-':<12} {r['address']:<24} {r['source']:<10}"
         if r["status"] != "ok":
-            print(f"{r['name']:<12} {r['address']}  UNREACHABLE: {r['error']}")
+            print(f"{head} {r['status'].upper()}: {r['error']}")
             continue
         i = r["info"]
         backends = ", ".join(f"{b['name']} {b['version']}" for b in i.get("backends", []))
-        print(f"{r['name']:<12} {r['address']}  {i['device_class']} {i['arch']}  {i['cpu_model']}  "
-              f"{i['cores']} cores  {int(i['memory_bytes']) / 2**30:.1f} GiB  {i['os']}  [{backends}]  "
-              f"agent {i['agent_version']}")
+        print(f"{head} ok  {i['arch']}  {i['cpu_model']}  {i['cores']} cores  "
+              f"{int(i['memory_bytes']) / 2**30:.1f} GiB  {i['os']}  [{backends}]  agent {i['agent_version']}")
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
@@ -208,8 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="fleet file (default ./inventory.yaml if present, else just 'local')")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("devices", help="list the inventory's devices and what each reports")
+    p = sub.add_parser("devices", help="list the inventory's devices (and discovered agents) with their health")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each device")
+    p.add_argument("--discover", action="store_true",
+                   help="also browse zeroconf for agents advertising _edgefarm._tcp (farm-agent --advertise)")
+    p.add_argument("--interface", action="append", default=[], metavar="ADDRESS",
+                   help="browse only on this interface address, e.g. 127.0.0.1 (repeatable; implies --discover)")
+    p.add_argument("--discover-seconds", type=float, default=2.0, help="how long to browse (default 2)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_devices)
 
@@ -236,6 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.set_defaults(func=cmd_report)
 
+    from controller.cli_fleet import add_parsers as add_fleet
     from controller.cli_nas import add_parser as add_nas
     from controller.cli_optimize import add_parser as add_optimize
     from controller.cli_techniques import add_parsers
@@ -243,6 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_optimize(sub)
     add_nas(sub)
     add_parsers(sub)
+    add_fleet(sub)
 
     p = sub.add_parser("example", help="write (or locate) a built-in example model")
     p.add_argument("name", nargs="?", default="mobilenetv2")

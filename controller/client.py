@@ -13,7 +13,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from controller.errors import DeviceError
+from controller.errors import AgentUnavailable, DeviceError
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc as pb_grpc
 
@@ -35,6 +35,33 @@ def file_digest(path: Path) -> str:
 
 
 @dataclass
+class TLSFiles:
+    """PEM bytes for mutual TLS: the farm CA, and this side's certificate and private key."""
+
+    ca: bytes
+    cert: bytes
+    key: bytes
+
+    @classmethod
+    def read(cls, ca: str | Path, cert: str | Path, key: str | Path) -> TLSFiles:
+        """Read the three files; a missing one is a DeviceError naming it and how to make it."""
+        data = []
+        for what, path in (("CA certificate", ca), ("certificate", cert), ("private key", key)):
+            try:
+                data.append(Path(path).expanduser().read_bytes())
+            except OSError as exc:
+                raise DeviceError(f"cannot read the TLS {what} '{path}' ({exc.strerror}); make it with "
+                                  "`farmctl ca init` / `farmctl ca issue NAME` or fix the path") from None
+        return cls(*data)
+
+
+def tls_from_env() -> TLSFiles | None:
+    """EDGEFARM_TLS_CA / _CERT / _KEY, when all three are set."""
+    paths = [os.environ.get(f"EDGEFARM_TLS_{k}") for k in ("CA", "CERT", "KEY")]
+    return TLSFiles.read(*paths) if all(paths) else None
+
+
+@dataclass
 class UploadOutcome:
     """What ensure_model did: the digest, and how many model bytes went over the wire."""
 
@@ -47,13 +74,20 @@ class UploadOutcome:
 class AgentClient:
     """A connection to one farm-agent."""
 
-    def __init__(self, address: str, token: str | None = None, name: str | None = None) -> None:
+    def __init__(self, address: str, token: str | None = None, name: str | None = None,
+                 tls: TLSFiles | None = None) -> None:
         self.address = address
         self.name = name or address
+        self.tls = tls
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self.channel = grpc.insecure_channel(address, options=[
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
+        options = [("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                   ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)]
+        if tls:
+            creds = grpc.ssl_channel_credentials(root_certificates=tls.ca, private_key=tls.key,
+                                                 certificate_chain=tls.cert)
+            self.channel = grpc.secure_channel(address, creds, options=options)
+        else:
+            self.channel = grpc.insecure_channel(address, options=options)
         self.stub = pb_grpc.AgentStub(self.channel)
         self.bytes_sent = 0
 
@@ -69,15 +103,23 @@ class AgentClient:
 
     def _error(self, exc: grpc.RpcError, what: str) -> DeviceError:
         code, details = exc.code(), exc.details() or ""
+        low = details.lower()
+        if code == grpc.StatusCode.UNAVAILABLE and ("ssl" in low or "handshake" in low or "tls" in low
+                                                     or "certificate" in low):
+            how = ("this client has a certificate, so the agent may be running without TLS or trust another CA"
+                   if self.tls else "the agent requires mutual TLS: give this device `tls:` (ca, cert, key from "
+                   "`farmctl ca`) in inventory.yaml or set EDGEFARM_TLS_CA/_CERT/_KEY")
+            return DeviceError(f"farm-agent '{self.name}' at {self.address} refused the TLS handshake "
+                               f"({details.splitlines()[0][:160]}); {how}")
         if code == grpc.StatusCode.UNAVAILABLE:
-            return DeviceError(
+            return AgentUnavailable(
                 f"cannot reach farm-agent '{self.name}' at {self.address} ({details.splitlines()[0][:200]}); "
                 f"start it there with `farm-agent serve --port {self.address.rsplit(':', 1)[-1]}` or fix the "
                 "address in inventory.yaml")
         if code == grpc.StatusCode.UNAUTHENTICATED:
             return DeviceError(f"farm-agent '{self.name}' refused {what}: {details}")
         if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return DeviceError(f"farm-agent '{self.name}' at {self.address} did not answer {what} in time; "
+            return AgentUnavailable(f"farm-agent '{self.name}' at {self.address} did not answer {what} in time; "
                                "check the device is up and not overloaded")
         return DeviceError(f"farm-agent '{self.name}' rejected {what}: {details} ({code.name})")
 

@@ -15,6 +15,11 @@ class DeviceError(FarmError):
     """A device is unknown, unreachable or refused us."""
 
 
+class AgentUnavailable(DeviceError):
+    """The agent stopped answering (down, killed, unreachable, or no answer in time): another agent of
+    the same class may take the job."""
+
+
 class JobFailed(FarmError):
     """A job ended with an error event from the agent; `code` is its ErrorCode name."""
 

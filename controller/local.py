@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from agent import child_env
-from controller.client import AgentClient
+from controller.client import AgentClient, TLSFiles
 from controller.errors import DeviceError
 from controller.paths import cache_root
 
@@ -38,12 +38,15 @@ class LocalAgent:
     """Starts `farm-agent serve --port 0` as a child process and stops it on exit."""
 
     def __init__(self, cache_dir: Path | None = None, extra_args: list[str] | None = None,
-                 name: str = "local") -> None:
+                 name: str = "local", tls: TLSFiles | None = None, port: int = 0,
+                 cpus: set[int] | None = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir else local_agent_dir()
         self.extra_args = list(extra_args or [])
         self.name = name
+        self.tls = tls          # the client's certificate, for an agent started with --tls-* flags
+        self.cpus = cpus        # pin the agent (and its runners) to these CPUs
         self.proc: subprocess.Popen | None = None
-        self.port = 0
+        self.port = port
         self.client: AgentClient | None = None
 
     @property
@@ -54,15 +57,20 @@ class LocalAgent:
     def start(self) -> AgentClient:
         """Start the agent, read its port, wait for the health check, return a client."""
         self.cache_dir.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "agent", "serve", "--host", "127.0.0.1", "--port", "0",
+        cmd = [sys.executable, "-m", "agent", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--name", self.name, "--cache-dir", str(self.cache_dir), *self.extra_args]
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL,
-                                         env=child_env(), preexec_fn=_die_with_parent)
+                                         env=child_env(), preexec_fn=self._child_setup)
         self.port = self._read_port()
-        self.client = AgentClient(f"127.0.0.1:{self.port}", name=self.name)
+        self.client = AgentClient(f"127.0.0.1:{self.port}", name=self.name, tls=self.tls)
         self.client.wait_ready(timeout=START_TIMEOUT_S)
         return self.client
+
+    def _child_setup(self) -> None:
+        _die_with_parent()
+        if self.cpus:
+            os.sched_setaffinity(0, self.cpus)
 
     def _read_port(self) -> int:
         sel = selectors.DefaultSelector()

@@ -17,12 +17,12 @@ import numpy as np
 
 from controller import candidates as plan_mod
 from controller.client import file_digest
-from controller.errors import FarmError
-from controller.inventory import LOCAL, connect, load_inventory, resolve_device
+from controller.errors import AgentUnavailable, FarmError
+from controller.inventory import LOCAL, connect_pool, load_inventory, resolve_devices
 from controller.measure import bench, evaluate_outputs, profile
 from controller.models import check_model
 from controller.progress import ProgressBar
-from controller.scheduler import Scheduler
+from controller.scheduler import JobLost, Scheduler
 from controller.settings import MeasureSettings
 from controller.sources import Source, example_source, onnx_source, optimize_key
 from controller.store import ResultsStore
@@ -325,6 +325,8 @@ class _Loop:
             try:
                 m = measure_on(client, path, self.settings, self.store, self.inputs, self.reference[device],
                                self.labels)
+            except AgentUnavailable:
+                raise  # the scheduler retries it on another agent of the device's class
             except FarmError as exc:
                 row = {"name": cand.name, "techniques": cand.techniques, "status": "failed",
                        "reason": f"measurement failed: {exc}", "size_bytes": size, "path": str(path),
@@ -384,6 +386,12 @@ class _Loop:
                 try:
                     row = fut.result(timeout=0.5)
                     break
+                except JobLost as exc:
+                    row = {"name": cand.name, "techniques": cand.techniques, "status": "failed",
+                           "reason": f"measurement failed: {exc}", "size_bytes": self.built[cand.name].stat().st_size,
+                           "path": str(self.built[cand.name]), "details": {}}
+                    self._store(d, row, None)
+                    break
                 except FutureTimeout:
                     _, running, _ = scheduler.counts()
                     self.bar.update(self.bar.done, running, message=", ".join(
@@ -416,7 +424,11 @@ class _Loop:
             self.bar.note(f"timing the baseline and {len(contenders)} contender(s) on {d} again "
                           f"({rounds} alternating rounds)")
         for d, row, fut in jobs:
-            b = fut.result()
+            try:
+                b = fut.result()
+            except JobLost as exc:
+                self.bar.advance(1, f"again: {row['name']} on {d}: not timed ({exc})")
+                continue
             row["p50_rounds"].append(b.latency_ms["p50"])
             row["_p90"].append(b.latency_ms["p90"])
             row["_p99"].append(b.latency_ms["p99"])
@@ -515,7 +527,8 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
         raise FarmError("the built-in example brings its own data (digits: training images to calibrate, the "
                         "validation split to evaluate); --calibration-data and --eval-data go with an ONNX MODEL")
     inv = load_inventory(inventory)
-    entries = [resolve_device(d, inv) for d in devices]  # unknown names fail before any work
+    for d in devices:
+        resolve_devices(d, inv)  # unknown names fail before any work
     source = (example_source(out, progress=lambda s: progress and progress(s)) if model is None
               else onnx_source(model, calibration_data, eval_data, preprocess,
                                (settings.input_shapes if settings else None)))
@@ -526,8 +539,8 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
     bar = ProgressBar(progress)
     try:
         with ExitStack() as stack:
-            clients = {e.name: stack.enter_context(connect(e)) for e in entries}
-            scheduler = stack.enter_context(Scheduler(clients))
+            pools = {d: connect_pool(d, inv, stack, progress=bar.note) for d in devices}
+            scheduler = stack.enter_context(Scheduler(pools, on_event=bar.note))
             loop = _Loop(source, devices, constraints, techniques, out, settings, db, key, deadline, bar)
             bar.total = len(devices)
             bar.update(0, len(devices), message="measuring and profiling the baseline")

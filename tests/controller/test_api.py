@@ -118,7 +118,7 @@ def test_inventory(tmp_path, monkeypatch):
     monkeypatch.setenv("PI_TOKEN", "t0k")
     assert devices["pi"].token() == "t0k"
     assert resolve_device("127.0.0.1:1234", devices).address == "127.0.0.1:1234"
-    with pytest.raises(DeviceError, match="unknown device 'nope'; the inventory has: local, pi"):
+    with pytest.raises(DeviceError, match="unknown device 'nope'; the inventory has devices: local, pi; classes: rpi4"):
         resolve_device("nope", devices)
     inv.write_text("devices:\n  pi: {class: rpi4}\n")
     with pytest.raises(DeviceError, match="needs an address"):
