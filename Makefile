@@ -5,13 +5,18 @@ BIN    := $(VENV)/bin
 
 .PHONY: setup demo test bench protos clean
 
-setup: $(VENV)/.installed
+setup: $(VENV)/.installed $(VENV)/share/edgefarm-models/.done
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+# real .tflite models (from the mediapipe wheel) for the LiteRT backend's tests and benchmark
+$(VENV)/share/edgefarm-models/.done: $(VENV)/.installed scripts/fetch_tflite_models.py
+	$(BIN)/python scripts/fetch_tflite_models.py
 	touch $@
 
 demo: setup

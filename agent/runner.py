@@ -17,6 +17,7 @@ from agent.backends import Backend, InputSpec, backend_class
 from agent.errors import JobError
 from agent.inputs import make_feeds, resolve_shapes
 from agent.stats import latency_stats
+from agent.telemetry import PowerMeter
 
 PROGRESS_EVERY_S = 1.0
 
@@ -118,6 +119,9 @@ def run_job(job: dict) -> None:
     t0 = time.perf_counter_ns()
     backend.load(Path(job["model_path"]), job["threads"], profile_dir)
     load_ms = (time.perf_counter_ns() - t0) / 1e6
+    if getattr(backend, "measures_itself", False):   # e.g. TensorRT through trtexec
+        _run_external(backend, cls, job, load_ms)
+        return
     specs = backend.inputs()
     if kind == "EVALUATE":
         samples = load_supplied_inputs(specs, Path(job["inputs_path"]))
@@ -134,17 +138,42 @@ def run_job(job: dict) -> None:
     first_ms = (time.perf_counter_ns() - t0) / 1e6
     if kind == "PROFILE":
         job = {**job, "min_iterations": job["profile_iterations"], "min_seconds": 0.0}
+    meter = PowerMeter()
+    meter.start()
     times, measured_s, flags = measure(backend, feeds, job)
+    energy = meter.stop()
     result = {"latency": latency_stats(times), "load_ms": load_ms, "first_inference_ms": first_ms,
               "peak_memory_bytes": peak_rss_bytes(), "threads": job["threads"], "backend": cls.name,
               "backend_version": cls.version(), "measured_seconds": measured_s, "flags": flags,
               "input_shapes": shapes, "warmup": job["warmup"]}
+    if energy and times:
+        # the loop's energy over its inferences: joules per inference, as millijoules
+        result["energy"] = {**energy, "mj_per_inference": energy["energy_j"] * 1000.0 / len(times)}
     if kind == "PROFILE":
         emit("progress", phase="profile", iterations=len(times), elapsed_s=measured_s,
              message="reading the profiler trace")
         rows, total_ms, runs = backend.layer_profile(skip_runs=1 + job["warmup"])
         emit("layers", rows=rows, total_ms=total_ms, iterations=runs)
         result["flags"] = result["flags"] + ["profiling_on"]
+    emit("result", **result)
+
+
+def _run_external(backend: Backend, cls, job: dict, load_ms: float) -> None:
+    """A backend that times itself (a vendor tool such as trtexec): its per-inference times and, for a
+    profile, its per-layer rows are reported like ours."""
+    kind = job["kind"]
+    if kind == "EVALUATE":
+        raise JobError("BACKEND_UNAVAILABLE", f"backend '{cls.name}' in its command-line mode cannot return "
+                                              "outputs; install its Python package on the device to evaluate")
+    out = backend.measure_itself(job, Path(job["work_dir"]), profile=kind == "PROFILE")
+    times = [int(ms * 1e6) for ms in out["times_ms"]]
+    result = {"latency": latency_stats(times), "load_ms": load_ms, "first_inference_ms": 0.0,
+              "peak_memory_bytes": peak_rss_bytes(), "threads": job["threads"], "backend": cls.name,
+              "backend_version": cls.version(), "measured_seconds": sum(times) / 1e9, "flags": [],
+              "input_shapes": job.get("input_shapes") or {}, "warmup": job["warmup"]}
+    if kind == "PROFILE":
+        emit("layers", rows=out["layers"], total_ms=out["total_ms"], iterations=out["runs"])
+        result["flags"] = ["profiling_on"]
     emit("result", **result)
 
 

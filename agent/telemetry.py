@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
+import threading
 import time
 from pathlib import Path
 
 SYS_THERMAL = Path("/sys/class/thermal")
 SYS_CPU = Path("/sys/devices/system/cpu")
+SYS_RAPL = Path("/sys/class/powercap")
 NOISY_CV = 0.10          # a run whose coefficient of variation exceeds this is flagged noisy
 HOT_MARGIN_C = 5.0       # within this many degrees of a passive trip point counts as throttling
 # vcgencmd get_throttled bits that mean "happening now": under-voltage, capped, throttled, soft temp limit
@@ -74,10 +77,167 @@ def rpi_throttled() -> str:
         return ""
 
 
+# ---- Raspberry Pi: vcgencmd ---------------------------------------------------------------------
+THROTTLE_BITS = {0: "under-voltage now", 1: "arm frequency capped now", 2: "throttled now",
+                 3: "soft temperature limit now", 16: "under-voltage occurred", 17: "arm frequency capping occurred",
+                 18: "throttling occurred", 19: "soft temperature limit occurred"}
+
+
+def parse_throttled(text: str) -> dict:
+    """`vcgencmd get_throttled` ('throttled=0x50005') -> the bits and their meanings."""
+    m = re.search(r"throttled=(0x[0-9a-fA-F]+|\d+)", text or "")
+    if not m:
+        return {}
+    value = int(m.group(1), 0)
+    return {"value": value, "now": bool(value & RPI_THROTTLED_NOW),
+            "reasons": [why for bit, why in THROTTLE_BITS.items() if value & (1 << bit)]}
+
+
+def parse_vcgencmd_temp(text: str) -> float | None:
+    """`vcgencmd measure_temp` ("temp=47.2'C") -> 47.2."""
+    m = re.search(r"temp=([\d.]+)", text or "")
+    return float(m.group(1)) if m else None
+
+
+def parse_vcgencmd_clock(text: str) -> int | None:
+    """`vcgencmd measure_clock arm` ('frequency(48)=1500398464') -> Hz."""
+    m = re.search(r"frequency\(\d+\)=(\d+)", text or "")
+    return int(m.group(1)) if m else None
+
+
+def _vcgencmd(*args: str) -> str:
+    try:
+        return subprocess.run(["vcgencmd", *args], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def rpi_readings() -> dict:
+    """Temperature, ARM clock and throttle state from vcgencmd on a Raspberry Pi, else {}."""
+    if not shutil.which("vcgencmd"):
+        return {}
+    return {"temp_c": parse_vcgencmd_temp(_vcgencmd("measure_temp")),
+            "arm_hz": parse_vcgencmd_clock(_vcgencmd("measure_clock", "arm")),
+            "throttled": parse_throttled(_vcgencmd("get_throttled"))}
+
+
+# ---- Jetson: tegrastats -------------------------------------------------------------------------
+_TEGRA_RAM = re.compile(r"RAM (\d+)/(\d+)MB")
+_TEGRA_CPU = re.compile(r"CPU \[([^\]]*)\]")
+_TEGRA_TEMP = re.compile(r"\b([A-Za-z][\w-]*)@(-?[\d.]+)C\b")
+_TEGRA_RAIL_MW = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d+)mW/(\d+)mW")
+_TEGRA_RAIL_OLD = re.compile(r"\b((?:POM|VDD)_[A-Z0-9_]+) (\d+)/(\d+)\b")
+_TEGRA_GPU = re.compile(r"GR3D_FREQ (\d+)%(?:@\[?(\d+))?")
+_TEGRA_EMC = re.compile(r"EMC_FREQ (\d+)%(?:@(\d+))?")
+INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VIN_SYS_5V0")
+
+
+def parse_tegrastats(line: str) -> dict:
+    """One `tegrastats` line -> RAM, per-CPU load and clock, GPU and EMC load, temperatures, and power
+    rails (instant and average mW); `input_mw` is the board's input rail when the line has one."""
+    out: dict = {"temps_c": {}, "rails_mw": {}, "cpus": []}
+    if m := _TEGRA_RAM.search(line):
+        out["ram_used_mb"], out["ram_total_mb"] = int(m.group(1)), int(m.group(2))
+    if m := _TEGRA_CPU.search(line):
+        for part in m.group(1).split(","):
+            cm = re.match(r"(\d+)%@(\d+)", part.strip())
+            out["cpus"].append({"load_pct": int(cm.group(1)), "mhz": int(cm.group(2))} if cm else None)
+    if m := _TEGRA_GPU.search(line):
+        out["gpu_load_pct"] = int(m.group(1))
+        if m.group(2):
+            out["gpu_mhz"] = int(m.group(2))
+    if m := _TEGRA_EMC.search(line):
+        out["emc_load_pct"] = int(m.group(1))
+    for name, temp in _TEGRA_TEMP.findall(line):
+        out["temps_c"][name] = float(temp)
+    for pattern in (_TEGRA_RAIL_MW, _TEGRA_RAIL_OLD):
+        for name, now, avg in pattern.findall(line):
+            out["rails_mw"].setdefault(name, {"now": int(now), "avg": int(avg)})
+    out["input_mw"] = next((out["rails_mw"][r]["now"] for r in INPUT_RAILS if r in out["rails_mw"]), None)
+    return out
+
+
+# ---- x86: RAPL energy counters --------------------------------------------------------------------
+def rapl_energy_uj(root: Path = SYS_RAPL) -> dict[str, tuple[int, int]]:
+    """Readable RAPL package counters: {zone: (energy_uj, max_energy_range_uj)} (root-only on many kernels)."""
+    zones = {}
+    for zone in sorted(root.glob("intel-rapl:*")):
+        if zone.name.count(":") != 1:   # packages only; sub-zones (core, dram) are inside them
+            continue
+        energy = _read_int(zone / "energy_uj")
+        if energy is not None:
+            zones[_read(zone / "name") or zone.name] = (energy, _read_int(zone / "max_energy_range_uj") or 0)
+    return zones
+
+
+def rapl_delta_j(before: dict[str, tuple[int, int]], after: dict[str, tuple[int, int]]) -> float | None:
+    """Joules between two rapl_energy_uj() readings, across every package, with counter wrap-around."""
+    if not before or not after:
+        return None
+    total = 0
+    for zone, (e0, wrap) in before.items():
+        if zone not in after:
+            continue
+        e1 = after[zone][0]
+        total += e1 - e0 if e1 >= e0 else e1 + wrap - e0
+    return total / 1e6
+
+
+class PowerMeter:
+    """Energy over a measured loop, from the best source here: RAPL package counters (x86), the input
+    rail of `tegrastats` (Jetson); none elsewhere. stop() returns {"source", "energy_j", "avg_power_w"}
+    or {} when the device exposes no energy reading."""
+
+    def __init__(self, tegrastats_interval_ms: int = 100) -> None:
+        self.interval_ms = tegrastats_interval_ms
+        self._rapl0: dict = {}
+        self._proc: subprocess.Popen | None = None
+        self._samples: list[int] = []
+        self._t0 = 0.0
+
+    def start(self) -> None:
+        self._t0 = time.perf_counter()
+        self._rapl0 = rapl_energy_uj()
+        if not self._rapl0 and shutil.which("tegrastats"):
+            try:
+                self._proc = subprocess.Popen(["tegrastats", "--interval", str(self.interval_ms)],
+                                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                threading.Thread(target=self._read, daemon=True).start()
+            except OSError:
+                self._proc = None
+
+    def _read(self) -> None:
+        for line in self._proc.stdout:
+            mw = parse_tegrastats(line).get("input_mw")
+            if mw is not None:
+                self._samples.append(mw)
+
+    def stop(self) -> dict:
+        seconds = time.perf_counter() - self._t0
+        if self._rapl0:
+            joules = rapl_delta_j(self._rapl0, rapl_energy_uj())
+            if joules is not None and seconds > 0:
+                return {"source": "rapl", "energy_j": joules, "avg_power_w": joules / seconds}
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+            if self._samples:
+                watts = sum(self._samples) / len(self._samples) / 1000.0
+                return {"source": "tegrastats", "energy_j": watts * seconds, "avg_power_w": watts}
+        return {}
+
+
 def read_telemetry() -> dict:
-    """A snapshot of temperatures, clocks, throttle state and load."""
-    return {"thermal": thermal_zones(), "cpufreq": cpu_frequencies(), "throttled_raw": rpi_throttled(),
-            "timestamp": time.time(), "load_1m": os.getloadavg()[0]}
+    """A snapshot of temperatures, clocks, throttle state and load (and vcgencmd's on a Raspberry Pi)."""
+    snapshot = {"thermal": thermal_zones(), "cpufreq": cpu_frequencies(), "throttled_raw": rpi_throttled(),
+                "timestamp": time.time(), "load_1m": os.getloadavg()[0]}
+    rpi = rpi_readings()
+    if rpi:
+        snapshot["rpi"] = rpi
+    return snapshot
 
 
 def is_throttled(snapshot: dict) -> bool:

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from agent.servicer import array_to_tensor, tensor_to_array
 from controller.client import AgentClient
 from controller.errors import JobFailed
-from controller.flops import graph_flops, row_flops
+from controller.flops import GraphFlops, graph_flops, row_flops
 from controller.inventory import LOCAL, connect, load_inventory, resolve_device
 from controller.models import ModelRef, check_model, resolve_model
 from controller.settings import MeasureSettings
@@ -61,6 +61,7 @@ class BenchResult:
     upload_bytes: int
     run_id: int | None
     telemetry: dict = field(default_factory=dict)
+    energy: dict = field(default_factory=dict)   # source, energy_j, avg_power_w, mj_per_inference (if any)
 
     def to_json(self) -> dict:
         """The object `farmctl bench --json` prints."""
@@ -199,7 +200,8 @@ def bench(model: str | Path | ModelRef | None = None, device: str | AgentClient 
         peak_memory_bytes=int(result["peak_memory_bytes"]), measured_seconds=result["measured_seconds"],
         input_shapes={k: [int(d) for d in v.get("dims", [])] for k, v in result["input_shapes"].items()},
         upload_bytes=sent, run_id=run_id,
-        telemetry={"before": result.get("telemetry_before"), "after": result.get("telemetry_after")})
+        telemetry={"before": result.get("telemetry_before"), "after": result.get("telemetry_after")},
+        energy=result.get("energy") or {})
 
 
 def profile(model: str | Path | ModelRef | None = None, device: str | AgentClient = LOCAL,
@@ -213,9 +215,10 @@ def profile(model: str | Path | ModelRef | None = None, device: str | AgentClien
         with _client_for(device, inventory) as client:
             job = _run(client, pb.PROFILE, ref, settings, progress)
             rows = sorted(job.layers.get("rows", []), key=lambda r: -r["time_ms"])
-            graph = graph_flops(ref.model, ref.input_shapes)
+            onnx_graph = ref.backend == "onnxruntime"
+            graph = graph_flops(ref.model, ref.input_shapes) if onnx_graph else GraphFlops({}, {})
             for r in rows:
-                r["flops"], r["source_nodes"] = row_flops(r, graph)
+                r["flops"], r["source_nodes"] = row_flops(r, graph) if onnx_graph else (0, [])
                 r["gflops_per_s"] = r["flops"] / (r["time_ms"] * 1e6) if r["time_ms"] > 0 else 0.0
             run_id = _record(db, "profile", ref, settings, job, rows)
             if job.error:

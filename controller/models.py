@@ -14,7 +14,7 @@ from agent.inputs import resolve_shapes
 from controller.errors import ModelError
 from controller.examples import EXAMPLES, example_model
 
-SUPPORTED = {".onnx": "onnxruntime"}
+SUPPORTED = {".onnx": "onnxruntime", ".tflite": "tflite"}
 
 
 @dataclass
@@ -83,6 +83,8 @@ def check_model(path: Path, input_shapes: dict[str, list[int]] | None = None) ->
     if backend is None:
         raise ModelError(f"'{path.name}': edgefarm measures {', '.join(SUPPORTED)} models so far; "
                          "convert the model to ONNX first")
+    if backend == "tflite":
+        return check_tflite_model(path, input_shapes)
     model = load_onnx(path)
     if not model.graph.node:
         raise ModelError(f"'{path}' parses as protobuf but holds no ONNX graph; is it really an ONNX model?")
@@ -97,3 +99,26 @@ def check_model(path: Path, input_shapes: dict[str, list[int]] | None = None) ->
     except JobError as exc:
         raise ModelError(f"{path.name}: {exc.message}") from None
     return ModelRef(path=path, name=path.stem, backend=backend, input_shapes=shapes, model=model)
+
+
+def check_tflite_model(path: Path, input_shapes: dict[str, list[int]] | None = None) -> ModelRef:
+    """Pre-flight of a .tflite file: the flatbuffer identifier, and the inputs when LiteRT is installed here
+    (otherwise the agent resolves them; a .tflite model's shapes are usually fixed)."""
+    from agent.backends.tflite import check_tflite
+
+    try:
+        check_tflite(path)
+    except JobError as exc:
+        raise ModelError(f"'{path.name}': {exc.message}") from None
+    shapes: dict[str, list[int]] = dict(input_shapes or {})
+    try:
+        from agent.backends.tflite import LiteRTBackend
+
+        backend = LiteRTBackend()
+        backend.load(path, 1)
+        shapes = resolve_shapes(backend.inputs(), input_shapes or {})
+    except ImportError:
+        pass
+    except JobError as exc:
+        raise ModelError(f"{path.name}: {exc.message}") from None
+    return ModelRef(path=path, name=path.stem, backend="tflite", input_shapes=shapes)

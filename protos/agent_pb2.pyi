@@ -300,22 +300,56 @@ class CpuFreq(_message.Message):
     hw_max_khz: int
     def __init__(self, cpu: _Optional[int] = ..., cur_khz: _Optional[int] = ..., max_khz: _Optional[int] = ..., hw_max_khz: _Optional[int] = ...) -> None: ...
 
+class RpiReadings(_message.Message):
+    __slots__ = ("temp_c", "arm_hz", "throttled")
+    TEMP_C_FIELD_NUMBER: _ClassVar[int]
+    ARM_HZ_FIELD_NUMBER: _ClassVar[int]
+    THROTTLED_FIELD_NUMBER: _ClassVar[int]
+    temp_c: float
+    arm_hz: int
+    throttled: RpiThrottled
+    def __init__(self, temp_c: _Optional[float] = ..., arm_hz: _Optional[int] = ..., throttled: _Optional[_Union[RpiThrottled, _Mapping]] = ...) -> None: ...
+
+class RpiThrottled(_message.Message):
+    __slots__ = ("value", "now", "reasons")
+    VALUE_FIELD_NUMBER: _ClassVar[int]
+    NOW_FIELD_NUMBER: _ClassVar[int]
+    REASONS_FIELD_NUMBER: _ClassVar[int]
+    value: int
+    now: bool
+    reasons: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, value: _Optional[int] = ..., now: _Optional[bool] = ..., reasons: _Optional[_Iterable[str]] = ...) -> None: ...
+
 class Telemetry(_message.Message):
-    __slots__ = ("thermal", "cpufreq", "throttled_raw", "timestamp", "load_1m")
+    __slots__ = ("thermal", "cpufreq", "throttled_raw", "timestamp", "load_1m", "rpi")
     THERMAL_FIELD_NUMBER: _ClassVar[int]
     CPUFREQ_FIELD_NUMBER: _ClassVar[int]
     THROTTLED_RAW_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     LOAD_1M_FIELD_NUMBER: _ClassVar[int]
+    RPI_FIELD_NUMBER: _ClassVar[int]
     thermal: _containers.RepeatedCompositeFieldContainer[ThermalZone]
     cpufreq: _containers.RepeatedCompositeFieldContainer[CpuFreq]
     throttled_raw: str
     timestamp: float
     load_1m: float
-    def __init__(self, thermal: _Optional[_Iterable[_Union[ThermalZone, _Mapping]]] = ..., cpufreq: _Optional[_Iterable[_Union[CpuFreq, _Mapping]]] = ..., throttled_raw: _Optional[str] = ..., timestamp: _Optional[float] = ..., load_1m: _Optional[float] = ...) -> None: ...
+    rpi: RpiReadings
+    def __init__(self, thermal: _Optional[_Iterable[_Union[ThermalZone, _Mapping]]] = ..., cpufreq: _Optional[_Iterable[_Union[CpuFreq, _Mapping]]] = ..., throttled_raw: _Optional[str] = ..., timestamp: _Optional[float] = ..., load_1m: _Optional[float] = ..., rpi: _Optional[_Union[RpiReadings, _Mapping]] = ...) -> None: ...
+
+class Energy(_message.Message):
+    __slots__ = ("source", "energy_j", "avg_power_w", "mj_per_inference")
+    SOURCE_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_J_FIELD_NUMBER: _ClassVar[int]
+    AVG_POWER_W_FIELD_NUMBER: _ClassVar[int]
+    MJ_PER_INFERENCE_FIELD_NUMBER: _ClassVar[int]
+    source: str
+    energy_j: float
+    avg_power_w: float
+    mj_per_inference: float
+    def __init__(self, source: _Optional[str] = ..., energy_j: _Optional[float] = ..., avg_power_w: _Optional[float] = ..., mj_per_inference: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("latency", "load_ms", "first_inference_ms", "peak_memory_bytes", "threads", "backend", "backend_version", "telemetry_before", "telemetry_after", "flags", "measured_seconds", "input_shapes", "warmup")
+    __slots__ = ("latency", "load_ms", "first_inference_ms", "peak_memory_bytes", "threads", "backend", "backend_version", "telemetry_before", "telemetry_after", "flags", "measured_seconds", "input_shapes", "warmup", "energy")
     class InputShapesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -336,6 +370,7 @@ class Result(_message.Message):
     MEASURED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
     WARMUP_FIELD_NUMBER: _ClassVar[int]
+    ENERGY_FIELD_NUMBER: _ClassVar[int]
     latency: LatencyStats
     load_ms: float
     first_inference_ms: float
@@ -349,7 +384,8 @@ class Result(_message.Message):
     measured_seconds: float
     input_shapes: _containers.MessageMap[str, Shape]
     warmup: int
-    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., load_ms: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., threads: _Optional[int] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., telemetry_before: _Optional[_Union[Telemetry, _Mapping]] = ..., telemetry_after: _Optional[_Union[Telemetry, _Mapping]] = ..., flags: _Optional[_Iterable[str]] = ..., measured_seconds: _Optional[float] = ..., input_shapes: _Optional[_Mapping[str, Shape]] = ..., warmup: _Optional[int] = ...) -> None: ...
+    energy: Energy
+    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., load_ms: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., threads: _Optional[int] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., telemetry_before: _Optional[_Union[Telemetry, _Mapping]] = ..., telemetry_after: _Optional[_Union[Telemetry, _Mapping]] = ..., flags: _Optional[_Iterable[str]] = ..., measured_seconds: _Optional[float] = ..., input_shapes: _Optional[_Mapping[str, Shape]] = ..., warmup: _Optional[int] = ..., energy: _Optional[_Union[Energy, _Mapping]] = ...) -> None: ...
 
 class Outputs(_message.Message):
     __slots__ = ("tensors",)

@@ -60,6 +60,8 @@ class Backend(ABC):
 # name -> "module:Class"; modules are imported only when a backend is asked for.
 BACKENDS = {
     "onnxruntime": "agent.backends.onnxruntime:OnnxRuntimeBackend",
+    "tflite": "agent.backends.tflite:LiteRTBackend",
+    "tensorrt": "agent.backends.tensorrt:TensorRTBackend",
 }
 
 

@@ -1,0 +1,159 @@
+"""The LiteRT backend on real .tflite models (from the mediapipe wheel, extracted by `make setup`), the
+TensorRT backend's trtexec parsers and its wiring with TensorRT absent, and the telemetry parsers on
+recorded vcgencmd / tegrastats output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agent import telemetry
+from agent.backends import available_backends, backend_class
+from agent.errors import JobError
+from controller.errors import JobFailed, ModelError
+from controller.measure import bench, profile
+from controller.settings import MeasureSettings
+
+DATA = Path(__file__).parent / "data"
+MODELS = Path(sys.prefix) / "share" / "edgefarm-models"
+FAST = MeasureSettings(threads=1, warmup=3, min_iterations=20, min_seconds=0.05, profile_iterations=5)
+
+
+@pytest.fixture(scope="module")
+def face_tflite() -> Path:
+    path = MODELS / "face_detection_short_range.tflite"
+    if not path.exists():
+        pytest.skip(f"{path} is missing: run `make setup` (scripts/fetch_tflite_models.py extracts it)")
+    return path
+
+
+def test_litert_backend_runs_and_profiles_a_real_tflite_model(face_tflite):
+    from agent.backends.tflite import LiteRTBackend
+
+    backend = LiteRTBackend()
+    backend.load(face_tflite, threads=1)
+    spec = backend.inputs()[0]
+    assert (spec.name, spec.shape, spec.dtype) == ("input", [1, 128, 128, 3], np.float32)
+    outs = backend.run({"input": np.random.default_rng(0).random((1, 128, 128, 3), dtype=np.float32)})
+    assert [o.shape for o in outs] == [(1, 896, 16), (1, 896, 1)]
+    rows, total_ms, runs = backend.layer_profile(skip_runs=0)
+    types = {r["op_type"] for r in rows}
+    assert {"CONV_2D", "DEPTHWISE_CONV_2D"} <= types and "DEQUANTIZE" not in types   # weights fold into convs
+    assert total_ms > 0 and runs > 0 and abs(sum(r["percent"] for r in rows) - 100) < 1e-6
+    # the ops timed alone add up to about the whole model (within a factor of 2 on a noisy machine)
+    assert 0.5 < sum(r["time_ms"] for r in rows) / total_ms < 2.0
+
+
+def test_tflite_models_through_the_farm(shared_agent, face_tflite, tmp_path):
+    client, _ = shared_agent
+    assert "tflite" in [b.name for b in client.info().backends]
+    res = bench(face_tflite, client, FAST, tmp_path / "r.db")
+    assert res.backend == "tflite" and res.latency_ms["p50"] > 0 and res.threads == 1
+    prof = profile(MODELS / "selfie_segmentation.tflite", client, FAST, tmp_path / "r.db")
+    assert prof.backend == "tflite" and len(prof.layers) > 50 and prof.layers[0]["time_ms"] >= prof.layers[-1]["time_ms"]
+
+
+def test_a_broken_tflite_file_is_a_clear_error(tmp_path):
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError, match="not a TFLite/LiteRT model"):
+        bench(bad, "local")
+
+
+# ---- TensorRT: parsers and wiring ---------------------------------------------------------------
+
+def test_trtexec_profile_and_times_parse():
+    from agent.backends.trtexec import layer_type, parse_trtexec_profile, parse_trtexec_times
+
+    rows, total, runs = parse_trtexec_profile(json.loads((DATA / "trtexec_profile.json").read_text()))
+    assert runs == 200 and len(rows) == 5
+    assert rows[0]["name"] == "/conv1/Conv + /relu1/Relu" and rows[0]["op_type"] == "Conv"
+    assert rows[0]["time_ms"] == pytest.approx(0.123054) and rows[0]["percent"] == pytest.approx(31.4016)
+    assert total == pytest.approx(0.123054 + 0.0914735 + 0.105216 + 0.018432 + 0.053709)
+    assert layer_type("/fc/Gemm") == "Gemm"
+    times = parse_trtexec_times(json.loads((DATA / "trtexec_times.json").read_text()))
+    assert times == pytest.approx([0.392, 0.391, 0.398])
+    with pytest.raises(JobError, match="count"):
+        parse_trtexec_profile([{"name": "x"}])
+    with pytest.raises(JobError, match="no inference"):
+        parse_trtexec_times([])
+
+
+def test_trtexec_command_and_engine_cache_key(tmp_path):
+    from agent.backends.trtexec import engine_key, trtexec_command
+
+    onnx_path, engine = tmp_path / "m.onnx", tmp_path / "e.engine"
+    cmd = trtexec_command(onnx_path, engine, "int8", tmp_path / "t.json", tmp_path / "p.json", 100)
+    assert f"--onnx={onnx_path}" in cmd and f"--saveEngine={engine}" in cmd
+    assert {"--fp16", "--int8", "--separateProfileRun", f"--exportProfile={tmp_path / 'p.json'}"} <= set(cmd)
+    engine.write_bytes(b"cached")
+    cmd = trtexec_command(onnx_path, engine, "fp16", tmp_path / "t.json", None, 100)
+    assert f"--loadEngine={engine}" in cmd and not any(c.startswith("--onnx") for c in cmd) and "--int8" not in cmd
+    a = engine_key("d" * 64, "fp16", "10.3.0", "Orin")
+    assert a == engine_key("d" * 64, "fp16", "10.3.0", "Orin") and a != engine_key("d" * 64, "int8", "10.3.0", "Orin")
+
+
+def test_tensorrt_absent_is_reported_not_crashed(shared_agent, conv_onnx, tmp_path):
+    pytest.importorskip("numpy")
+    try:
+        import tensorrt  # noqa: F401
+        pytest.skip("TensorRT is installed here")
+    except ImportError:
+        pass
+    assert "tensorrt" not in [b["name"] for b in available_backends()]
+    with pytest.raises(JobError, match="backend 'tensorrt' is not installed on this device"):
+        backend_class("tensorrt")
+    client, _ = shared_agent
+    from controller.models import check_model
+
+    ref = check_model(conv_onnx)
+    ref.backend = "tensorrt"
+    with pytest.raises(JobFailed, match="BACKEND_UNAVAILABLE.*tensorrt"):
+        bench(ref, client, FAST, tmp_path / "r.db")
+
+
+# ---- telemetry parsers on recorded output --------------------------------------------------------
+
+def test_vcgencmd_parsers():
+    assert telemetry.parse_vcgencmd_temp("temp=47.2'C") == 47.2
+    assert telemetry.parse_vcgencmd_clock("frequency(48)=1500398464") == 1500398464
+    t = telemetry.parse_throttled("throttled=0x50005")
+    assert t["now"] and t["reasons"] == ["under-voltage now", "throttled now", "under-voltage occurred",
+                                         "throttling occurred"]
+    assert telemetry.parse_throttled("throttled=0x0") == {"value": 0, "now": False, "reasons": []}
+    assert telemetry.parse_throttled("garbage") == {}
+
+
+def test_tegrastats_orin_line_gives_rails_temps_and_clocks():
+    got = telemetry.parse_tegrastats((DATA / "tegrastats_orin.txt").read_text())
+    assert (got["ram_used_mb"], got["ram_total_mb"]) == (2448, 7620)
+    assert got["cpus"][:2] == [{"load_pct": 12, "mhz": 1510}, {"load_pct": 5, "mhz": 1510}] and got["cpus"][4] is None
+    assert (got["gpu_load_pct"], got["gpu_mhz"], got["emc_load_pct"]) == (67, 624, 0)
+    assert got["temps_c"]["GPU"] == 46.125 and got["temps_c"]["tj"] == 47.187
+    assert got["rails_mw"]["VDD_IN"] == {"now": 7421, "avg": 6012} and got["input_mw"] == 7421
+    assert got["rails_mw"]["VDD_CPU_GPU_CV"]["now"] == 2128
+
+
+def test_tegrastats_nano_line_uses_the_old_rail_format():
+    got = telemetry.parse_tegrastats((DATA / "tegrastats_nano.txt").read_text())
+    assert got["input_mw"] == 3028 and got["rails_mw"]["POM_5V_GPU"] == {"now": 80, "avg": 80}
+    assert got["temps_c"]["CPU"] == 39.5 and got["gpu_mhz"] == 921 and len(got["cpus"]) == 4
+
+
+def test_rapl_counters_and_wraparound(tmp_path):
+    zone = tmp_path / "intel-rapl:0"
+    zone.mkdir()
+    (zone / "name").write_text("package-0\n")
+    (zone / "max_energy_range_uj").write_text("262143328850\n")
+    (zone / "energy_uj").write_text("262143000000\n")
+    (tmp_path / "intel-rapl:0:0").mkdir()     # a sub-zone (core): not counted twice
+    before = telemetry.rapl_energy_uj(tmp_path)
+    (zone / "energy_uj").write_text("1671150\n")   # wrapped
+    after = telemetry.rapl_energy_uj(tmp_path)
+    assert list(before) == ["package-0"]
+    assert telemetry.rapl_delta_j(before, after) == pytest.approx((262143328850 - 262143000000 + 1671150) / 1e6)
+    assert telemetry.rapl_delta_j({}, after) is None
