@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from agent.backends import Backend, InputSpec
-from agent.backends.trtexec import gpu_name, layer_type, engine_key, has_qdq, run_trtexec, trt_version
+from agent.backends.trtexec import engine_key, gpu_name, has_qdq, layer_type, run_trtexec, trt_version
 from agent.errors import JobError
 
 try:  # imported at module load so that an agent without TensorRT lists it as unavailable
