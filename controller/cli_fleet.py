@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 
@@ -28,6 +29,45 @@ def cmd_ca_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _entry(args: argparse.Namespace):
+    from controller.errors import DeviceError
+    from controller.inventory import load_inventory
+
+    inv = load_inventory(args.inventory)
+    if args.name not in inv:
+        raise DeviceError(f"no device '{args.name}' in the inventory ({', '.join(inv)}); deploy, logs and undeploy "
+                          "take a device name with `address:` and `ssh:` settings")
+    return inv[args.name]
+
+
+def _say(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    from controller.deploy import deploy
+
+    target = deploy(_entry(args), accept_new_host_key=args.accept_new_host_key, progress=_say,
+                    ready_timeout=args.timeout, pip_args=args.pip_arg)
+    print(f"{args.name}: farm-agent running ({target.arch}, "
+          f"{'systemd ' + target.systemd if target.systemd else 'background process'})")
+    return 0
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from controller.deploy import logs
+
+    print(logs(_entry(args), args.lines), end="")
+    return 0
+
+
+def cmd_undeploy(args: argparse.Namespace) -> int:
+    from controller.deploy import undeploy
+
+    undeploy(_entry(args), progress=_say)
+    return 0
+
+
 def add_parsers(sub) -> None:
     """Register the fleet subcommands."""
     p = sub.add_parser("ca", help="the farm certificate authority for mutual TLS between farmctl and agents")
@@ -43,3 +83,19 @@ def add_parsers(sub) -> None:
     q.add_argument("--dir", type=Path, default=None, help="the CA's folder")
     q.add_argument("--out", type=Path, default=None, help="where to write NAME.pem/.key (default: the CA's folder)")
     q.set_defaults(func=cmd_ca_issue)
+
+    p = sub.add_parser("deploy", help="install and start a farm-agent on an inventory device over SSH")
+    p.add_argument("name", help="inventory device name (needs address and ssh settings)")
+    p.add_argument("--accept-new-host-key", action="store_true",
+                   help="trust the device's SSH host key on first contact (a changed key is always refused)")
+    p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for the agent's health check")
+    p.add_argument("--pip-arg", action="append", default=[],
+                   help="extra argument for pip on the device, e.g. --pip-arg=--index-url=URL (repeatable)")
+    p.set_defaults(func=cmd_deploy)
+    p = sub.add_parser("logs", help="the last lines of a deployed agent's log")
+    p.add_argument("name")
+    p.add_argument("-n", "--lines", type=int, default=50)
+    p.set_defaults(func=cmd_logs)
+    p = sub.add_parser("undeploy", help="stop a deployed agent and remove it from the device")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_undeploy)

@@ -60,3 +60,29 @@ def calculate_flops(model, input_shape: tuple[int, ...] = DIGITS_INPUT) -> int:
 def calculate_flops_reduction(original, optimized, input_shape: tuple[int, ...] = DIGITS_INPUT) -> float:
     """Share of FLOPs removed: 1 - optimized/original (0.4 means 40 % fewer)."""
     return 1.0 - calculate_flops(optimized, input_shape) / max(calculate_flops(original, input_shape), 1)
+
+
+def export_tflite(model, path: str | Path, input_shape: tuple[int, ...] = DIGITS_INPUT) -> Path:
+    """A PyTorch model as a .tflite file via litert-torch (the optional extra `edgefarm[litert-torch]`,
+    about 2 GB); without it, an OptimizerError that says so and what edgefarm does instead."""
+    import importlib
+
+    import torch
+
+    from optimizers.errors import OptimizerError
+
+    converter = None
+    for name in ("litert_torch", "ai_edge_torch"):       # ai_edge_torch is litert-torch's former name
+        try:
+            converter = importlib.import_module(name)
+            break
+        except ImportError:
+            continue
+    if converter is None:
+        raise OptimizerError("converting PyTorch to .tflite needs litert-torch, an optional extra of about 2 GB "
+                             "(pip install 'edgefarm[litert-torch]'); without it edgefarm measures the ONNX export "
+                             "with onnxruntime instead")
+    path = Path(path)
+    edge = converter.convert(model.eval(), (torch.zeros(input_shape),))
+    edge.export(str(path))
+    return path

@@ -86,6 +86,6 @@ def available_backends() -> list[dict]:
         try:
             cls = backend_class(name)
             found.append({"name": name, "version": cls.version(), "providers": cls.providers()})
-        except JobError:
+        except Exception:  # noqa: BLE001 - a runtime that is missing or broken here is simply not offered
             continue
     return found

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from ai_edge_litert.interpreter import Interpreter, OpResolverType  # absent: the backend is unavailable
 
 from agent.backends import Backend, InputSpec
 from agent.errors import JobError
@@ -20,8 +21,6 @@ PROFILE_RUNS = 30
 
 
 def _interpreter(model: bytes | str, threads: int):
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
     kwargs = {"model_path": model} if isinstance(model, str) else {"model_content": model}
     # AUTO = the builtin kernels with the default delegates, i.e. XNNPACK on CPU
     return Interpreter(**kwargs, num_threads=max(int(threads), 1),

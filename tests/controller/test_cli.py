@@ -114,7 +114,8 @@ def test_devices_reports_an_unreachable_inventory_entry(tmp_path):
     (lambda d, m: ["report"], "no results store"),
     (lambda d, m: ["bench", str(models.external_data_model(m, d / "ext.onnx"))], "save_as_external_data=False"),
     (lambda d, m: ["bench", str(d)], "is not a file"),
-    (lambda d, m: ["bench", str(models.random_bytes(d / "model.tflite"))], "measures .onnx models so far"),
+    (lambda d, m: ["bench", str(models.random_bytes(d / "model.pb"))], "measures .onnx, .tflite models so far"),
+    (lambda d, m: ["bench", str(models.random_bytes(d / "model.tflite"))], "is not a TFLite/LiteRT model"),
     (lambda d, m: ["bench", "example:resnet"], "built-in examples are: mobilenetv2"),
 ])
 def test_bad_input_gives_one_clear_error_line(tmp_path, conv_onnx, make_args, words):
