@@ -43,8 +43,9 @@ class Candidate:
 
     name: str
     techniques: list[str]
-    build: Callable[[Path], dict] = field(repr=False)  # writes the .onnx at the path; returns details
+    build: Callable[[Path], dict] = field(repr=False)  # writes the model at the path; returns details
     refinement: bool = False                           # built only after measurements ask for it
+    suffix: str = ".onnx"                              # ".tflite" for the LiteRT twins (--tflite)
 
 
 CALIBRATION_CHOICES = tuple(f"int8-{alg}" for alg in CALIBRATIONS)  # one calibration instead of all three
@@ -116,9 +117,12 @@ def _torch_builders(source: Source, plan: list[Candidate], techniques: list[str]
     assert parts is not None
 
     def export(model, out: Path) -> None:
-        from optimizers.torch_helpers import export_onnx
+        from optimizers.torch_helpers import export_onnx, export_tflite
 
-        export_onnx(model, out, parts.input_shape)
+        if out.suffix == ".tflite":
+            export_tflite(model, out, parts.input_shape)   # litert-torch (the --tflite twins)
+        else:
+            export_onnx(model, out, parts.input_shape)
 
     def calib():
         return source.calibration
@@ -198,6 +202,26 @@ def _torch_builders(source: Source, plan: list[Candidate], techniques: list[str]
         plan.append(Candidate("low-rank-50", ["low-rank", "fine-tune"], build_low_rank))
 
 
+TFLITE_TWINS = ("prune-30", "prune-50", "prune-50-profiled", "distill", "low-rank-50")
+
+
+def _tflite_twins(source: Source, torch_candidates: list[Candidate]) -> list[Candidate]:
+    """The LiteRT versions: the original model and the exported PyTorch candidates, as .tflite files."""
+    from optimizers.torch_helpers import export_tflite
+
+    parts = source.torch
+
+    def build_original(out: Path) -> dict:
+        export_tflite(parts.model, out, parts.input_shape)
+        return {"converter": "litert-torch"}
+
+    twins = [Candidate("tflite", ["tflite"], build_original, suffix=".tflite")]
+    for c in torch_candidates:
+        if c.name in TFLITE_TWINS:
+            twins.append(Candidate(f"{c.name}-tflite", [*c.techniques, "tflite"], c.build, suffix=".tflite"))
+    return twins
+
+
 def _after(dependency: Path, build: Callable[[Path], dict]) -> Callable[[Path], dict]:
     """A builder that needs another candidate's file first (it is built by then: plan order)."""
 
@@ -210,8 +234,11 @@ def _after(dependency: Path, build: Callable[[Path], dict]) -> Callable[[Path], 
 
 
 def plan(source: Source, techniques: list[str], work: Path,
-         layer_ratios: Callable[[float], dict[str, float]] | None = None) -> tuple[list[Candidate], list[dict]]:
-    """Candidates in build order, and the techniques skipped with the reason."""
+         layer_ratios: Callable[[float], dict[str, float]] | None = None,
+         tflite: bool = False) -> tuple[list[Candidate], list[dict]]:
+    """Candidates in build order, and the techniques skipped with the reason. With tflite, every PyTorch
+    candidate that is exported (not the INT8 ONNX ones) also gets a `-tflite` twin converted by litert-torch,
+    and the original model one named `tflite`, measured with the LiteRT backend."""
     base = source.baseline
     calib = source.calibration
     candidates: list[Candidate] = []
@@ -235,7 +262,10 @@ def plan(source: Source, techniques: list[str], work: Path,
                                                            "which is all INT4 weight-only quantizes"})
     trainable = [t for t in techniques if t in TRAINING]
     if source.torch is not None:
+        first = len(candidates)
         _torch_builders(source, candidates, techniques, work, layer_ratios)
+        if tflite:
+            candidates += _tflite_twins(source, candidates[first:])
     else:
         for t in trainable:
             skipped.append({"technique": t, "reason": "needs the PyTorch model and its training data; an ONNX "

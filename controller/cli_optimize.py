@@ -44,6 +44,9 @@ def add_parser(sub) -> None:
     p.add_argument("--confirm-rounds", type=int, default=None,
                    help="extra alternating rounds timing the baseline and the plausible winners again; their "
                         "p50 is the median over all rounds (default 2; 0 = one measurement each)")
+    p.add_argument("--tflite", action="store_true",
+                   help="also convert the PyTorch candidates to .tflite with litert-torch (optional extra "
+                        "edgefarm[litert-torch]) and measure them with the LiteRT backend")
     p.add_argument("--out", type=Path, default=Path("edgefarm-optimize"),
                    help="folder for candidates, the chosen model and the reports (default ./edgefarm-optimize)")
     p.set_defaults(func=cmd_optimize)
@@ -74,6 +77,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     result = optimize(args.model, args.device or ["local"], constraints, args.calibration_data, args.eval_data,
                       _preprocess(args), args.techniques, args.budget_minutes, args.out, measure_settings(args),
                       store=args.store, inventory=args.inventory, progress=sink,
+                      tflite=args.tflite,
                       **({} if args.confirm_rounds is None else {"confirm_rounds": args.confirm_rounds}))
     if args.json:
         print(json.dumps(result.to_json(), indent=1))

@@ -307,7 +307,7 @@ class _Loop:
     # candidates -------------------------------------------------------------------------------------
     def build(self, cand: plan_mod.Candidate) -> tuple[Path | None, dict, str]:
         """Build one candidate (or reuse an earlier run's complete build); (path, details, error)."""
-        path = self.work / f"{cand.name}.onnx"
+        path = self.work / f"{cand.name}{cand.suffix}"
         details = plan_mod.read_details(path)
         if details is not None:
             return path, details, ""
@@ -512,7 +512,7 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
              techniques: list[str] | str | None = None, budget_minutes: float | None = None,
              out_dir: Path | str = "edgefarm-optimize", settings: MeasureSettings | None = None,
              store: ResultsStore | Path | str | None = None, inventory: Path | None = None,
-             progress=None, confirm_rounds: int = CONFIRM_ROUNDS) -> OptimizeResult:
+             progress=None, confirm_rounds: int = CONFIRM_ROUNDS, tflite: bool = False) -> OptimizeResult:
     """Optimize `model` (an ONNX path or example:NAME; None = the built-in PyTorch example) for each device
     and choose, per device, the fastest candidate meeting every constraint. See the README."""
     from controller.optimize_report import write_reports
@@ -526,6 +526,16 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
     if model is None and (calibration_data is not None or eval_data is not None):
         raise FarmError("the built-in example brings its own data (digits: training images to calibrate, the "
                         "validation split to evaluate); --calibration-data and --eval-data go with an ONNX MODEL")
+    if tflite:
+        if model is not None:
+            raise FarmError("--tflite converts the PyTorch candidates with litert-torch; it applies to the built-in "
+                            "PyTorch example (run without MODEL); give a .tflite file as MODEL to `farmctl bench`")
+        from optimizers.torch_helpers import tflite_converter
+
+        try:
+            tflite_converter()
+        except Exception as exc:  # OptimizerError: say what to install before any work
+            raise FarmError(str(exc)) from None
     inv = load_inventory(inventory)
     for d in devices:
         resolve_devices(d, inv)  # unknown names fail before any work
@@ -552,7 +562,7 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
             modules = _conv_modules(source.torch.model) if source.torch else set()
             cands, skipped = plan_mod.plan(
                 source, techniques, loop.work,
-                layer_ratios=lambda r: ratios_from_profile(loop.layers[first], modules, r))
+                layer_ratios=lambda r: ratios_from_profile(loop.layers[first], modules, r), tflite=tflite)
             bar.total += len(cands) * len(devices)
             loop.run_candidates(scheduler, [c for c in cands if not c.refinement])
             skipped += _refine(loop, scheduler, bar)

@@ -65,24 +65,27 @@ def calculate_flops_reduction(original, optimized, input_shape: tuple[int, ...] 
 def export_tflite(model, path: str | Path, input_shape: tuple[int, ...] = DIGITS_INPUT) -> Path:
     """A PyTorch model as a .tflite file via litert-torch (the optional extra `edgefarm[litert-torch]`,
     about 2 GB); without it, an OptimizerError that says so and what edgefarm does instead."""
-    import importlib
-
     import torch
 
-    from optimizers.errors import OptimizerError
-
-    converter = None
-    for name in ("litert_torch", "ai_edge_torch"):       # ai_edge_torch is litert-torch's former name
-        try:
-            converter = importlib.import_module(name)
-            break
-        except ImportError:
-            continue
-    if converter is None:
-        raise OptimizerError("converting PyTorch to .tflite needs litert-torch, an optional extra of about 2 GB "
-                             "(pip install 'edgefarm[litert-torch]'); without it edgefarm measures the ONNX export "
-                             "with onnxruntime instead")
+    converter = tflite_converter()
     path = Path(path)
     edge = converter.convert(model.eval(), (torch.zeros(input_shape),))
     edge.export(str(path))
     return path
+
+
+def tflite_converter():
+    """The litert-torch module (or ai_edge_torch, its former name); an OptimizerError saying what to install
+    when neither is."""
+    import importlib
+
+    from optimizers.errors import OptimizerError
+
+    for name in ("litert_torch", "ai_edge_torch"):
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+    raise OptimizerError("converting PyTorch to .tflite needs litert-torch, an optional extra of about 2 GB "
+                         "(pip install 'edgefarm[litert-torch]'); without it edgefarm measures the ONNX export "
+                         "with onnxruntime instead")

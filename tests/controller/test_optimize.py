@@ -135,6 +135,32 @@ def test_the_example_brings_its_own_data(tmp_path, capsys):
     assert "the built-in example brings its own data" in capsys.readouterr().err
 
 
+def test_tflite_twins_say_what_they_need(tmp_path, capsys):
+    import importlib.util
+
+    assert main(_optimize(tmp_path, "--tflite")) == 2          # an ONNX MODEL: not a PyTorch candidate
+    assert "--tflite converts the PyTorch candidates with litert-torch" in capsys.readouterr().err
+    if importlib.util.find_spec("litert_torch") or importlib.util.find_spec("ai_edge_torch"):
+        pytest.skip("litert-torch is installed here")
+    assert main(["--store", str(tmp_path / "r.db"), "optimize", "--tflite", "--out", str(tmp_path / "o")]) == 2
+    assert "needs litert-torch, an optional extra of about 2 GB (pip install 'edgefarm[litert-torch]')" in \
+        capsys.readouterr().err
+
+
+def test_the_plan_adds_tflite_twins_of_the_exported_pytorch_candidates(tmp_path):
+    from types import SimpleNamespace
+
+    from controller.candidates import plan
+
+    source = SimpleNamespace(baseline=tmp_path / "m.onnx", calibration=None, torch=SimpleNamespace(
+        model=None, train=None, input_shape=(1, 1, 28, 28)))
+    cands, _ = plan(source, ["prune", "distill", "int8-minmax"], tmp_path, layer_ratios=lambda r: {}, tflite=True)
+    names = {c.name: c for c in cands}
+    assert {"tflite", "prune-30-tflite", "prune-50-tflite", "prune-50-profiled-tflite", "distill-tflite"} <= set(names)
+    assert "distill+int8-minmax-tflite" not in names and names["distill-tflite"].suffix == ".tflite"
+    assert names["distill-tflite"].build is names["distill"].build      # the same training, another export
+
+
 def test_data_that_do_not_fit_the_model(tmp_path, capsys):
     np.savez(tmp_path / "cal.npz", pixels=np.zeros((4, 3, 224, 224), np.float32))
     assert main(_optimize(tmp_path, "--calibration-data", str(tmp_path / "cal.npz"))) == 2
