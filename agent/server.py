@@ -128,6 +128,21 @@ class AgentServer:
         self.server.stop(grace).wait()
 
 
+def parse_cpus(text: str) -> set[int]:
+    """'3', '2-3', '0,2' -> a CPU set (checked against this machine's CPUs)."""
+    cpus: set[int] = set()
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.strip().partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--cpus '{text}' is not a CPU list like 3, 2-3 or 0,2") from None
+    available = os.sched_getaffinity(0)
+    if not cpus or not cpus <= available:
+        raise argparse.ArgumentTypeError(f"--cpus {text}: this machine offers CPUs {sorted(available)}")
+    return cpus
+
+
 def build_parser() -> argparse.ArgumentParser:
     """farm-agent's command line."""
     parser = argparse.ArgumentParser(prog="farm-agent", description="edgefarm device agent")
@@ -151,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="this agent's certificate (`farmctl ca issue NAME --host ADDRESS`)")
     serve.add_argument("--tls-key", type=Path, default=os.environ.get("EDGEFARM_TLS_KEY"),
                        help="this agent's private key")
+    serve.add_argument("--cpus", type=parse_cpus, default=None, metavar="LIST",
+                       help="pin the agent and its measured jobs to these CPUs, e.g. 3 or 2-3 or 0,2 (keeps them "
+                            "away from other work on the device; on a shared machine this steadies timing a lot)")
     serve.add_argument("--advertise", action="store_true",
                        help="announce this agent on the local network over zeroconf (_edgefarm._tcp)")
     serve.add_argument("--job-time-limit", type=float, default=600, help="seconds a job may run (default 600)")
@@ -164,6 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the farm-agent console script."""
     args = build_parser().parse_args(argv)
+    if args.cpus:
+        os.sched_setaffinity(0, args.cpus)   # the runner children inherit it
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = AgentConfig(host=args.host, port=args.port, cache_dir=args.cache_dir,

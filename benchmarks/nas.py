@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -43,9 +44,13 @@ def main() -> int:
         print(line, file=sys.stderr, flush=True)
 
     example, data, _ = pretrained_example(progress=log)
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = len(cpus) >= 2
+    if pinned:   # the controller (export, training) on one CPU, the agent and its jobs on another
+        os.sched_setaffinity(0, set(cpus[:-1]))
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        agent = LocalAgent(cache_dir=work / "agent", name="bench")
+        agent = LocalAgent(cache_dir=work / "agent", name="bench", cpus={cpus[-1]} if pinned else None)
         client = agent.start()
         store = ResultsStore(work / "nas.db")
         try:
@@ -71,7 +76,8 @@ def main() -> int:
             agent.stop()
     errs = [abs(c["error"]) for c in checks]
     within = sum(e <= 0.10 for e in errs) / len(errs)
-    lines = [f"Measured on {machine()}, by `python benchmarks/nas.py`: a local farm-agent, ONNX Runtime CPU, "
+    lines = [f"Measured on {machine()}, by `python benchmarks/nas.py`: a local farm-agent"
+             f"{f' pinned to CPU {cpus[-1]} (the controller on the others)' if pinned else ''}, ONNX Runtime CPU, "
              f"1 thread. Latency table: {run.table_blocks} entries measured on the agent (block configurations "
              "and a ReLU probe per input shape).", "",
              f"Predictor vs whole measured models, {len(checks)} random architectures: median |error| "

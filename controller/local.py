@@ -59,18 +59,15 @@ class LocalAgent:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         cmd = [sys.executable, "-m", "agent", "serve", "--host", "127.0.0.1", "--port", str(self.port),
                "--name", self.name, "--cache-dir", str(self.cache_dir), *self.extra_args]
+        if self.cpus:
+            cmd += ["--cpus", ",".join(str(c) for c in sorted(self.cpus))]
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL,
-                                         env=child_env(), preexec_fn=self._child_setup)
+                                         env=child_env(), preexec_fn=_die_with_parent)
         self.port = self._read_port()
         self.client = AgentClient(f"127.0.0.1:{self.port}", name=self.name, tls=self.tls)
         self.client.wait_ready(timeout=START_TIMEOUT_S)
         return self.client
-
-    def _child_setup(self) -> None:
-        _die_with_parent()
-        if self.cpus:
-            os.sched_setaffinity(0, self.cpus)
 
     def _read_port(self) -> int:
         sel = selectors.DefaultSelector()

@@ -278,3 +278,15 @@ def test_an_agent_out_of_rotation_comes_back_when_healthy(start_agent, tmp_path,
             assert sched.submit("x86", "second", lambda c: c.info().name).result(timeout=30) == "flaky"
         finally:
             revived.stop()
+
+
+def test_an_agent_pinned_to_a_cpu_runs_its_jobs_there(start_agent, conv_onnx, tmp_path):
+    import psutil
+
+    cpu = max(os.sched_getaffinity(0))
+    client, agent = start_agent("--cpus", str(cpu))
+    assert psutil.Process(agent.proc.pid).cpu_affinity() == [cpu]
+    assert bench(conv_onnx, client, FAST, tmp_path / "r.db").latency_ms["p50"] > 0
+    bad = subprocess.run([sys.executable, "-m", "agent", "serve", "--cpus", "999"], capture_output=True, text=True,
+                         timeout=60)
+    assert bad.returncode == 2 and "this machine offers CPUs" in bad.stderr
