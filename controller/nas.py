@@ -22,12 +22,18 @@ from controller.store import ResultsStore
 log = logging.getLogger(__name__)
 
 LUT_SETTINGS = MeasureSettings(threads=1, warmup=10, min_iterations=100, min_seconds=0.3)
+REPEATS = 3              # each table entry and each check: the lowest p50 of this many measurements
+CALIBRATION_ARCHS = 6    # whole architectures measured to fit the table's scale
+CALIBRATION_KEY = "calibration:scale"   # stored beside the blocks in latency_lut
+CALIBRATION_SEED = 1000  # the architectures of the check (prediction_errors) use other seeds
 
 
 def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings: MeasureSettings = LUT_SETTINGS,
-                       progress=None, repeats: int = 2):
+                       progress=None, repeats: int = REPEATS, calibrate: int = CALIBRATION_ARCHS):
     """A LatencyTable for the device behind `client`: what the store already has for this device, backend
-    and settings is reused; missing blocks are exported, shipped and benchmarked on the device."""
+    and settings is reused; missing blocks are exported, shipped and benchmarked on the device. With
+    calibrate > 0, its scale is fitted once on that many whole architectures measured on the device
+    (and stored, so later runs reuse it)."""
     from optimizers.nas import LatencyTable, export_block
 
     info = client.info()
@@ -50,9 +56,34 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
                     f"{info.name})")
         return out
 
-    table = LatencyTable(measure=measure, entries=dict(stored))
-    say(f"latency table for {info.name}: {len(table.entries)} entries from the store")
+    entries = dict(stored)
+    scale = entries.pop(CALIBRATION_KEY, None)
+    table = LatencyTable(measure=measure, entries=entries, scale=scale or 1.0)
+    say(f"latency table for {info.name}: {len(table.entries)} entries from the store"
+        + (f", scale {scale:.3f}" if scale else ""))
+    if scale is None and calibrate > 0:
+        import random
+
+        rng = random.Random(CALIBRATION_SEED)
+        samples = []
+        for i in range(calibrate):
+            arch = space.sample(rng)
+            samples.append((space.blocks(arch), measure_architecture(client, store, space, arch, settings, repeats)))
+            say(f"calibration {i + 1}/{calibrate}: {arch.describe()}: {samples[-1][1] * 1000:.1f} us measured whole")
+        table.fit_scale(samples)
+        store.lut_put(**ident, block_key=CALIBRATION_KEY, p50_ms=table.scale, device_name=info.name)
+        say(f"latency table scale for {info.name}: {table.scale:.3f} (whole networks / sum of blocks alone)")
     return table
+
+
+def measure_architecture(client: AgentClient, store: ResultsStore, space, arch, settings: MeasureSettings,
+                         repeats: int = REPEATS) -> float:
+    """p50 of a whole architecture on the device (untrained weights: latency does not depend on them)."""
+    from optimizers.torch_helpers import export_onnx
+
+    with tempfile.TemporaryDirectory(prefix="edgefarm-nas-arch-") as tmp:
+        path = export_onnx(space.build(arch), Path(tmp) / "arch.onnx", space.input_shape)
+        return _lowest_p50(path, client, settings, store, repeats).latency_ms["p50"]
 
 
 def _lowest_p50(path: Path, client: AgentClient, settings: MeasureSettings, store: ResultsStore, repeats: int):
@@ -90,7 +121,7 @@ def run_nas(device: str | AgentClient = LOCAL, constraints: dict | None = None, 
             population: int = 6, proxy_epochs: int = 1, proxy_samples: int = 1000, final_epochs: int = 8,
             out_dir: Path | str = "edgefarm-nas", store: ResultsStore | Path | str | None = None,
             inventory: Path | None = None, choices: dict | None = None, seed: int = 0,
-            settings: MeasureSettings = LUT_SETTINGS, progress=None) -> NASRun:
+            settings: MeasureSettings = LUT_SETTINGS, progress=None, calibrate: int = CALIBRATION_ARCHS) -> NASRun:
     """Search the MobileNetV3 space on the built-in digits data for the device, then train the best
     architecture, export it and measure it on the device."""
     from optimizers.digits import load_digits_data
@@ -109,7 +140,8 @@ def run_nas(device: str | AgentClient = LOCAL, constraints: dict | None = None, 
         ctx = (nullcontext(device) if isinstance(device, AgentClient)
                else connect(resolve_device(device, load_inventory(inventory))))
         with ctx as client:
-            table = farm_latency_table(client, db, SEARCH_SPACES[search_space](choices=choices), settings, say)
+            table = farm_latency_table(client, db, SEARCH_SPACES[search_space](choices=choices), settings, say,
+                                       calibrate=calibrate)
             nas = NASOptimizer(search_space, constraints=constraints, latency_table=table, population=population,
                                proxy_epochs=proxy_epochs, proxy_samples=proxy_samples, seed=seed, choices=choices,
                                progress=say)
@@ -193,21 +225,17 @@ def check_space(name: str) -> None:
 
 
 def prediction_errors(client: AgentClient, store: ResultsStore, table, space, n: int = 20, seed: int = 1,
-                      settings: MeasureSettings = LUT_SETTINGS, progress=None, repeats: int = 2) -> list[dict]:
-    """Check the table: sample n architectures, predict each from its blocks, export and measure the whole
-    model on the device; relative error = (predicted - measured) / measured."""
+                      settings: MeasureSettings = LUT_SETTINGS, progress=None, repeats: int = REPEATS) -> list[dict]:
+    """Check the table: sample n architectures (other than the calibration's), predict each from its
+    blocks, measure the whole model on the device; relative error = (predicted - measured) / measured."""
     import random
-
-    from optimizers.torch_helpers import export_onnx
 
     rng = random.Random(seed)
     out = []
     for i in range(n):
         arch = space.sample(rng)
         predicted = table.predict(space.blocks(arch))
-        with tempfile.TemporaryDirectory(prefix="edgefarm-nas-check-") as tmp:
-            path = export_onnx(space.build(arch), Path(tmp) / "arch.onnx", space.input_shape)
-            measured = _lowest_p50(path, client, settings, store, repeats).latency_ms["p50"]
+        measured = measure_architecture(client, store, space, arch, settings, repeats)
         out.append({"arch": arch.describe(), "predicted_ms": predicted, "measured_ms": measured,
                     "error": (predicted - measured) / measured})
         (progress or log.info)(f"check {i + 1}/{n}: predicted {predicted:.3f} ms, measured {measured:.3f} ms "

@@ -201,12 +201,16 @@ SEARCH_SPACES = {"mobilenet_v3": MobileNetV3Space}
 class LatencyTable:
     """Per-block latencies measured on one device. Each block measured alone also pays for being a whole
     model (the call, feeding its input, returning its output), so the table holds, per input shape, a
-    probe model that only applies ReLU; predict(blocks) = probe(first input) + sum(block - probe(its
-    input)): the fixed cost once, each block's own work once."""
+    probe model that only applies ReLU; predict(blocks) = probe(first input) + scale * sum(block -
+    probe(its input)): the fixed cost once, each block's own work once. A block alone runs a little slower
+    than inside a network (its output is allocated and copied out on every call; inside, tensors stay in
+    the runtime's arena), so `scale` is fitted on a few whole architectures measured on the device
+    (fit_scale); 1.0 until then."""
 
     measure: Callable[[list[Block]], dict[str, float]]   # measures the blocks it is given, returns key -> ms
     entries: dict[str, float] = field(default_factory=dict)
     measured: int = 0     # entries measured by this table (not found in an earlier run's table)
+    scale: float = 1.0    # whole-network / sum-of-blocks ratio of the blocks' own work (fit_scale)
 
     def ensure(self, blocks: list[Block]) -> None:
         """Measure the blocks (and the input probes) the table lacks."""
@@ -221,11 +225,24 @@ class LatencyTable:
         self.ensure([input_block])
         return self.entries[input_block.probe.key]
 
+    def own_ms(self, blocks: list[Block]) -> float:
+        """The blocks' own work: each block alone less what any model fed its input costs."""
+        self.ensure(blocks)
+        return sum(max(self.entries[b.key] - self.entries[b.probe.key], 0.0) for b in blocks)
+
     def predict(self, blocks: list[Block]) -> float:
         """Predicted latency of a whole model made of these blocks."""
-        self.ensure(blocks)
-        own = sum(max(self.entries[b.key] - self.entries[b.probe.key], 0.0) for b in blocks)
-        return self.entries[blocks[0].probe.key] + own
+        own = self.own_ms(blocks)
+        return self.entries[blocks[0].probe.key] + self.scale * own
+
+    def fit_scale(self, measured: list[tuple[list[Block], float]]) -> float:
+        """Fit `scale` on whole architectures measured on the device: the median over them of (measured -
+        fixed cost) / own work (the median, so one disturbed measurement does not move it)."""
+        ratios = [(ms - self.entries[blocks[0].probe.key]) / own for blocks, ms in measured
+                  if (own := self.own_ms(blocks)) > 0]
+        if ratios:
+            self.scale = float(np.median(ratios))
+        return self.scale
 
 
 @dataclass

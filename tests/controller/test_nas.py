@@ -35,7 +35,7 @@ def test_search_meets_the_measured_latency_and_reuses_the_table(tmp_path):
     assert len(first.history) >= 2 and all(h["predicted_ms"] > 0 for h in first.history)
     with sqlite3.connect(db) as conn:
         stored = conn.execute("SELECT COUNT(*) FROM latency_lut").fetchone()[0]
-    assert stored == first.table_blocks  # blocks and their input probes, all in the store
+    assert stored == first.table_blocks + 1  # blocks and their input probes, and the fitted scale
 
     runs_before = _bench_runs(db)
     second = run_nas("local", {"latency_ms": 2.0}, out_dir=tmp_path / "b", store=db, progress=lambda s: None,
