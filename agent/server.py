@@ -137,7 +137,7 @@ def parse_cpus(text: str) -> set[int]:
             cpus.update(range(int(lo), int(hi or lo) + 1))
     except ValueError:
         raise argparse.ArgumentTypeError(f"--cpus '{text}' is not a CPU list like 3, 2-3 or 0,2") from None
-    available = os.sched_getaffinity(0)
+    available = set(range(os.cpu_count() or 1))
     if not cpus or not cpus <= available:
         raise argparse.ArgumentTypeError(f"--cpus {text}: this machine offers CPUs {sorted(available)}")
     return cpus
@@ -183,7 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the farm-agent console script."""
     args = build_parser().parse_args(argv)
     if args.cpus:
-        os.sched_setaffinity(0, args.cpus)   # the runner children inherit it
+        try:
+            os.sched_setaffinity(0, args.cpus)   # the runner children inherit it
+        except OSError as exc:
+            print(f"farm-agent: cannot pin to CPUs {sorted(args.cpus)} ({exc.strerror}); this process may use "
+                  f"{sorted(os.sched_getaffinity(0))}", file=sys.stderr)
+            return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = AgentConfig(host=args.host, port=args.port, cache_dir=args.cache_dir,

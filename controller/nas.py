@@ -46,14 +46,17 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
     def measure(blocks) -> dict[str, float]:
         out = {}
         with tempfile.TemporaryDirectory(prefix="edgefarm-nas-") as tmp:
-            for i, b in enumerate(blocks):
-                best = _lowest_p50(export_block(space, b, Path(tmp) / f"block{i}.onnx"), client, settings, store,
-                                   repeats)
+            paths = [export_block(space, b, Path(tmp) / f"block{i}.onnx") for i, b in enumerate(blocks)]
+
+            def done(i: int, best) -> None:
+                b = blocks[i]
                 out[b.key] = best.latency_ms["p50"]
                 store.lut_put(**ident, block_key=b.key, p50_ms=out[b.key], device_name=info.name,
                               run_id=best.run_id)
                 say(f"latency table: {b.key}: {out[b.key] * 1000:.1f} us ({i + 1}/{len(blocks)} new on "
                     f"{info.name})")
+
+            _lowest_in_rounds(paths, client, settings, store, repeats, done)
         return out
 
     entries = dict(stored)
@@ -65,30 +68,41 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
         import random
 
         rng = random.Random(CALIBRATION_SEED)
-        samples = []
-        for i in range(calibrate):
-            arch = space.sample(rng)
-            samples.append((space.blocks(arch), measure_architecture(client, store, space, arch, settings, repeats)))
-            say(f"calibration {i + 1}/{calibrate}: {arch.describe()}: {samples[-1][1] * 1000:.1f} us measured whole")
-        table.fit_scale(samples)
+        archs = [space.sample(rng) for _ in range(calibrate)]
+        measured = measure_architectures(client, store, space, archs, settings, repeats)
+        for i, (arch, ms) in enumerate(zip(archs, measured)):
+            say(f"calibration {i + 1}/{calibrate}: {arch.describe()}: {ms * 1000:.1f} us measured whole")
+        table.fit_scale([(space.blocks(a), ms) for a, ms in zip(archs, measured)])
         store.lut_put(**ident, block_key=CALIBRATION_KEY, p50_ms=table.scale, device_name=info.name)
         say(f"latency table scale for {info.name}: {table.scale:.3f} (whole networks / sum of blocks alone)")
     return table
 
 
-def measure_architecture(client: AgentClient, store: ResultsStore, space, arch, settings: MeasureSettings,
-                         repeats: int = REPEATS) -> float:
-    """p50 of a whole architecture on the device (untrained weights: latency does not depend on them)."""
+def measure_architectures(client: AgentClient, store: ResultsStore, space, archs: list, settings: MeasureSettings,
+                          repeats: int = REPEATS) -> list[float]:
+    """p50 of whole architectures on the device (untrained weights: latency does not depend on them)."""
     from optimizers.torch_helpers import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="edgefarm-nas-arch-") as tmp:
-        path = export_onnx(space.build(arch), Path(tmp) / "arch.onnx", space.input_shape)
-        return _lowest_p50(path, client, settings, store, repeats).latency_ms["p50"]
+        paths = [export_onnx(space.build(a), Path(tmp) / f"arch{i}.onnx", space.input_shape)
+                 for i, a in enumerate(archs)]
+        return [b.latency_ms["p50"] for b in _lowest_in_rounds(paths, client, settings, store, repeats)]
 
 
-def _lowest_p50(path: Path, client: AgentClient, settings: MeasureSettings, store: ResultsStore, repeats: int):
-    """The benchmark with the lowest p50 of `repeats`: interference on a shared device only ever adds time."""
-    return min((bench(path, client, settings, store) for _ in range(repeats)), key=lambda r: r.latency_ms["p50"])
+def _lowest_in_rounds(paths: list[Path], client: AgentClient, settings: MeasureSettings, store: ResultsStore,
+                      repeats: int, on_done=None) -> list:
+    """Each file benchmarked `repeats` times in rounds (every file once, then again ...), keeping its lowest
+    p50: interference on a shared device only ever adds time, and a slow spell of seconds lands on
+    different files in different rounds. on_done(i, best) is called as each file's last round ends."""
+    best: list = [None] * len(paths)
+    for rnd in range(repeats):
+        for i, path in enumerate(paths):
+            b = bench(path, client, settings, store)
+            if best[i] is None or b.latency_ms["p50"] < best[i].latency_ms["p50"]:
+                best[i] = b
+            if rnd == repeats - 1 and on_done:
+                on_done(i, best[i])
+    return best
 
 
 @dataclass
@@ -231,13 +245,12 @@ def prediction_errors(client: AgentClient, store: ResultsStore, table, space, n:
     import random
 
     rng = random.Random(seed)
+    archs = [space.sample(rng) for _ in range(n)]
+    predicted = [table.predict(space.blocks(a)) for a in archs]
+    measured = measure_architectures(client, store, space, archs, settings, repeats)
     out = []
-    for i in range(n):
-        arch = space.sample(rng)
-        predicted = table.predict(space.blocks(arch))
-        measured = measure_architecture(client, store, space, arch, settings, repeats)
-        out.append({"arch": arch.describe(), "predicted_ms": predicted, "measured_ms": measured,
-                    "error": (predicted - measured) / measured})
-        (progress or log.info)(f"check {i + 1}/{n}: predicted {predicted:.3f} ms, measured {measured:.3f} ms "
+    for i, (arch, p, m) in enumerate(zip(archs, predicted, measured)):
+        out.append({"arch": arch.describe(), "predicted_ms": p, "measured_ms": m, "error": (p - m) / m})
+        (progress or log.info)(f"check {i + 1}/{n}: predicted {p:.3f} ms, measured {m:.3f} ms "
                                f"({out[-1]['error'] * 100:+.1f} %)")
     return out
