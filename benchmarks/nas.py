@@ -61,6 +61,7 @@ def main() -> int:
             limit = min(bench(example_path, client, LUT_SETTINGS, store).latency_ms["p50"] for _ in range(3))
             log(f"latency limit = the hand-made example's p50: {limit:.3f} ms")
             run = run_nas(client, {"latency_ms": limit}, iterations=args.iterations, population=args.population,
+                          proxy_epochs=2, proxy_samples=1500,
                           out_dir=work / "nas", store=store, progress=log)
             rows = {"hand-made example (MobileNetV2-style)": (example_path, accuracy(example, data.test),
                                                               count_params(example))}

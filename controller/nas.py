@@ -132,7 +132,7 @@ class NASRun:
 
 def run_nas(device: str | AgentClient = LOCAL, constraints: dict | None = None, iterations: int = 10,
             search_space: str = "mobilenet_v3",
-            population: int = 6, proxy_epochs: int = 1, proxy_samples: int = 1000, final_epochs: int = 8,
+            population: int = 6, proxy_epochs: int = 2, proxy_samples: int = 1500, final_epochs: int = 8,
             out_dir: Path | str = "edgefarm-nas", store: ResultsStore | Path | str | None = None,
             inventory: Path | None = None, choices: dict | None = None, seed: int = 0,
             settings: MeasureSettings = LUT_SETTINGS, progress=None, calibrate: int = CALIBRATION_ARCHS) -> NASRun:
