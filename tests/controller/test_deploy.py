@@ -34,8 +34,13 @@ def _ensure_sshd() -> None:
         return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         pytest.skip("openssh-server is not installed and this user cannot install it (needs root and apt-get)")
-    subprocess.run(["apt-get", "install", "-y", "-q", "openssh-server"], check=True, capture_output=True,
-                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, timeout=600)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for cmd in (["apt-get", "install", "-y", "-q", "openssh-server"], ["apt-get", "update", "-q"],
+                ["apt-get", "install", "-y", "-q", "openssh-server"]):
+        done = subprocess.run(cmd, capture_output=True, env=env, timeout=600)
+        if cmd[1] == "install" and done.returncode == 0:
+            return
+    pytest.skip(f"openssh-server could not be installed with apt-get: {done.stderr.decode()[-300:]}")
 
 
 def _keygen(path: Path) -> str:
