@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.client import AgentClient, TLSFiles
+from controller.client import AgentClient, TLSFiles, tls_from_env
 from controller.errors import DeviceError
 from controller.local import LocalAgent
 
@@ -82,7 +82,7 @@ class DeviceEntry:
     def client(self) -> AgentClient:
         """A client (not yet checked) for a device with an address."""
         return AgentClient(self.address, token=self.token(), name=self.name,
-                           tls=self.tls.files() if self.tls else None)
+                           tls=self.tls.files() if self.tls else tls_from_env())
 
 
 def _loc(path: Path, node) -> str:

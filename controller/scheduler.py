@@ -74,11 +74,6 @@ class Scheduler:
         for t in self._threads:
             t.start()
 
-    @property
-    def clients(self) -> dict[str, AgentClient]:
-        """One client per target (its first agent): for work that needs any agent of the target."""
-        return {t: pool[0].client for t, pool in self.agents.items()}
-
     def _say(self, line: str) -> None:
         self.events.append(line)
         log.info("%s", line)

@@ -141,7 +141,7 @@ def test_ca_refuses_to_overwrite_and_keys_are_private(farm_ca):
     assert (farm_ca / "farmctl.key").stat().st_mode & 0o077 == 0
 
 
-def test_mutual_tls_serves_certified_clients_and_refuses_others(farm_ca, tmp_path, conv_onnx):
+def test_mutual_tls_serves_certified_clients_and_refuses_others(farm_ca, tmp_path, conv_onnx, monkeypatch):
     agent = LocalAgent(cache_dir=tmp_path / "agent", name="secure", extra_args=_tls_args(farm_ca),
                        tls=_tls(farm_ca, "farmctl"))
     client = agent.start()
@@ -156,6 +156,11 @@ def test_mutual_tls_serves_certified_clients_and_refuses_others(farm_ca, tmp_pat
         ca.issue("intruder", ca_dir=other)
         with pytest.raises(DeviceError, match="secure|TLS"):
             AgentClient(address, name="secure", tls=_tls(other, "intruder")).info(timeout=5)
+        # HOST:PORT with the certificate from the environment (EDGEFARM_TLS_CA/_CERT/_KEY)
+        for k, f in (("CA", "ca.pem"), ("CERT", "farmctl.pem"), ("KEY", "farmctl.key")):
+            monkeypatch.setenv(f"EDGEFARM_TLS_{k}", str(farm_ca / f))
+        with resolve_devices(address, {})[0].client() as env_client:
+            assert env_client.info().name == "secure"
         # a certificate without a key: the client says which file is missing
         with pytest.raises(DeviceError, match="cannot read the TLS private key"):
             TLSFiles.read(farm_ca / "ca.pem", farm_ca / "farmctl.pem", farm_ca / "missing.key")
