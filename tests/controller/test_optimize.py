@@ -109,7 +109,9 @@ def test_resume_after_kill_does_not_remeasure(tmp_path):
     assert before == 3  # baseline + the two candidates
 
     again = subprocess.run(args + ["--json"], capture_output=True, text=True, timeout=600, env=env)
-    assert again.returncode == 0, again.stderr[-2000:]
+    # 3 = nothing met the constraints: whether INT8 beats FP32 depends on the CPU (on some x86 VMs it does
+    # not); what this test checks is that the rerun resumes
+    assert again.returncode in (0, 3), again.stderr[-2000:]
     for name in measured:
         assert f"{name} on local: measured by an earlier run (resumed)" in again.stderr
     with sqlite3.connect(db) as conn:
