@@ -11,17 +11,33 @@ import grpc
 OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 
-def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredentials:
-    """Mutual TLS: the agent shows its certificate and accepts only clients whose certificate the farm CA
-    signed (`farmctl ca issue`)."""
+class PemFileError(Exception):
+    """A TLS file could not be read: which one (`what`), where, and why."""
+
+    def __init__(self, what: str, path: str | Path, reason: str) -> None:
+        super().__init__(f"{what} '{path}': {reason}")
+        self.what, self.path, self.reason = what, path, reason
+
+
+def read_pem_files(files: list[tuple[str, str | Path]]) -> list[bytes]:
+    """The bytes of each (what, path), in order; a PemFileError names the first that cannot be read."""
     data = []
-    for what, path in (("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)):
+    for what, path in files:
         try:
             data.append(Path(path).expanduser().read_bytes())
         except OSError as exc:
-            raise SystemExit(f"farm-agent: cannot read {what} file '{path}' ({exc.strerror}); make the files "
-                             "with `farmctl ca init` and `farmctl ca issue NAME --host ADDRESS`") from None
-    ca_pem, cert_pem, key_pem = data
+            raise PemFileError(what, path, exc.strerror or str(exc)) from None
+    return data
+
+
+def server_credentials(ca: Path, cert: Path, key: Path) -> grpc.ServerCredentials:
+    """Mutual TLS: the agent shows its certificate and accepts only clients whose certificate the farm CA
+    signed (`farmctl ca issue`)."""
+    try:
+        ca_pem, cert_pem, key_pem = read_pem_files([("--tls-ca", ca), ("--tls-cert", cert), ("--tls-key", key)])
+    except PemFileError as exc:
+        raise SystemExit(f"farm-agent: cannot read {exc.what} file '{exc.path}' ({exc.reason}); make the files "
+                         "with `farmctl ca init` and `farmctl ca issue NAME --host ADDRESS`") from None
     return grpc.ssl_server_credentials([(key_pem, cert_pem)], root_certificates=ca_pem, require_client_auth=True)
 
 

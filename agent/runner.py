@@ -142,10 +142,7 @@ def run_job(job: dict) -> None:
     meter.start()
     times, measured_s, flags = measure(backend, feeds, job)
     energy = meter.stop()
-    result = {"latency": latency_stats(times), "load_ms": load_ms, "first_inference_ms": first_ms,
-              "peak_memory_bytes": peak_rss_bytes(), "threads": job["threads"], "backend": cls.name,
-              "backend_version": cls.version(), "measured_seconds": measured_s, "flags": flags,
-              "input_shapes": shapes, "warmup": job["warmup"]}
+    result = _result(cls, job, times, load_ms, first_ms, measured_s, flags, shapes)
     if energy and times:
         # the loop's energy over its inferences: joules per inference, as millijoules
         result["energy"] = {**energy, "mj_per_inference": energy["energy_j"] * 1000.0 / len(times)}
@@ -158,6 +155,15 @@ def run_job(job: dict) -> None:
     emit("result", **result)
 
 
+def _result(cls, job: dict, times: list[int], load_ms: float, first_ms: float, measured_s: float,
+            flags: list[str], shapes: dict) -> dict:
+    """The result event's fields for a measured loop (ns per inference in `times`)."""
+    return {"latency": latency_stats(times), "load_ms": load_ms, "first_inference_ms": first_ms,
+            "peak_memory_bytes": peak_rss_bytes(), "threads": job["threads"], "backend": cls.name,
+            "backend_version": cls.version(), "measured_seconds": measured_s, "flags": flags,
+            "input_shapes": shapes, "warmup": job["warmup"]}
+
+
 def _run_external(backend: Backend, cls, job: dict, load_ms: float) -> None:
     """A backend that times itself (a vendor tool such as trtexec): its per-inference times and, for a
     profile, its per-layer rows are reported like ours."""
@@ -167,10 +173,7 @@ def _run_external(backend: Backend, cls, job: dict, load_ms: float) -> None:
                                               "outputs; install its Python package on the device to evaluate")
     out = backend.measure_itself(job, Path(job["work_dir"]), profile=kind == "PROFILE")
     times = [int(ms * 1e6) for ms in out["times_ms"]]
-    result = {"latency": latency_stats(times), "load_ms": load_ms, "first_inference_ms": 0.0,
-              "peak_memory_bytes": peak_rss_bytes(), "threads": job["threads"], "backend": cls.name,
-              "backend_version": cls.version(), "measured_seconds": sum(times) / 1e9, "flags": [],
-              "input_shapes": job.get("input_shapes") or {}, "warmup": job["warmup"]}
+    result = _result(cls, job, times, load_ms, 0.0, sum(times) / 1e9, [], job.get("input_shapes") or {})
     if kind == "PROFILE":
         emit("layers", rows=out["layers"], total_ms=out["total_ms"], iterations=out["runs"])
         result["flags"] = ["profiling_on"]

@@ -45,14 +45,13 @@ class TLSFiles:
     @classmethod
     def read(cls, ca: str | Path, cert: str | Path, key: str | Path) -> TLSFiles:
         """Read the three files; a missing one is a DeviceError naming it and how to make it."""
-        data = []
-        for what, path in (("CA certificate", ca), ("certificate", cert), ("private key", key)):
-            try:
-                data.append(Path(path).expanduser().read_bytes())
-            except OSError as exc:
-                raise DeviceError(f"cannot read the TLS {what} '{path}' ({exc.strerror}); make it with "
-                                  "`farmctl ca init` / `farmctl ca issue NAME` or fix the path") from None
-        return cls(*data)
+        from agent.auth import PemFileError, read_pem_files
+
+        try:
+            return cls(*read_pem_files([("CA certificate", ca), ("certificate", cert), ("private key", key)]))
+        except PemFileError as exc:
+            raise DeviceError(f"cannot read the TLS {exc.what} '{exc.path}' ({exc.reason}); make it with "
+                              "`farmctl ca init` / `farmctl ca issue NAME` or fix the path") from None
 
 
 def tls_from_env() -> TLSFiles | None:
