@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from controller.cli import main
-from controller.optimize import Constraints, module_name, ratios_from_profile
+from controller.optimize import MIN_SPEEDUP, Constraints, module_name, ratios_from_profile
 from controller.optimize_report import pareto_front
 
 FAST = ["--threads", "1", "--warmup", "3", "--min-iterations", "20", "--min-seconds", "0.5"]
@@ -30,17 +30,21 @@ def _optimize(tmp_path: Path, *extra: str) -> list[str]:
 @pytest.fixture(scope="module")
 def optimized(tmp_path_factory):
     """One full run on MobileNetV2 (224x224, synthetic inputs, fidelity): INT8 x 3 calibrations, dynamic
-    INT8 and FP16, measured on the local agent."""
+    INT8 and FP16, measured on the local agent. Whether static INT8 or FP16 beats FP32 depends on the CPU
+    (on x86 VMs without VNNI it often does not), so the run may end in a choice (exit 0) or in "no
+    candidate meets the constraints" (exit 3); the tests check that the decision follows the measurements."""
     tmp = tmp_path_factory.mktemp("optimize")
     out = subprocess.run([sys.executable, "-m", "controller", *_optimize(tmp, "--techniques", TECHNIQUES,
                                                                           "--json")],
                          capture_output=True, text=True, timeout=600,
                          env={**os.environ, "EDGEFARM_CACHE": str(tmp / "cache")})
-    assert out.returncode == 0, out.stderr[-3000:]
-    return tmp, json.loads(out.stdout), out.stderr
+    assert out.returncode in (0, 3), out.stderr[-3000:]
+    doc = json.loads(out.stdout)
+    assert (out.returncode == 0) == (doc["chosen"] is not None), out.stderr[-3000:]
+    return tmp, doc, out.stderr
 
 
-def test_full_loop_chooses_a_faster_candidate_that_meets_the_constraints(optimized):
+def test_full_loop_decides_from_the_measurements(optimized):
     tmp, doc, err = optimized
     assert set(doc) == {"device", "model", "baseline", "candidates", "chosen", "artifact", "report"}
     names = {c["name"]: c for c in doc["candidates"]}
@@ -48,43 +52,58 @@ def test_full_loop_chooses_a_faster_candidate_that_meets_the_constraints(optimiz
     for c in doc["candidates"]:
         assert set(c) == {"name", "techniques", "status", "reason", "latency_ms", "size_bytes", "accuracy",
                           "fidelity", "speedup", "meets_constraints"}
-    chosen = names[doc["chosen"]]
-    assert chosen["meets_constraints"] and chosen["speedup"] > 1
-    assert chosen["fidelity"] >= 0.99 and chosen["accuracy"] is None  # synthetic data: fidelity only
-    # the chosen one is the fastest of those meeting the constraints
-    ok = [c for c in doc["candidates"] if c["meets_constraints"]]
-    assert chosen["latency_ms"]["p50"] == min(c["latency_ms"]["p50"] for c in ok)
-    # dynamic INT8 on a conv net runs slower than float here, is in the table, and is never chosen
+        assert c["latency_ms"]["p50"] > 0 and c["fidelity"] >= 0.99 and c["accuracy"] is None  # synthetic data
+        assert c["speedup"] == pytest.approx(doc["baseline"]["latency_ms"]["p50"] / c["latency_ms"]["p50"],
+                                             rel=1e-3)
+        # a candidate meets the constraints exactly when it is measurably faster (fidelity holds for all here)
+        assert c["meets_constraints"] == (c["speedup"] >= MIN_SPEEDUP), c
+    # dynamic INT8 on a conv net runs slower than float, is in the table, and is never chosen
     slower = [c for c in doc["candidates"] if c["speedup"] < 1]
-    assert slower and all(not c["meets_constraints"] and "slower than the baseline" in c["reason"]
-                          for c in slower)
     assert names["int8-dynamic"] in slower
-    assert Path(doc["artifact"]).read_bytes() == (tmp / "out" / "candidates" / f"{doc['chosen']}.onnx").read_bytes()
+    assert all(not c["meets_constraints"] and "slower than the baseline" in c["reason"] for c in slower)
+    ok = [c for c in doc["candidates"] if c["meets_constraints"]]
+    if ok:   # the chosen one is the fastest of those meeting the constraints, and its file is the artifact
+        chosen = names[doc["chosen"]]
+        assert chosen["speedup"] > 1 and chosen["latency_ms"]["p50"] == min(c["latency_ms"]["p50"] for c in ok)
+        assert "chosen: fastest candidate meeting every constraint" in chosen["reason"]
+        assert Path(doc["artifact"]).read_bytes() == \
+            (tmp / "out" / "candidates" / f"{doc['chosen']}.onnx").read_bytes()
+    else:    # nothing faster on this CPU: no artifact, and the error names the closest candidates
+        assert doc["chosen"] is None and doc["artifact"] is None
+        assert "farmctl: error: no candidate meets the constraints on local. Closest: " in err
     assert "building int8-percentile" in err and "done, 1 running" in err  # the progress bar, one line per event
-    assert "again: baseline on local" in err  # contenders and the baseline were timed again, paired
+    if doc["chosen"]:
+        assert "again: baseline on local" in err  # the winner and the baseline were timed again, paired
 
 
 def test_reports_and_store(optimized):
     tmp, doc, _ = optimized
     out = tmp / "out"
     md = (out / "report.md").read_text()
-    assert f"**{doc['chosen']}** (chosen)" in md and "int8-dynamic" in md
+    html = (out / "report.html").read_text()
+    if doc["chosen"]:
+        assert f"**{doc['chosen']}** (chosen)" in md and f"chose {doc['chosen']}" in html
+    else:
+        assert "(chosen)" not in md and "no candidate meets the constraints on local" in html
+    assert "int8-dynamic" in md
     csv = (out / "report.csv").read_text().splitlines()
     assert csv[0].startswith("device,candidate,techniques") and len(csv) == 1 + 5
-    html = (out / "report.html").read_text()
-    assert "data:image/png;base64," in html and f"chose {doc['chosen']}" in html
+    assert "data:image/png;base64," in html
     assert (out / "latency-vs-quality.png").stat().st_size > 10_000
     assert json.loads((out / "summary.json").read_text()) == doc
     with sqlite3.connect(tmp / "results.db") as db:
-        rows = db.execute("SELECT name, status, p50_ms FROM candidates").fetchall()
+        rows = db.execute("SELECT name, status, p50_ms, detail_json FROM candidates").fetchall()
         assert {r[0] for r in rows} == {"baseline", "int8-minmax", "int8-percentile", "int8-dynamic", "fp16"}
         assert all(r[1] == "ok" and r[2] > 0 for r in rows)
         kinds = dict(db.execute("SELECT kind, COUNT(*) FROM runs GROUP BY kind").fetchall())
-        assert kinds["profile"] == 1 and kinds["benchmark"] >= 5 + 2 * 2  # + 2 rounds of baseline and winner
-    chosen = next(c for c in doc["candidates"] if c["name"] == doc["chosen"])
-    rounds = json.loads(sqlite3.connect(tmp / "results.db").execute(
-        "SELECT detail_json FROM candidates WHERE name = ?", (doc["chosen"],)).fetchone()[0])["p50_rounds"]
-    assert len(rounds) == 3 and chosen["latency_ms"]["p50"] == pytest.approx(min(rounds))
+    timed_again = {r[0]: json.loads(r[3]).get("p50_rounds") for r in rows if json.loads(r[3]).get("p50_rounds")}
+    assert kinds["profile"] == 1 and kinds["benchmark"] == 5 + 2 * len(timed_again)  # + 2 more rounds each
+    if timed_again:
+        assert "baseline" in timed_again
+        by_name = {c["name"]: c for c in doc["candidates"]} | {"baseline": doc["baseline"]}
+        for name, rounds in timed_again.items():   # the stored latency is the least disturbed round
+            assert len(rounds) == 3 and by_name[name]["latency_ms"]["p50"] == pytest.approx(min(rounds))
+    assert not doc["chosen"] or doc["chosen"] in timed_again   # a winner is always timed again, paired
 
 
 def test_resume_after_kill_does_not_remeasure(tmp_path):
