@@ -55,6 +55,7 @@ class JobSpec:
     inputs: dict[str, np.ndarray] | None = None
     time_limit_s: float = 0.0
     memory_limit_bytes: int = 0
+    reference_digest: str = ""   # BENCHMARK: a model timed alternately with this one (drift compensation)
 
 
 class Job:
@@ -192,36 +193,45 @@ class JobManager:
                                                   f"{', '.join(sorted(BACKENDS))}")
         if spec.kind == "EVALUATE" and not spec.inputs:
             raise JobError("INVALID_INPUT", "an EVALUATE job needs input tensors")
+        if spec.reference_digest and spec.kind != "BENCHMARK":
+            raise JobError("INVALID_INPUT", f"a reference model is timed alongside a BENCHMARK job only, not a "
+                                            f"{spec.kind} job; leave reference_digest empty")
         with ExitStack() as stack:
-            try:
-                model_path = stack.enter_context(self.cache.pinned(spec.digest))
-            except FileNotFoundError:
-                raise JobError("MODEL_NOT_FOUND", f"model {spec.digest} is not in this agent's cache; "
-                                                  "upload it first (MissingModels, then UploadModel)") from None
+            paths = []
+            for digest, what in ((spec.digest, "model"), (spec.reference_digest, "reference model")):
+                if not digest:
+                    continue
+                try:
+                    paths.append(stack.enter_context(self.cache.pinned(digest)))
+                except FileNotFoundError:
+                    raise JobError("MODEL_NOT_FOUND", f"{what} {digest} is not in this agent's cache; upload it "
+                                                      "first (MissingModels, then UploadModel)") from None
             self.queue.submit(job)
             for position in self.queue.wait_turn(job):
                 yield {"queued": {"position": position}}
-            yield from self._run_child(job, model_path)
+            yield from self._run_child(job, *paths)
 
-    def _job_description(self, job: Job, model_path: Path, work: Path) -> dict:
+    def _job_description(self, job: Job, model_path: Path, work: Path, reference_path: Path | None = None) -> dict:
         s = job.spec
         desc = {"kind": s.kind, "backend": s.backend, "model_path": str(model_path), "work_dir": str(work),
                 "threads": s.threads or self.default_threads, "warmup": max(0, s.warmup),
                 "min_iterations": max(1, s.min_iterations), "min_seconds": max(0.0, s.min_seconds),
                 "max_seconds": s.max_seconds if s.max_seconds > 0 else 60.0,
                 "profile_iterations": max(1, s.profile_iterations), "input_shapes": s.input_shapes}
+        if reference_path is not None:
+            desc["reference_path"] = str(reference_path)
         if s.inputs:
             np.savez(work / "inputs.npz", **s.inputs)
             desc["inputs_path"] = str(work / "inputs.npz")
         return desc
 
-    def _run_child(self, job: Job, model_path: Path) -> Iterator[dict]:
+    def _run_child(self, job: Job, model_path: Path, reference_path: Path | None = None) -> Iterator[dict]:
         spec = job.spec
         time_limit = spec.time_limit_s or self.default_time_limit_s
         mem_limit = spec.memory_limit_bytes or self.default_memory_limit_bytes
         work = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_root))
         try:
-            desc = self._job_description(job, model_path, work)
+            desc = self._job_description(job, model_path, work, reference_path)
             before = read_telemetry()
             with open(work / "stderr.txt", "wb") as stderr:
                 proc = subprocess.Popen([sys.executable, "-m", "agent.runner"], stdin=subprocess.PIPE,

@@ -68,16 +68,23 @@ def _run_once(backend: Backend, feeds: dict) -> list:
         raise _inference_error(feeds, exc) from exc
 
 
-def measure(backend: Backend, feeds: dict, job: dict) -> tuple[list[int], float, list[str]]:
-    """Warm-up, then time run() until min iterations and min seconds are both reached (or max seconds)."""
+def measure(backend: Backend, feeds: dict, job: dict,
+            reference: tuple[Backend, dict] | None = None) -> tuple[list[int], float, list[str], list[int]]:
+    """Warm-up, then time run() until min iterations and min seconds are both reached (or max seconds).
+    With a reference (backend, feeds), each timed inference of the model is followed by one timed inference
+    of the reference, so both are measured over the same moments of the machine; its times come last."""
     for _ in range(job["warmup"]):
         _run_once(backend, feeds)
+        if reference:
+            _run_once(*reference)
     emit("progress", phase="measure", iterations=0, elapsed_s=0.0, message="warm-up done")
     times: list[int] = []
+    ref_times: list[int] = []
     min_it, min_ns = job["min_iterations"], int(job["min_seconds"] * 1e9)
     max_ns = int(job["max_seconds"] * 1e9)
     clock = time.perf_counter_ns
     run = backend.run
+    ref_run, ref_feeds = (reference[0].run, reference[1]) if reference else (None, None)
     start = clock()
     next_progress = start + int(PROGRESS_EVERY_S * 1e9)
     flags = []
@@ -87,6 +94,11 @@ def measure(backend: Backend, feeds: dict, job: dict) -> tuple[list[int], float,
             run(feeds)
             t1 = clock()
             times.append(t1 - t0)
+            if ref_run is not None:
+                ref_run(ref_feeds)
+                t2 = clock()
+                ref_times.append(t2 - t1)
+                t1 = t2
             elapsed = t1 - start
             if len(times) >= min_it and elapsed >= min_ns:
                 break
@@ -100,7 +112,18 @@ def measure(backend: Backend, feeds: dict, job: dict) -> tuple[list[int], float,
         raise
     except Exception as exc:
         raise _inference_error(feeds, exc) from exc
-    return times, (clock() - start) / 1e9, flags
+    return times, (clock() - start) / 1e9, flags, ref_times
+
+
+def load_reference(cls, path: Path, threads: int) -> tuple[Backend, dict]:
+    """The reference model of a BENCHMARK job, loaded by the same backend, fed inputs of its own shapes."""
+    ref = cls()
+    try:
+        ref.load(path, threads, None)
+        specs = ref.inputs()
+        return ref, make_feeds(specs, resolve_shapes(specs, {}))
+    except JobError as exc:
+        raise JobError(exc.code, f"the reference model: {exc.message}") from exc
 
 
 def peak_rss_bytes() -> int:
@@ -138,12 +161,15 @@ def run_job(job: dict) -> None:
     first_ms = (time.perf_counter_ns() - t0) / 1e6
     if kind == "PROFILE":
         job = {**job, "min_iterations": job["profile_iterations"], "min_seconds": 0.0}
+    reference = load_reference(cls, Path(job["reference_path"]), job["threads"]) if job.get("reference_path") else None
     meter = PowerMeter()
     meter.start()
-    times, measured_s, flags = measure(backend, feeds, job)
+    times, measured_s, flags, ref_times = measure(backend, feeds, job, reference)
     energy = meter.stop()
     result = _result(cls, job, times, load_ms, first_ms, measured_s, flags, shapes)
-    if energy and times:
+    if ref_times:
+        result["reference_latency"] = latency_stats(ref_times)
+    if energy and times and not ref_times:   # (with a reference the loop's energy is shared by two models)
         # the loop's energy over its inferences: joules per inference, as millijoules
         result["energy"] = {**energy, "mj_per_inference": energy["energy_j"] * 1000.0 / len(times)}
     if kind == "PROFILE":

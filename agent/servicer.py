@@ -62,7 +62,8 @@ def spec_from_request(req: pb.RunRequest) -> JobSpec:
         min_seconds=s.min_seconds if s.HasField("min_seconds") else d.min_seconds,
         max_seconds=s.max_seconds or d.max_seconds, profile_iterations=s.profile_iterations or d.profile_iterations,
         input_shapes={k: list(v.dims) for k, v in s.input_shapes.items()}, inputs=inputs,
-        time_limit_s=req.time_limit_s, memory_limit_bytes=req.memory_limit_bytes)
+        time_limit_s=req.time_limit_s, memory_limit_bytes=req.memory_limit_bytes,
+        reference_digest=req.reference_digest)
 
 
 def event_to_proto(job_id: str, event: dict) -> pb.RunEvent:

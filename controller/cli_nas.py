@@ -26,25 +26,35 @@ def add_parser(sub) -> None:
     p.add_argument("--proxy-samples", type=int, default=1500, help="training images per evaluated architecture")
     p.add_argument("--final-epochs", type=int, default=8, help="training epochs of the best architecture")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--calibrate", type=int, default=6, help="whole random architectures measured to fit the "
+                   "latency table's scale, once per device (0: no fit, scale 1)")
+    p.add_argument("--max-attempts", type=int, default=6, help="measurements of a block or model at most, while "
+                   "the reference model timed beside it says the device was slowed (default 6)")
     p.add_argument("--out", type=Path, default=Path("edgefarm-nas"), help="nas-best.onnx/.json, nas.png")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_nas)
 
 
 def cmd_nas(args: argparse.Namespace) -> int:
-    from controller.nas import run_nas
+    from controller.errors import FarmError
+    from controller.nas import Undisturbed, run_nas
+
+    if args.max_attempts < 1 or args.calibrate < 0:
+        raise FarmError("--max-attempts must be at least 1 and --calibrate at least 0")
 
     constraints = {k: v for k, v in (("latency_ms", args.latency_ms), ("model_size_mb", args.size_mb),
                                      ("min_accuracy", args.min_accuracy)) if v is not None}
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     run = run_nas(args.device, constraints, args.iterations, args.search_space, args.population,
                   args.proxy_epochs, args.proxy_samples, args.final_epochs, args.out, args.store, args.inventory,
-                  seed=args.seed, progress=say)
+                  seed=args.seed, progress=say, calibrate=args.calibrate,
+                  rule=Undisturbed(max_attempts=args.max_attempts))
     if args.json:
         print(json.dumps(run.to_json(), indent=1))
     elif run.best:
         print(f"best on {run.device}: {run.best['describe']}")
-        print(f"  measured p50 {run.measured_ms:.3f} ms (predicted {run.best['predicted_ms']:.3f} ms), test accuracy "
+        print(f"  measured p50 {run.measured_ms:.3f} ms at the device's undisturbed speed (predicted "
+              f"{run.best['predicted_ms']:.3f} ms), test accuracy "
               f"{run.accuracy:.4f}, {run.params:,} parameters -> {run.model_path}")
         print(f"  {len(run.history)} architectures evaluated; latency table: {run.table_blocks} blocks "
               f"({run.blocks_measured} measured now); plot: {run.plot}")

@@ -13,7 +13,7 @@ from google.protobuf import json_format
 
 from agent.servicer import array_to_tensor, tensor_to_array
 from controller.client import AgentClient
-from controller.errors import JobFailed
+from controller.errors import JobFailed, ModelError
 from controller.flops import GraphFlops, graph_flops, row_flops
 from controller.inventory import LOCAL, connect, load_inventory, resolve_device
 from controller.models import ModelRef, check_model, resolve_model
@@ -62,6 +62,7 @@ class BenchResult:
     run_id: int | None
     telemetry: dict = field(default_factory=dict)
     energy: dict = field(default_factory=dict)   # source, energy_j, avg_power_w, mj_per_inference (if any)
+    reference_latency_ms: dict = field(default_factory=dict)   # min/p50/p90/p99 of the reference, if one ran
 
     def to_json(self) -> dict:
         """The object `farmctl bench --json` prints."""
@@ -115,16 +116,22 @@ class JobOutcome:
 
 
 def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSettings,
-         progress: ProgressFn | None, inputs: list | None = None) -> JobOutcome:
-    """Upload the model if the agent lacks it, run one job, collect its events."""
+         progress: ProgressFn | None, inputs: list | None = None, reference: ModelRef | None = None) -> JobOutcome:
+    """Upload the model (and the reference) if the agent lacks it, run one job, collect its events."""
     info = client.info()
     sent = 0
     for _attempt in range(2):  # a model evicted between upload and run (a busy, small cache) is sent again
         upload = client.ensure_model(ref.path)
         sent += upload.bytes_sent
+        ref_digest = ""
+        if reference is not None:
+            ref_upload = client.ensure_model(reference.path)
+            sent += ref_upload.bytes_sent
+            ref_digest = ref_upload.digest
         request = pb.RunRequest(kind=kind, model_digest=upload.digest, backend=ref.backend,
                                 settings=settings.to_proto(), time_limit_s=settings.time_limit_s,
-                                memory_limit_bytes=int(settings.memory_limit_mb * 2**20), inputs=inputs or [])
+                                memory_limit_bytes=int(settings.memory_limit_mb * 2**20), inputs=inputs or [],
+                                reference_digest=ref_digest)
         result, layers, error, outputs = {}, {}, None, {}
         for event in client.run(request):
             which = event.WhichOneof("event")
@@ -176,13 +183,23 @@ def _open_store(store: ResultsStore | Path | str | None) -> tuple[ResultsStore |
 
 def bench(model: str | Path | ModelRef | None = None, device: str | AgentClient = LOCAL,
           settings: MeasureSettings | None = None, store: ResultsStore | Path | str | None = None,
-          inventory: Path | None = None, progress: ProgressFn | None = None) -> BenchResult:
-    """Measure latency of a model on a device (the built-in example when model is None)."""
+          inventory: Path | None = None, progress: ProgressFn | None = None,
+          reference: str | Path | ModelRef | None = None) -> BenchResult:
+    """Measure latency of a model on a device (the built-in example when model is None). With a
+    `reference` model, each inference of the model is followed by one of the reference in the same loop on
+    the device; the reference's latency comes back as `reference_latency_ms`, so a measurement taken while
+    the device was slowed (a shared VM, throttling) can be recognised and scaled."""
     ref, settings = _prepare(model, settings)
+    reference_ref = None
+    if reference is not None:
+        reference_ref = reference if isinstance(reference, ModelRef) else check_model(resolve_model(str(reference)))
+        if reference_ref.backend != ref.backend:
+            raise ModelError(f"the reference {reference_ref.name} runs on {reference_ref.backend} but the model "
+                             f"on {ref.backend}; use a reference of the same format")
     db, owned = _open_store(store)
     try:
         with _client_for(device, inventory) as client:
-            job = _run(client, pb.BENCHMARK, ref, settings, progress)
+            job = _run(client, pb.BENCHMARK, ref, settings, progress, reference=reference_ref)
             run_id = _record(db, "benchmark", ref, settings, job, [])
             if job.error:
                 raise JobFailed(job.error["code"], job.error["message"], client.name)
@@ -201,7 +218,9 @@ def bench(model: str | Path | ModelRef | None = None, device: str | AgentClient 
         input_shapes={k: [int(d) for d in v.get("dims", [])] for k, v in result["input_shapes"].items()},
         upload_bytes=sent, run_id=run_id,
         telemetry={"before": result.get("telemetry_before"), "after": result.get("telemetry_after")},
-        energy=result.get("energy") or {})
+        energy=result.get("energy") or {},
+        reference_latency_ms=({k: result["reference_latency"][f"{k}_ms"] for k in ("min", "p50", "p90", "p99")}
+                              if "reference_latency" in result else {}))
 
 
 def profile(model: str | Path | ModelRef | None = None, device: str | AgentClient = LOCAL,

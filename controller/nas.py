@@ -4,6 +4,7 @@ and settings so later runs reuse it; the search itself is optimizers.nas."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import tempfile
@@ -11,6 +12,8 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import numpy as np
 
 from controller.client import AgentClient
 from controller.errors import FarmError
@@ -22,87 +25,173 @@ from controller.store import ResultsStore
 log = logging.getLogger(__name__)
 
 LUT_SETTINGS = MeasureSettings(threads=1, warmup=10, min_iterations=100, min_seconds=0.3)
-REPEATS = 3              # each table entry and each check: the lowest p50 of this many measurements
 CALIBRATION_ARCHS = 6    # whole architectures measured to fit the table's scale
 CALIBRATION_KEY = "calibration:scale"   # stored beside the blocks in latency_lut
 CALIBRATION_SEED = 1000  # the architectures of the check (prediction_errors) use other seeds
+REFERENCE_SEED = 7       # the reference model: this random architecture of the space, timed beside everything
+REFERENCE_KEY = "reference:p50"         # its p50 when the table was made: the speed entries are expressed at
+
+
+@dataclass(frozen=True)
+class Undisturbed:
+    """When a NAS measurement counts (measure_undisturbed)."""
+
+    accept: float = 1.10     # undisturbed: the reference ran within 10 % of its fastest p50 in this run
+    need: int = 1            # undisturbed measurements per file (their median is kept)
+    max_attempts: int = 6    # then the least disturbed one (lowest reference) is kept, scaled by the reference
+
+
+@dataclass
+class Reference:
+    """The fixed model timed in the same loop as every NAS measurement (one inference each, alternately).
+    A shared machine's speed drifts: this VM switches between two speeds about 1.6x apart, for seconds to
+    a minute at a time, and the slowdown is not the same for every operator. So a measurement counts only
+    when the reference ran at (within Undisturbed.accept of) its fastest in this run, and each value is
+    expressed at the reference's nominal speed: p50 x nominal / the reference's p50 in the same loop."""
+
+    path: Path
+    key: str                          # the reference architecture (part of the table's identity)
+    nominal_ms: float | None = None   # from the stored table, or the fastest seen while building it
+    fastest_ms: float = float("inf")  # fastest reference p50 seen in this run
+
+
+@dataclass
+class Measured:
+    """One file measured by measure_undisturbed()."""
+
+    ms: float          # at the reference's nominal speed (what the table holds and the check compares)
+    raw_ms: float      # the p50 as measured, in the kept measurements (median)
+    attempts: int
+    undisturbed: int   # how many of the attempts had the reference within `accept` of its fastest
+    run_id: int | None
+
+
+def make_reference(space, folder: Path) -> Reference:
+    """Export the space's reference architecture (fixed seed, fixed weights) into folder."""
+    import random
+
+    import torch
+
+    from optimizers.torch_helpers import export_onnx
+
+    arch = space.sample(random.Random(REFERENCE_SEED))
+    torch.manual_seed(0)
+    path = export_onnx(space.build(arch), folder / "reference.onnx", space.input_shape)
+    return Reference(path, arch.describe())
+
+
+def measure_undisturbed(paths: list[Path], client: AgentClient, settings: MeasureSettings, store: ResultsStore,
+                        reference: Reference, progress=None, labels: list[str] | None = None,
+                        rule: Undisturbed = Undisturbed()) -> list[Measured]:
+    """Benchmark each file with the reference in the same loop, in rounds (every file once, then again ...),
+    until each has rule.need undisturbed measurements or rule.max_attempts. A file measured while the
+    device was slow is measured again in a later round, when the slow spell has likely passed."""
+    say = progress or log.debug
+    if reference.fastest_ms == float("inf"):   # find the device's undisturbed speed first
+        for _ in range(3):
+            b = bench(reference.path, client, settings, store, reference=reference.path)
+            reference.fastest_ms = min(reference.fastest_ms, b.latency_ms["p50"], b.reference_latency_ms["p50"])
+    samples: list[list[tuple[float, float, int | None]]] = [[] for _ in paths]
+
+    def undisturbed(i: int) -> list:
+        return [s for s in samples[i] if s[1] <= rule.accept * reference.fastest_ms]
+
+    pending = list(range(len(paths)))
+    while pending:
+        for i in pending:
+            b = bench(paths[i], client, settings, store, reference=reference.path)
+            x, r = b.latency_ms["p50"], b.reference_latency_ms["p50"]
+            samples[i].append((x, r, b.run_id))
+            reference.fastest_ms = min(reference.fastest_ms, r)
+            slow = r / reference.fastest_ms
+            say(f"{labels[i] if labels else paths[i].name}: {x * 1000:.1f} us, reference {r * 1000:.1f} us"
+                + (f" ({slow:.2f}x its fastest: disturbed)" if slow > rule.accept else ""))
+        pending = [i for i in range(len(paths))
+                   if len(undisturbed(i)) < rule.need and len(samples[i]) < rule.max_attempts]
+    if reference.nominal_ms is None:
+        reference.nominal_ms = reference.fastest_ms
+    out = []
+    for i in range(len(paths)):
+        kept = undisturbed(i) or [min(samples[i], key=lambda s: s[1])]
+        out.append(Measured(ms=float(np.median([x / r for x, r, _ in kept])) * reference.nominal_ms,
+                            raw_ms=float(np.median([x for x, _, _ in kept])), attempts=len(samples[i]),
+                            undisturbed=len(undisturbed(i)), run_id=kept[0][2]))
+    return out
 
 
 def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings: MeasureSettings = LUT_SETTINGS,
-                       progress=None, repeats: int = REPEATS, calibrate: int = CALIBRATION_ARCHS):
-    """A LatencyTable for the device behind `client`: what the store already has for this device, backend
-    and settings is reused; missing blocks are exported, shipped and benchmarked on the device. With
-    calibrate > 0, its scale is fitted once on that many whole architectures measured on the device
-    (and stored, so later runs reuse it)."""
+                       progress=None, calibrate: int = CALIBRATION_ARCHS, reference: Reference | None = None,
+                       rule: Undisturbed = Undisturbed()):
+    """A LatencyTable for the device behind `client`: what the store already has for this device, backend,
+    settings and reference model is reused; missing blocks are exported, shipped and benchmarked on the
+    device (measure_undisturbed). With calibrate > 0, its scale is fitted once on that many whole
+    architectures measured on the device (and stored, so later runs reuse it). The table's `reference`
+    attribute is what checks and final measurements must be measured with."""
     from optimizers.nas import LatencyTable, export_block
 
+    say = progress or log.info
+    holder = tempfile.TemporaryDirectory(prefix="edgefarm-nas-ref-")
+    reference = reference or make_reference(space, Path(holder.name))
     info = client.info()
     version = next((b.version for b in info.backends if b.name == "onnxruntime"), "")
+    ref_id = hashlib.sha256(reference.key.encode()).hexdigest()[:12]
     ident = {"device_fingerprint": info.fingerprint, "backend": "onnxruntime", "backend_version": version,
-             "settings_key": settings.key(settings.threads)}
+             "settings_key": f"{settings.key(settings.threads)}|reference={ref_id}"}
     stored = store.lut_get(**ident)
-    say = progress or log.info
 
     def measure(blocks) -> dict[str, float]:
-        out = {}
         with tempfile.TemporaryDirectory(prefix="edgefarm-nas-") as tmp:
             paths = [export_block(space, b, Path(tmp) / f"block{i}.onnx") for i, b in enumerate(blocks)]
-
-            def done(i: int, best) -> None:
-                b = blocks[i]
-                out[b.key] = best.latency_ms["p50"]
-                store.lut_put(**ident, block_key=b.key, p50_ms=out[b.key], device_name=info.name,
-                              run_id=best.run_id)
-                say(f"latency table: {b.key}: {out[b.key] * 1000:.1f} us ({i + 1}/{len(blocks)} new on "
-                    f"{info.name})")
-
-            _lowest_in_rounds(paths, client, settings, store, repeats, done)
+            say(f"latency table: measuring {len(blocks)} new block(s) on {info.name}, each beside the reference")
+            got = measure_undisturbed(paths, client, settings, store, reference, progress=lambda line: None,
+                                      rule=rule)
+        if REFERENCE_KEY not in saved:    # the first entries fix the speed every entry is expressed at
+            store.lut_put(**ident, block_key=REFERENCE_KEY, p50_ms=reference.nominal_ms, device_name=info.name)
+            saved.add(REFERENCE_KEY)
+            say(f"latency table: reference model {reference.nominal_ms * 1000:.1f} us at its fastest on {info.name}")
+        out = {}
+        for i, (b, m) in enumerate(zip(blocks, got)):
+            out[b.key] = m.ms
+            store.lut_put(**ident, block_key=b.key, p50_ms=m.ms, device_name=info.name, run_id=m.run_id)
+            say(f"latency table: {b.key}: {m.ms * 1000:.1f} us ({i + 1}/{len(blocks)} new on {info.name}; "
+                f"{m.undisturbed}/{m.attempts} measurements undisturbed)")
         return out
 
     entries = dict(stored)
+    saved = set(entries)
     scale = entries.pop(CALIBRATION_KEY, None)
-    table = LatencyTable(measure=measure, entries=entries, scale=scale or 1.0)
+    if REFERENCE_KEY in entries:
+        reference.nominal_ms = entries.pop(REFERENCE_KEY)
+    # the reference (and the folder its file is in) lives as long as the table
+    table = LatencyTable(measure=measure, entries=entries, scale=scale or 1.0, context=(reference, holder, rule))
     say(f"latency table for {info.name}: {len(table.entries)} entries from the store"
-        + (f", scale {scale:.3f}" if scale else ""))
+        + (f", scale {scale:.3f}" if scale else "") + f"; reference model {reference.key}")
     if scale is None and calibrate > 0:
         import random
 
         rng = random.Random(CALIBRATION_SEED)
         archs = [space.sample(rng) for _ in range(calibrate)]
-        measured = measure_architectures(client, store, space, archs, settings, repeats)
-        for i, (arch, ms) in enumerate(zip(archs, measured)):
-            say(f"calibration {i + 1}/{calibrate}: {arch.describe()}: {ms * 1000:.1f} us measured whole")
-        table.fit_scale([(space.blocks(a), ms) for a, ms in zip(archs, measured)])
+        table.ensure([b for a in archs for b in space.blocks(a)])     # one batch: fewer small rounds
+        measured = measure_architectures(client, store, space, archs, settings, reference, rule=rule)
+        for i, (arch, m) in enumerate(zip(archs, measured)):
+            say(f"calibration {i + 1}/{calibrate}: {arch.describe()}: {m.ms * 1000:.1f} us measured whole")
+        table.fit_scale([(space.blocks(a), m.ms) for a, m in zip(archs, measured)])
         store.lut_put(**ident, block_key=CALIBRATION_KEY, p50_ms=table.scale, device_name=info.name)
         say(f"latency table scale for {info.name}: {table.scale:.3f} (whole networks / sum of blocks alone)")
     return table
 
 
 def measure_architectures(client: AgentClient, store: ResultsStore, space, archs: list, settings: MeasureSettings,
-                          repeats: int = REPEATS) -> list[float]:
-    """p50 of whole architectures on the device (untrained weights: latency does not depend on them)."""
+                          reference: Reference, progress=None, rule: Undisturbed = Undisturbed()) -> list[Measured]:
+    """Whole architectures measured on the device like the table's blocks (untrained weights: latency
+    does not depend on them)."""
     from optimizers.torch_helpers import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="edgefarm-nas-arch-") as tmp:
         paths = [export_onnx(space.build(a), Path(tmp) / f"arch{i}.onnx", space.input_shape)
                  for i, a in enumerate(archs)]
-        return [b.latency_ms["p50"] for b in _lowest_in_rounds(paths, client, settings, store, repeats)]
-
-
-def _lowest_in_rounds(paths: list[Path], client: AgentClient, settings: MeasureSettings, store: ResultsStore,
-                      repeats: int, on_done=None) -> list:
-    """Each file benchmarked `repeats` times in rounds (every file once, then again ...), keeping its lowest
-    p50: interference on a shared device only ever adds time, and a slow spell of seconds lands on
-    different files in different rounds. on_done(i, best) is called as each file's last round ends."""
-    best: list = [None] * len(paths)
-    for rnd in range(repeats):
-        for i, path in enumerate(paths):
-            b = bench(path, client, settings, store)
-            if best[i] is None or b.latency_ms["p50"] < best[i].latency_ms["p50"]:
-                best[i] = b
-            if rnd == repeats - 1 and on_done:
-                on_done(i, best[i])
-    return best
+        return measure_undisturbed(paths, client, settings, store, reference, progress,
+                                   labels=[a.describe() for a in archs], rule=rule)
 
 
 @dataclass
@@ -135,7 +224,8 @@ def run_nas(device: str | AgentClient = LOCAL, constraints: dict | None = None, 
             population: int = 6, proxy_epochs: int = 2, proxy_samples: int = 1500, final_epochs: int = 8,
             out_dir: Path | str = "edgefarm-nas", store: ResultsStore | Path | str | None = None,
             inventory: Path | None = None, choices: dict | None = None, seed: int = 0,
-            settings: MeasureSettings = LUT_SETTINGS, progress=None, calibrate: int = CALIBRATION_ARCHS) -> NASRun:
+            settings: MeasureSettings = LUT_SETTINGS, progress=None, calibrate: int = CALIBRATION_ARCHS,
+            rule: Undisturbed = Undisturbed()) -> NASRun:
     """Search the MobileNetV3 space on the built-in digits data for the device, then train the best
     architecture, export it and measure it on the device."""
     from optimizers.digits import load_digits_data
@@ -155,7 +245,7 @@ def run_nas(device: str | AgentClient = LOCAL, constraints: dict | None = None, 
                else connect(resolve_device(device, load_inventory(inventory))))
         with ctx as client:
             table = farm_latency_table(client, db, SEARCH_SPACES[search_space](choices=choices), settings, say,
-                                       calibrate=calibrate)
+                                       calibrate=calibrate, rule=rule)
             nas = NASOptimizer(search_space, constraints=constraints, latency_table=table, population=population,
                                proxy_epochs=proxy_epochs, proxy_samples=proxy_samples, seed=seed, choices=choices,
                                progress=say)
@@ -180,9 +270,11 @@ def run_nas(device: str | AgentClient = LOCAL, constraints: dict | None = None, 
                               progress=lambda s: say("  " + s))
             acc = accuracy(model, data.test)
             path = export_onnx(model, out / "nas-best.onnx")
-            measured = bench(path, client, settings, db).latency_ms["p50"]
-            say(f"measured on {client.name}: p50 {measured:.3f} ms (predicted {res.best.predicted_ms:.3f} ms), "
-                f"test accuracy {acc:.4f}")
+            reference, _, rule = table.context
+            m = measure_undisturbed([path], client, settings, db, reference, rule=rule)[0]
+            measured = m.ms
+            say(f"measured on {client.name}: p50 {measured:.3f} ms at the device's undisturbed speed (as measured "
+                f"{m.raw_ms:.3f} ms; predicted {res.best.predicted_ms:.3f} ms), test accuracy {acc:.4f}")
             run = NASRun(client.name, dict(constraints or {}), {**res.best.to_json()}, measured, acc,
                          count_params(model), history, [], res.table_size, res.blocks_measured,
                          round(time.monotonic() - started, 1), model_path=str(path))
@@ -239,18 +331,22 @@ def check_space(name: str) -> None:
 
 
 def prediction_errors(client: AgentClient, store: ResultsStore, table, space, n: int = 20, seed: int = 1,
-                      settings: MeasureSettings = LUT_SETTINGS, progress=None, repeats: int = REPEATS) -> list[dict]:
+                      settings: MeasureSettings = LUT_SETTINGS, progress=None) -> list[dict]:
     """Check the table: sample n architectures (other than the calibration's), predict each from its
-    blocks, measure the whole model on the device; relative error = (predicted - measured) / measured."""
+    blocks, measure the whole model on the device beside the table's reference model (measure_undisturbed);
+    relative error = (predicted - measured) / measured."""
     import random
 
     rng = random.Random(seed)
     archs = [space.sample(rng) for _ in range(n)]
     predicted = [table.predict(space.blocks(a)) for a in archs]
-    measured = measure_architectures(client, store, space, archs, settings, repeats)
+    reference, _, rule = table.context
+    measured = measure_architectures(client, store, space, archs, settings, reference, rule=rule)
     out = []
     for i, (arch, p, m) in enumerate(zip(archs, predicted, measured)):
-        out.append({"arch": arch.describe(), "predicted_ms": p, "measured_ms": m, "error": (p - m) / m})
-        (progress or log.info)(f"check {i + 1}/{n}: predicted {p:.3f} ms, measured {m:.3f} ms "
-                               f"({out[-1]['error'] * 100:+.1f} %)")
+        out.append({"arch": arch.describe(), "predicted_ms": p, "measured_ms": m.ms, "raw_ms": m.raw_ms,
+                    "undisturbed": m.undisturbed, "attempts": m.attempts, "error": (p - m.ms) / m.ms})
+        (progress or log.info)(f"check {i + 1}/{n}: predicted {p:.3f} ms, measured {m.ms:.3f} ms "
+                               f"({out[-1]['error'] * 100:+.1f} %; as measured {m.raw_ms:.3f} ms, "
+                               f"{m.undisturbed}/{m.attempts} undisturbed)")
     return out

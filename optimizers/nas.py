@@ -10,6 +10,7 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -211,6 +212,8 @@ class LatencyTable:
     entries: dict[str, float] = field(default_factory=dict)
     measured: int = 0     # entries measured by this table (not found in an earlier run's table)
     scale: float = 1.0    # whole-network / sum-of-blocks ratio of the blocks' own work (fit_scale)
+    context: Any = None   # whatever its maker keeps with it (controller.nas: the reference model entries are
+                          # relative to, which checks and final measurements must be measured beside)
 
     def ensure(self, blocks: list[Block]) -> None:
         """Measure the blocks (and the input probes) the table lacks."""

@@ -179,7 +179,7 @@ class MeasureSettings(_message.Message):
     def __init__(self, threads: _Optional[int] = ..., warmup: _Optional[int] = ..., min_iterations: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_seconds: _Optional[float] = ..., input_shapes: _Optional[_Mapping[str, Shape]] = ..., profile_iterations: _Optional[int] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("job_id", "kind", "model_digest", "backend", "settings", "inputs", "time_limit_s", "memory_limit_bytes")
+    __slots__ = ("job_id", "kind", "model_digest", "backend", "settings", "inputs", "time_limit_s", "memory_limit_bytes", "reference_digest")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -188,6 +188,7 @@ class RunRequest(_message.Message):
     INPUTS_FIELD_NUMBER: _ClassVar[int]
     TIME_LIMIT_S_FIELD_NUMBER: _ClassVar[int]
     MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_DIGEST_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     kind: JobKind
     model_digest: str
@@ -196,7 +197,8 @@ class RunRequest(_message.Message):
     inputs: _containers.RepeatedCompositeFieldContainer[Tensor]
     time_limit_s: float
     memory_limit_bytes: int
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., model_digest: _Optional[str] = ..., backend: _Optional[str] = ..., settings: _Optional[_Union[MeasureSettings, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., time_limit_s: _Optional[float] = ..., memory_limit_bytes: _Optional[int] = ...) -> None: ...
+    reference_digest: str
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., model_digest: _Optional[str] = ..., backend: _Optional[str] = ..., settings: _Optional[_Union[MeasureSettings, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., time_limit_s: _Optional[float] = ..., memory_limit_bytes: _Optional[int] = ..., reference_digest: _Optional[str] = ...) -> None: ...
 
 class Queued(_message.Message):
     __slots__ = ("position",)
@@ -349,7 +351,7 @@ class Energy(_message.Message):
     def __init__(self, source: _Optional[str] = ..., energy_j: _Optional[float] = ..., avg_power_w: _Optional[float] = ..., mj_per_inference: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("latency", "load_ms", "first_inference_ms", "peak_memory_bytes", "threads", "backend", "backend_version", "telemetry_before", "telemetry_after", "flags", "measured_seconds", "input_shapes", "warmup", "energy")
+    __slots__ = ("latency", "load_ms", "first_inference_ms", "peak_memory_bytes", "threads", "backend", "backend_version", "telemetry_before", "telemetry_after", "flags", "measured_seconds", "input_shapes", "warmup", "energy", "reference_latency")
     class InputShapesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -371,6 +373,7 @@ class Result(_message.Message):
     INPUT_SHAPES_FIELD_NUMBER: _ClassVar[int]
     WARMUP_FIELD_NUMBER: _ClassVar[int]
     ENERGY_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_LATENCY_FIELD_NUMBER: _ClassVar[int]
     latency: LatencyStats
     load_ms: float
     first_inference_ms: float
@@ -385,7 +388,8 @@ class Result(_message.Message):
     input_shapes: _containers.MessageMap[str, Shape]
     warmup: int
     energy: Energy
-    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., load_ms: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., threads: _Optional[int] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., telemetry_before: _Optional[_Union[Telemetry, _Mapping]] = ..., telemetry_after: _Optional[_Union[Telemetry, _Mapping]] = ..., flags: _Optional[_Iterable[str]] = ..., measured_seconds: _Optional[float] = ..., input_shapes: _Optional[_Mapping[str, Shape]] = ..., warmup: _Optional[int] = ..., energy: _Optional[_Union[Energy, _Mapping]] = ...) -> None: ...
+    reference_latency: LatencyStats
+    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., load_ms: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., threads: _Optional[int] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., telemetry_before: _Optional[_Union[Telemetry, _Mapping]] = ..., telemetry_after: _Optional[_Union[Telemetry, _Mapping]] = ..., flags: _Optional[_Iterable[str]] = ..., measured_seconds: _Optional[float] = ..., input_shapes: _Optional[_Mapping[str, Shape]] = ..., warmup: _Optional[int] = ..., energy: _Optional[_Union[Energy, _Mapping]] = ..., reference_latency: _Optional[_Union[LatencyStats, _Mapping]] = ...) -> None: ...
 
 class Outputs(_message.Message):
     __slots__ = ("tensors",)

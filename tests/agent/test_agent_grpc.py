@@ -136,6 +136,35 @@ def test_unfixed_dynamic_dimensions_are_named(shared_agent, dynamic_onnx):
     assert run_events(client, dynamic_onnx, settings=fixed)[-1].result.input_shapes["x"].dims == [2, 3, 16, 16]
 
 
+def test_a_reference_model_is_timed_in_the_same_loop(shared_agent, conv_onnx, model_dir):
+    """Drift compensation: one inference of the model, one of the reference, alternately; both come back."""
+    client, _ = shared_agent
+    big = models.conv_model(model_dir / "big_conv.onnx", size=160)    # 25x the pixels of tiny_conv
+    ref_digest = client.ensure_model(big).digest
+    events = run_events(client, conv_onnx, reference_digest=ref_digest, settings=pb.MeasureSettings(
+        warmup=2, min_iterations=30, min_seconds=0.0, max_seconds=10, threads=1))
+    r = events[-1].result
+    assert r.latency.count == r.reference_latency.count == 30
+    assert r.reference_latency.p50_ms > 3 * r.latency.p50_ms     # the reference's own times, not the model's
+    assert list(r.input_shapes["x"].dims) == [1, 3, 32, 32]       # the model's shapes; the reference has its own
+    assert not run_events(client, conv_onnx)[-1].result.HasField("reference_latency")
+
+
+@pytest.mark.parametrize("case, code, words", [
+    ("absent", "MODEL_NOT_FOUND", "reference model 000"),
+    ("profile", "INVALID_INPUT", "a reference model is timed alongside a BENCHMARK job only"),
+    ("dynamic", "INVALID_INPUT", "the reference model: "),
+])
+def test_a_bad_reference_is_a_clear_error(shared_agent, conv_onnx, dynamic_onnx, case, code, words):
+    client, _ = shared_agent
+    digest = {"absent": "0" * 64, "profile": client.ensure_model(conv_onnx).digest,
+              "dynamic": client.ensure_model(dynamic_onnx).digest}[case]
+    events = run_events(client, conv_onnx, kind=pb.PROFILE if case == "profile" else pb.BENCHMARK,
+                        reference_digest=digest)
+    err = final_error(events)
+    assert pb.ErrorCode.Name(err.code) == code and words in err.message, err.message
+
+
 def test_unknown_digest_is_model_not_found(shared_agent):
     client, _ = shared_agent
     events = list(client.run(pb.RunRequest(kind=pb.BENCHMARK, model_digest="0" * 64, settings=FAST)))

@@ -4,19 +4,25 @@ device and reused, the constraint met as measured, bad input."""
 from __future__ import annotations
 
 import sqlite3
+from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 pytest.importorskip("torch")
 
 from controller.cli import main  # noqa: E402
-from controller.nas import run_nas  # noqa: E402
+from controller.nas import Undisturbed, run_nas  # noqa: E402
+from controller.settings import MeasureSettings  # noqa: E402
 from optimizers import OptimizerError, UnknownOption  # noqa: E402
 from optimizers.nas import MobileNetV3Space, NASOptimizer  # noqa: E402
 
 # a small corner of the space, so the table has few blocks and the test stays short
 CHOICES = {"depth": (1,), "kernel": (3,), "expand": (2, 4), "width": (0.75, 1.0), "se": (False,), "act": ("relu",)}
-SMALL = dict(iterations=2, population=2, proxy_epochs=1, proxy_samples=256, final_epochs=1, choices=CHOICES)
+# and short measurements, each taken at most twice (precision is the benchmark's job, not this test's)
+RULE = Undisturbed(need=1, max_attempts=2)
+SMALL = dict(iterations=2, population=2, proxy_epochs=1, proxy_samples=256, final_epochs=1, choices=CHOICES,
+             settings=MeasureSettings(threads=1, warmup=5, min_iterations=50, min_seconds=0.05), rule=RULE)
 
 
 def _bench_runs(db) -> int:
@@ -35,17 +41,50 @@ def test_search_meets_the_measured_latency_and_reuses_the_table(tmp_path):
     assert len(first.history) >= 2 and all(h["predicted_ms"] > 0 for h in first.history)
     with sqlite3.connect(db) as conn:
         stored = conn.execute("SELECT COUNT(*) FROM latency_lut").fetchone()[0]
-    assert stored == first.table_blocks + 1  # blocks and their input probes, and the fitted scale
+    assert stored == first.table_blocks + 2  # blocks and their input probes, the fitted scale, the reference
 
     runs_before = _bench_runs(db)
     second = run_nas("local", {"latency_ms": 2.0}, out_dir=tmp_path / "b", store=db, progress=lambda s: None,
                      **SMALL)
     assert second.blocks_measured == 0 and second.table_blocks == first.table_blocks
-    assert _bench_runs(db) == runs_before + 1  # only the found model itself was measured again
+    # only the reference (3 times, to find the device's undisturbed speed) and the found model itself
+    assert runs_before + 3 + RULE.need <= _bench_runs(db) <= runs_before + 3 + RULE.max_attempts
+
+
+def test_measurements_taken_while_the_device_was_slow_are_taken_again(monkeypatch, tmp_path):
+    """measure_undisturbed's rounds, with the agent's answers scripted: the reference's p50 says when the
+    device was slowed (this VM's speed drops 1.6x for seconds at a time)."""
+    import controller.nas as nas
+
+    answers = {  # file -> (model p50, reference p50) per attempt
+        "a": [(1.0, 0.10), (1.1, 0.11)],                        # undisturbed twice: done after 2
+        "b": [(1.6, 0.16), (1.0, 0.10), (1.6, 0.16), (1.02, 0.102)],  # slow spells are measured again
+        "c": [(1.6, 0.16)] * 6,                                 # never undisturbed: the least disturbed, scaled
+    }
+    calls = []
+
+    def fake_bench(path, client, settings, store, reference=None):
+        name = Path(path).stem
+        if name == "reference":
+            return SimpleNamespace(latency_ms={"p50": 0.1}, reference_latency_ms={"p50": 0.1}, run_id=None)
+        x, r = answers[name][sum(c == name for c in calls)]
+        calls.append(name)
+        return SimpleNamespace(latency_ms={"p50": x}, reference_latency_ms={"p50": r}, run_id=len(calls))
+
+    monkeypatch.setattr(nas, "bench", fake_bench)
+    ref = nas.Reference(tmp_path / "reference.onnx", "ref")
+    out = nas.measure_undisturbed([tmp_path / f"{n}.onnx" for n in "abc"], None, None, None, ref,
+                                  rule=nas.Undisturbed(need=2, max_attempts=6))
+    assert calls == ["a", "b", "c", "a", "b", "c", "b", "c", "b", "c", "c", "c"]   # rounds, then the rest again
+    assert ref.nominal_ms == ref.fastest_ms == 0.1
+    assert [m.attempts for m in out] == [2, 4, 6] and [m.undisturbed for m in out] == [2, 2, 0]
+    assert out[0].ms == pytest.approx(1.0) and out[1].ms == pytest.approx(1.0)   # p50 x nominal / reference
+    assert out[2].ms == pytest.approx(1.0) and out[2].raw_ms == pytest.approx(1.6)
 
 
 def test_impossible_constraint_names_the_closest(tmp_path, capsys):
     assert main(["--store", str(tmp_path / "r.db"), "nas", "--latency-ms", "0.0001", "--iterations", "1",
+                 "--calibrate", "0",
                  "--population", "2", "--proxy-samples", "64", "--out", str(tmp_path / "o")]) == 3
     err = capsys.readouterr().err
     assert "no architecture in the space meets" in err and "below this device's fixed cost of one inference" in err
