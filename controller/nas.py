@@ -143,8 +143,8 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
         with tempfile.TemporaryDirectory(prefix="edgefarm-nas-") as tmp:
             paths = [export_block(space, b, Path(tmp) / f"block{i}.onnx") for i, b in enumerate(blocks)]
             say(f"latency table: measuring {len(blocks)} new block(s) on {info.name}, each beside the reference")
-            got = measure_undisturbed(paths, client, settings, store, reference, progress=lambda line: None,
-                                      rule=rule)
+            got = measure_undisturbed(paths, client, settings, store, reference, rule=rule,
+                                      progress=lambda line: say(f"  {line}"), labels=[b.key for b in blocks])
         if REFERENCE_KEY not in saved:    # the first entries fix the speed every entry is expressed at
             store.lut_put(**ident, block_key=REFERENCE_KEY, p50_ms=reference.nominal_ms, device_name=info.name)
             saved.add(REFERENCE_KEY)
@@ -339,6 +339,7 @@ def prediction_errors(client: AgentClient, store: ResultsStore, table, space, n:
 
     rng = random.Random(seed)
     archs = [space.sample(rng) for _ in range(n)]
+    table.ensure([b for a in archs for b in space.blocks(a)])   # the blocks it lacks, in one batch
     predicted = [table.predict(space.blocks(a)) for a in archs]
     reference, _, rule = table.context
     measured = measure_architectures(client, store, space, archs, settings, reference, rule=rule)
