@@ -125,8 +125,8 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
     """A LatencyTable for the device behind `client`: what the store already has for this device, backend,
     settings and reference model is reused; missing blocks are exported, shipped and benchmarked on the
     device (measure_undisturbed). With calibrate > 0, its scale is fitted once on that many whole
-    architectures measured on the device (and stored, so later runs reuse it). The table's `reference`
-    attribute is what checks and final measurements must be measured with."""
+    architectures measured on the device (and stored, so later runs reuse it). `table.context` is
+    (reference, its folder, rule): checks and final measurements must be measured beside that reference."""
     from optimizers.nas import LatencyTable, export_block
 
     say = progress or log.info
