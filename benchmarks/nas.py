@@ -57,9 +57,9 @@ def main() -> int:
             space = MobileNetV3Space()
             table = farm_latency_table(client, store, space, progress=log)
             checks = check_predictor(client, store, table, space, n=args.check, progress=log)
-            reference, _, rule = table.context
+            reference = table.context
             example_path = export_onnx(example, work / "example.onnx")
-            limit = measure_undisturbed([example_path], client, LUT_SETTINGS, store, reference, rule=rule)[0].ms
+            limit = measure_undisturbed([example_path], client, LUT_SETTINGS, store, reference)[0].ms
             log(f"latency limit = the hand-made example's p50: {limit:.3f} ms")
             run = run_nas(client, {"latency_ms": limit}, iterations=args.iterations, population=args.population,
                           proxy_epochs=2, proxy_samples=1500,
@@ -71,8 +71,8 @@ def main() -> int:
             p50s: dict[str, list[float]] = {k: [] for k in rows}
             for rnd in range(args.rounds):
                 for name in (list(rows) if rnd % 2 == 0 else list(rows)[::-1]):
-                    p50s[name].append(measure_undisturbed([rows[name][0]], client, LUT_SETTINGS, store, reference,
-                                                          rule=rule)[0].ms)
+                    p50s[name].append(measure_undisturbed([rows[name][0]], client, LUT_SETTINGS, store,
+                                                          reference)[0].ms)
             plot = _plot(checks, ROOT / "benchmarks" / "results" / "nas-predictor.png")
         finally:
             store.close()
@@ -89,7 +89,7 @@ def main() -> int:
              f"reference model ({reference.key}, nominal p50 {reference.nominal_ms * 1000:.1f} us): median |error| "
              f"{statistics.median(errs) * 100:.1f} %, max {max(errs) * 100:.1f} %, within 10 %: "
              f"{within * 100:.0f} % (goal: 90 %). {undisturbed} of {len(checks)} got an undisturbed measurement "
-             f"within {rule.max_attempts} attempts. Against the raw p50s of the same measurements (no scaling by "
+             f"within {reference.rule.max_attempts} attempts. Against the raw p50s of the same measurements (no scaling by "
              f"the reference): median {statistics.median(raw) * 100:.1f} %, within 10 %: "
              f"{sum(e <= 0.10 for e in raw) / len(raw) * 100:.0f} %. Plot: `benchmarks/results/{plot.name}`.", "",
              f"Search: {len(run.history)} architectures trained as proxies (2 epochs on 1,500 images), "

@@ -12,6 +12,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +20,7 @@ from controller.client import AgentClient
 from controller.errors import FarmError
 from controller.inventory import LOCAL, connect, load_inventory, resolve_device
 from controller.measure import bench
+from controller.models import ModelRef, check_model
 from controller.settings import MeasureSettings
 from controller.store import ResultsStore
 
@@ -47,12 +49,15 @@ class Reference:
     A shared machine's speed drifts: this VM switches between two speeds about 1.6x apart, for seconds to
     a minute at a time, and the slowdown is not the same for every operator. So a measurement counts only
     when the reference ran at (within Undisturbed.accept of) its fastest in this run, and each value is
-    expressed at the reference's nominal speed: p50 x nominal / the reference's p50 in the same loop."""
+    expressed at the reference's nominal speed: p50 x nominal / the reference's p50 in the same loop.
+    A farm_latency_table keeps its Reference as `table.context`."""
 
-    path: Path
+    model: Path | ModelRef            # the reference model file (make_reference checks it once)
     key: str                          # the reference architecture (part of the table's identity)
+    rule: Undisturbed = Undisturbed()  # when a measurement beside it counts
     nominal_ms: float | None = None   # from the stored table, or the fastest seen while building it
     fastest_ms: float = float("inf")  # fastest reference p50 seen in this run
+    folder: Any = field(default=None, repr=False)   # keeps the file's temporary folder alive
 
 
 @dataclass
@@ -66,8 +71,9 @@ class Measured:
     run_id: int | None
 
 
-def make_reference(space, folder: Path) -> Reference:
-    """Export the space's reference architecture (fixed seed, fixed weights) into folder."""
+def make_reference(space, rule: Undisturbed = Undisturbed()) -> Reference:
+    """The space's reference architecture (fixed seed, fixed weights), exported into a temporary folder
+    that lives as long as the Reference, and checked once."""
     import random
 
     import torch
@@ -76,20 +82,21 @@ def make_reference(space, folder: Path) -> Reference:
 
     arch = space.sample(random.Random(REFERENCE_SEED))
     torch.manual_seed(0)
-    path = export_onnx(space.build(arch), folder / "reference.onnx", space.input_shape)
-    return Reference(path, arch.describe())
+    folder = tempfile.TemporaryDirectory(prefix="edgefarm-nas-ref-")
+    path = export_onnx(space.build(arch), Path(folder.name) / "reference.onnx", space.input_shape)
+    return Reference(check_model(path), arch.describe(), rule, folder=folder)
 
 
 def measure_undisturbed(paths: list[Path], client: AgentClient, settings: MeasureSettings, store: ResultsStore,
-                        reference: Reference, progress=None, labels: list[str] | None = None,
-                        rule: Undisturbed = Undisturbed()) -> list[Measured]:
+                        reference: Reference, progress=None, labels: list[str] | None = None) -> list[Measured]:
     """Benchmark each file with the reference in the same loop, in rounds (every file once, then again ...),
-    until each has rule.need undisturbed measurements or rule.max_attempts. A file measured while the
-    device was slow is measured again in a later round, when the slow spell has likely passed."""
+    until each has reference.rule.need undisturbed measurements or rule.max_attempts. A file measured while
+    the device was slow is measured again in a later round, when the slow spell has likely passed."""
     say = progress or log.debug
+    rule = reference.rule
     if reference.fastest_ms == float("inf"):   # find the device's undisturbed speed first
         for _ in range(3):
-            b = bench(reference.path, client, settings, store, reference=reference.path)
+            b = bench(reference.model, client, settings, store, reference=reference.model)
             reference.fastest_ms = min(reference.fastest_ms, b.latency_ms["p50"], b.reference_latency_ms["p50"])
     samples: list[list[tuple[float, float, int | None]]] = [[] for _ in paths]
 
@@ -99,7 +106,7 @@ def measure_undisturbed(paths: list[Path], client: AgentClient, settings: Measur
     pending = list(range(len(paths)))
     while pending:
         for i in pending:
-            b = bench(paths[i], client, settings, store, reference=reference.path)
+            b = bench(paths[i], client, settings, store, reference=reference.model)
             x, r = b.latency_ms["p50"], b.reference_latency_ms["p50"]
             samples[i].append((x, r, b.run_id))
             reference.fastest_ms = min(reference.fastest_ms, r)
@@ -125,13 +132,12 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
     """A LatencyTable for the device behind `client`: what the store already has for this device, backend,
     settings and reference model is reused; missing blocks are exported, shipped and benchmarked on the
     device (measure_undisturbed). With calibrate > 0, its scale is fitted once on that many whole
-    architectures measured on the device (and stored, so later runs reuse it). `table.context` is
-    (reference, its folder, rule): checks and final measurements must be measured beside that reference."""
+    architectures measured on the device (and stored, so later runs reuse it). `table.context` is the
+    Reference (made with `rule` unless one is given): checks and final measurements are measured beside it."""
     from optimizers.nas import LatencyTable, export_block
 
     say = progress or log.info
-    holder = tempfile.TemporaryDirectory(prefix="edgefarm-nas-ref-")
-    reference = reference or make_reference(space, Path(holder.name))
+    reference = reference or make_reference(space, rule)
     info = client.info()
     version = next((b.version for b in info.backends if b.name == "onnxruntime"), "")
     ref_id = hashlib.sha256(reference.key.encode()).hexdigest()[:12]
@@ -143,7 +149,7 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
         with tempfile.TemporaryDirectory(prefix="edgefarm-nas-") as tmp:
             paths = [export_block(space, b, Path(tmp) / f"block{i}.onnx") for i, b in enumerate(blocks)]
             say(f"latency table: measuring {len(blocks)} new block(s) on {info.name}, each beside the reference")
-            got = measure_undisturbed(paths, client, settings, store, reference, rule=rule,
+            got = measure_undisturbed(paths, client, settings, store, reference,
                                       progress=lambda line: say(f"  {line}"), labels=[b.key for b in blocks])
         if REFERENCE_KEY not in saved:    # the first entries fix the speed every entry is expressed at
             store.lut_put(**ident, block_key=REFERENCE_KEY, p50_ms=reference.nominal_ms, device_name=info.name)
@@ -162,8 +168,7 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
     scale = entries.pop(CALIBRATION_KEY, None)
     if REFERENCE_KEY in entries:
         reference.nominal_ms = entries.pop(REFERENCE_KEY)
-    # the reference (and the folder its file is in) lives as long as the table
-    table = LatencyTable(measure=measure, entries=entries, scale=scale or 1.0, context=(reference, holder, rule))
+    table = LatencyTable(measure=measure, entries=entries, scale=scale or 1.0, context=reference)
     say(f"latency table for {info.name}: {len(table.entries)} entries from the store"
         + (f", scale {scale:.3f}" if scale else "") + f"; reference model {reference.key}")
     if scale is None and calibrate > 0:
@@ -172,7 +177,7 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
         rng = random.Random(CALIBRATION_SEED)
         archs = [space.sample(rng) for _ in range(calibrate)]
         table.ensure([b for a in archs for b in space.blocks(a)])     # one batch: fewer small rounds
-        measured = measure_architectures(client, store, space, archs, settings, reference, rule=rule)
+        measured = measure_architectures(client, store, space, archs, settings, reference)
         for i, (arch, m) in enumerate(zip(archs, measured)):
             say(f"calibration {i + 1}/{calibrate}: {arch.describe()}: {m.ms * 1000:.1f} us measured whole")
         table.fit_scale([(space.blocks(a), m.ms) for a, m in zip(archs, measured)])
@@ -182,7 +187,7 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
 
 
 def measure_architectures(client: AgentClient, store: ResultsStore, space, archs: list, settings: MeasureSettings,
-                          reference: Reference, progress=None, rule: Undisturbed = Undisturbed()) -> list[Measured]:
+                          reference: Reference, progress=None) -> list[Measured]:
     """Whole architectures measured on the device like the table's blocks (untrained weights: latency
     does not depend on them)."""
     from optimizers.torch_helpers import export_onnx
@@ -191,7 +196,7 @@ def measure_architectures(client: AgentClient, store: ResultsStore, space, archs
         paths = [export_onnx(space.build(a), Path(tmp) / f"arch{i}.onnx", space.input_shape)
                  for i, a in enumerate(archs)]
         return measure_undisturbed(paths, client, settings, store, reference, progress,
-                                   labels=[a.describe() for a in archs], rule=rule)
+                                   labels=[a.describe() for a in archs])
 
 
 @dataclass
@@ -270,8 +275,7 @@ def run_nas(device: str | AgentClient = LOCAL, constraints: dict | None = None, 
                               progress=lambda s: say("  " + s))
             acc = accuracy(model, data.test)
             path = export_onnx(model, out / "nas-best.onnx")
-            reference, _, rule = table.context
-            m = measure_undisturbed([path], client, settings, db, reference, rule=rule)[0]
+            m = measure_undisturbed([path], client, settings, db, table.context)[0]
             measured = m.ms
             say(f"measured on {client.name}: p50 {measured:.3f} ms at the device's undisturbed speed (as measured "
                 f"{m.raw_ms:.3f} ms; predicted {res.best.predicted_ms:.3f} ms), test accuracy {acc:.4f}")
@@ -341,8 +345,7 @@ def prediction_errors(client: AgentClient, store: ResultsStore, table, space, n:
     archs = [space.sample(rng) for _ in range(n)]
     table.ensure([b for a in archs for b in space.blocks(a)])   # the blocks it lacks, in one batch
     predicted = [table.predict(space.blocks(a)) for a in archs]
-    reference, _, rule = table.context
-    measured = measure_architectures(client, store, space, archs, settings, reference, rule=rule)
+    measured = measure_architectures(client, store, space, archs, settings, table.context)
     out = []
     for i, (arch, p, m) in enumerate(zip(archs, predicted, measured)):
         out.append({"arch": arch.describe(), "predicted_ms": p, "measured_ms": m.ms, "raw_ms": m.raw_ms,

@@ -72,9 +72,8 @@ def test_measurements_taken_while_the_device_was_slow_are_taken_again(monkeypatc
         return SimpleNamespace(latency_ms={"p50": x}, reference_latency_ms={"p50": r}, run_id=len(calls))
 
     monkeypatch.setattr(nas, "bench", fake_bench)
-    ref = nas.Reference(tmp_path / "reference.onnx", "ref")
-    out = nas.measure_undisturbed([tmp_path / f"{n}.onnx" for n in "abc"], None, None, None, ref,
-                                  rule=nas.Undisturbed(need=2, max_attempts=6))
+    ref = nas.Reference(tmp_path / "reference.onnx", "ref", nas.Undisturbed(need=2, max_attempts=6))
+    out = nas.measure_undisturbed([tmp_path / f"{n}.onnx" for n in "abc"], None, None, None, ref)
     assert calls == ["a", "b", "c", "a", "b", "c", "b", "c", "b", "c", "c", "c"]   # rounds, then the rest again
     assert ref.nominal_ms == ref.fastest_ms == 0.1
     assert [m.attempts for m in out] == [2, 4, 6] and [m.undisturbed for m in out] == [2, 2, 0]
