@@ -20,6 +20,7 @@ from agent.stats import latency_stats
 from agent.telemetry import PowerMeter
 
 PROGRESS_EVERY_S = 1.0
+MAX_TIMES = 100_000   # per-inference times sent back with a result (the first of a longer loop)
 
 
 def emit(event: str, **fields) -> None:
@@ -169,6 +170,7 @@ def run_job(job: dict) -> None:
     result = _result(cls, job, times, load_ms, first_ms, measured_s, flags, shapes)
     if ref_times:
         result["reference_latency"] = latency_stats(ref_times)
+        result["reference_times_ms"] = times_ms(ref_times)
     if energy and times and not ref_times:   # (with a reference the loop's energy is shared by two models)
         # the loop's energy over its inferences: joules per inference, as millijoules
         result["energy"] = {**energy, "mj_per_inference": energy["energy_j"] * 1000.0 / len(times)}
@@ -181,10 +183,16 @@ def run_job(job: dict) -> None:
     emit("result", **result)
 
 
+def times_ms(times_ns: list[int]) -> list[float]:
+    """The first MAX_TIMES per-inference times in milliseconds, in order (Result.times_ms)."""
+    return (np.asarray(times_ns[:MAX_TIMES], dtype=np.float64) / 1e6).round(6).tolist()
+
+
 def _result(cls, job: dict, times: list[int], load_ms: float, first_ms: float, measured_s: float,
             flags: list[str], shapes: dict) -> dict:
     """The result event's fields for a measured loop (ns per inference in `times`)."""
-    return {"latency": latency_stats(times), "load_ms": load_ms, "first_inference_ms": first_ms,
+    return {"latency": latency_stats(times), "times_ms": times_ms(times), "load_ms": load_ms,
+            "first_inference_ms": first_ms,
             "peak_memory_bytes": peak_rss_bytes(), "threads": job["threads"], "backend": cls.name,
             "backend_version": cls.version(), "measured_seconds": measured_s, "flags": flags,
             "input_shapes": shapes, "warmup": job["warmup"]}

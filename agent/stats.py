@@ -1,8 +1,10 @@
-"""Latency statistics over a list of per-iteration timings."""
+"""Latency statistics over a list of per-iteration timings, and the paired speedup of two models timed
+in the same loop."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -20,3 +22,69 @@ def latency_stats(times_ns: Sequence[int]) -> dict[str, float]:
         "mean_ms": mean, "std_ms": std, "max_ms": float(ms.max()),
         "cv": std / mean if mean > 0 else 0.0, "count": int(ms.size),
     }
+
+
+@dataclass(frozen=True)
+class PairedRatio:
+    """The median over iteration pairs of reference time / model time (> 1: the model is faster), with a
+    confidence interval: how a contender compares with its reference timed in the same loop."""
+
+    median: float
+    low: float
+    high: float
+    pairs: int
+    rounds: int
+    confidence: float = 0.95
+
+    @property
+    def interval(self) -> list[float]:
+        """[low, high], as `speedup_ci` in the JSON and the reports."""
+        return [round(self.low, 4), round(self.high, 4)]
+
+    def verdict(self, margin: float) -> str:
+        """'faster' when the interval's lower end clears the noise margin, 'slower' when its upper end is
+        below 1/margin, else 'equal'."""
+        if self.low >= margin:
+            return "faster"
+        if self.high <= 1.0 / margin:
+            return "slower"
+        return "equal"
+
+    def text(self) -> str:
+        """'1.23x (95 % CI 1.20-1.26)'."""
+        return f"{self.median:.2f}x (95 % CI {self.low:.2f}-{self.high:.2f})"
+
+
+def paired_ratio(rounds: Sequence[tuple[Sequence[float], Sequence[float]]], confidence: float = 0.95,
+                 resamples: int = 1000, seed: int = 0) -> PairedRatio:
+    """Paired speedup over one or more measured loops. Each round is (reference_times, model_times) of one
+    loop, where reference_times[i] and model_times[i] ran back to back; the speedup is the median of
+    reference_times[i] / model_times[i] over every pair of every round. The interval is a block bootstrap:
+    pairs close in time share the machine's state (a slow spell), so each round is cut into blocks of
+    about sqrt(n) consecutive pairs and whole blocks are resampled."""
+    ratios = []
+    for ref, model in rounds:
+        ref_a, model_a = np.asarray(ref, np.float64), np.asarray(model, np.float64)
+        n = min(ref_a.size, model_a.size)
+        keep = (model_a[:n] > 0) & (ref_a[:n] > 0)
+        if keep.any():
+            ratios.append(ref_a[:n][keep] / model_a[:n][keep])
+    if not ratios:
+        raise ValueError("no paired timings to compare")
+    everything = np.concatenate(ratios)
+    shortest = min(r.size for r in ratios)
+    block = max(1, round(float(np.sqrt(shortest))))
+    blocks = np.concatenate([r[: r.size // block * block].reshape(-1, block) for r in ratios if r.size >= block])
+    rng = np.random.default_rng(seed)
+    medians = []
+    per_batch = max(1, 2_000_000 // max(blocks.size, 1))
+    for start in range(0, resamples, per_batch):
+        count = min(per_batch, resamples - start)
+        picks = rng.integers(0, len(blocks), size=(count, len(blocks)))
+        medians.append(np.median(blocks[picks].reshape(count, -1), axis=1))
+    boot = np.concatenate(medians)
+    tail = (1 - confidence) / 2 * 100
+    low, high = np.percentile(boot, [tail, 100 - tail])
+    median = float(np.median(everything))
+    return PairedRatio(median=median, low=float(min(low, median)), high=float(max(high, median)),
+                       pairs=int(everything.size), rounds=len(ratios), confidence=confidence)

@@ -28,7 +28,17 @@ def add_parser(sub) -> None:
                    help="accuracy points the candidate may lose (labelled data; default 1.0 when neither "
                         "this nor --min-fidelity is given)")
     p.add_argument("--min-fidelity", type=float, default=None,
-                   help="mean cosine of the outputs vs the original's (default 0.99 without labels)")
+                   help="output cosine vs the original's, per output over all samples, the worst output "
+                        "(default 0.99 without labels)")
+    p.add_argument("--metric", default=None, metavar="NAME",
+                   help="a task metric judged on every candidate, higher is better: top1 (classifiers), "
+                        "mask-iou@T (dense probability maps thresholded at T, e.g. mask-iou@0.5), or your own "
+                        "module:function / path/to/file.py:function taking (reference outputs, candidate "
+                        "outputs, labels) -> float")
+    p.add_argument("--min-metric", type=float, default=None, help="the --metric value a candidate must reach")
+    p.add_argument("--max-metric-drop", type=float, default=None,
+                   help="how far below the baseline's --metric value a candidate may fall (default 0.01 when "
+                        "--metric is given and no other quality limit)")
     p.add_argument("--calibration-data", default=None,
                    help=".npz keyed by input name, or an image folder (see --image-*)")
     p.add_argument("--eval-data", default=None,
@@ -42,8 +52,8 @@ def add_parser(sub) -> None:
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="stop making and measuring candidates after this long; choose the best so far")
     p.add_argument("--confirm-rounds", type=int, default=None,
-                   help="extra alternating rounds timing the baseline and the plausible winners again; their "
-                        "p50 is the median over all rounds (default 2; 0 = one measurement each)")
+                   help="more loops, each paired with the baseline, for every candidate whose speedup interval "
+                        "still reaches the noise margin (default 2; 0 = one paired loop each)")
     p.add_argument("--tflite", action="store_true",
                    help="also convert the PyTorch candidates to .tflite with litert-torch (optional extra "
                         "edgefarm[litert-torch]) and measure them with the LiteRT backend")
@@ -72,12 +82,13 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     from controller.sources import check_pytorch_only
 
     check_pytorch_only(args.model)
-    constraints = Constraints(args.max_latency_ms, args.max_size_mb, args.max_accuracy_drop, args.min_fidelity)
+    constraints = Constraints(args.max_latency_ms, args.max_size_mb, args.max_accuracy_drop, args.min_fidelity,
+                              args.min_metric, args.max_metric_drop)
     sink = None if not args.quiet else (lambda line: None)
     result = optimize(args.model, args.device or ["local"], constraints, args.calibration_data, args.eval_data,
                       _preprocess(args), args.techniques, args.budget_minutes, args.out, measure_settings(args),
                       store=args.store, inventory=args.inventory, progress=sink,
-                      tflite=args.tflite,
+                      tflite=args.tflite, metric=args.metric,
                       **({} if args.confirm_rounds is None else {"confirm_rounds": args.confirm_rounds}))
     if args.json:
         print(json.dumps(result.to_json(), indent=1))

@@ -6,12 +6,14 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
+import numpy as np
 from google.protobuf import json_format
 
 from agent.servicer import array_to_tensor, tensor_to_array
+from agent.stats import PairedRatio, paired_ratio
 from controller.client import AgentClient
 from controller.errors import JobFailed, ModelError
 from controller.flops import GraphFlops, graph_flops, row_flops
@@ -25,6 +27,7 @@ log = logging.getLogger(__name__)
 
 BOTTLENECK_PERCENT = 10.0
 ProgressFn = Callable[[str, pb.RunEvent], None]
+TIMES = ("times_ms", "reference_times_ms")
 
 
 def default_store_path() -> Path:
@@ -63,10 +66,20 @@ class BenchResult:
     telemetry: dict = field(default_factory=dict)
     energy: dict = field(default_factory=dict)   # source, energy_j, avg_power_w, mj_per_inference (if any)
     reference_latency_ms: dict = field(default_factory=dict)   # min/p50/p90/p99 of the reference, if one ran
+    # per-inference times in order (Result.times_ms); with a reference, its i-th time ran right after ours
+    times_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    reference_times_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
 
     def to_json(self) -> dict:
-        """The object `farmctl bench --json` prints."""
-        return asdict(self)
+        """The object `farmctl bench --json` prints (without the per-inference times)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in TIMES}
+
+    def paired_speedup(self) -> PairedRatio:
+        """With a reference: the median over iteration pairs of reference time / this model's time, with
+        its 95 % interval (> 1: this model is faster than the reference on the same moments)."""
+        if not self.reference_times_ms.size:
+            raise ValueError("this benchmark ran without a reference: bench(..., reference=MODEL)")
+        return paired_ratio([(self.reference_times_ms, self.times_ms)])
 
 
 @dataclass
@@ -113,6 +126,18 @@ class JobOutcome:
     layers: dict
     error: dict | None
     outputs: dict = field(default_factory=dict)
+    times: dict[str, np.ndarray] = field(default_factory=dict)   # Result.times_ms / reference_times_ms
+
+
+def _result_fields(result: pb.Result) -> tuple[dict, dict[str, np.ndarray]]:
+    """The result as a dict, and its per-inference times as arrays (kept out of the dict: 100,000 floats
+    through MessageToDict would be slow)."""
+    times = {name: np.asarray(getattr(result, name), np.float32) for name in TIMES}
+    rest = pb.Result()
+    rest.CopyFrom(result)
+    for name in TIMES:
+        rest.ClearField(name)
+    return to_dict(rest), times
 
 
 def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSettings,
@@ -132,13 +157,13 @@ def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSetting
                                 settings=settings.to_proto(), time_limit_s=settings.time_limit_s,
                                 memory_limit_bytes=int(settings.memory_limit_mb * 2**20), inputs=inputs or [],
                                 reference_digest=ref_digest)
-        result, layers, error, outputs = {}, {}, None, {}
+        result, layers, error, outputs, times = {}, {}, None, {}, {}
         for event in client.run(request):
             which = event.WhichOneof("event")
             if progress:
                 progress(client.name, event)
             if which == "result":
-                result = to_dict(event.result)
+                result, times = _result_fields(event.result)
             elif which == "layers":
                 layers = to_dict(event.layers)
             elif which == "outputs":
@@ -147,7 +172,7 @@ def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSetting
                 error = {"code": pb.ErrorCode.Name(event.error.code), "message": event.error.message}
         if not error or error["code"] != "MODEL_NOT_FOUND":
             break
-    return JobOutcome(info, upload.digest, sent, result, layers, error, outputs)
+    return JobOutcome(info, upload.digest, sent, result, layers, error, outputs, times)
 
 
 def _record(store: ResultsStore | None, kind: str, ref: ModelRef, settings: MeasureSettings,
@@ -220,7 +245,8 @@ def bench(model: str | Path | ModelRef | None = None, device: str | AgentClient 
         telemetry={"before": result.get("telemetry_before"), "after": result.get("telemetry_after")},
         energy=result.get("energy") or {},
         reference_latency_ms=({k: result["reference_latency"][f"{k}_ms"] for k in ("min", "p50", "p90", "p99")}
-                              if "reference_latency" in result else {}))
+                              if "reference_latency" in result else {}),
+        **job.times)
 
 
 def profile(model: str | Path | ModelRef | None = None, device: str | AgentClient = LOCAL,
@@ -261,8 +287,6 @@ def evaluate_outputs(model: str | Path | ModelRef, inputs: dict, device: str | A
     """Run the model once on the device on `inputs` ({name: array}) and return its outputs ({name: array}).
     For a model whose batch dimension is fixed at 1, inputs stacked N deep along it are run one sample at
     a time on the device and the outputs come back stacked the same way."""
-    import numpy as np
-
     ref, settings = _prepare(model, settings)
     tensors = [array_to_tensor(name, np.ascontiguousarray(arr)) for name, arr in inputs.items()]
     with _client_for(device, inventory) as client:

@@ -20,68 +20,20 @@ from controller.client import file_digest
 from controller.errors import AgentUnavailable, FarmError
 from controller.inventory import LOCAL, connect_pool, load_inventory, resolve_devices
 from controller.measure import bench, evaluate_outputs, profile
-from controller.models import check_model
+from controller.models import ModelRef, check_model
+from controller.paired import (PairedRounds, could_be_faster, least_disturbed_baseline, ratio_from_json,
+                               ratio_to_json, speed_failure)
 from controller.progress import ProgressBar
+from controller.quality import DEFAULT_FIDELITY, Constraints, judge, metric_or_error, stack_inputs
 from controller.scheduler import JobLost, Scheduler
 from controller.settings import MeasureSettings
 from controller.sources import Source, example_source, onnx_source, optimize_key
 from controller.store import ResultsStore
+from optimizers.metrics import Metric
 
 log = logging.getLogger(__name__)
 
-DEFAULT_ACCURACY_DROP = 1.0   # points, when the data carry labels and no constraint is given
-DEFAULT_FIDELITY = 0.99       # output cosine, when they do not
-MAX_EVAL_ROWS = 1000
-MIN_SPEEDUP = 1.03            # within 3 % of the baseline is not "faster": a p50's noise on a shared CPU
-CONFIRM_ROUNDS = 2            # extra paired rounds timing the baseline and the contenders again
-CONTENDER_SPEEDUP = 0.9       # first-pass speedup from which a candidate is timed again
-
-
-@dataclass
-class Constraints:
-    """What the chosen candidate must meet (None = no limit)."""
-
-    max_latency_ms: float | None = None
-    max_size_mb: float | None = None
-    max_accuracy_drop: float | None = None   # percentage points of accuracy, with labelled data
-    min_fidelity: float | None = None        # mean output cosine vs the original model
-
-    def resolved(self, labelled: bool) -> Constraints:
-        """Fill the default quality guard: 1 point of accuracy with labels, fidelity 0.99 without."""
-        if self.max_accuracy_drop is None and self.min_fidelity is None:
-            return replace(self, **({"max_accuracy_drop": DEFAULT_ACCURACY_DROP} if labelled
-                                    else {"min_fidelity": DEFAULT_FIDELITY}))
-        if self.max_accuracy_drop is not None and not labelled:
-            raise FarmError("--max-accuracy-drop needs labelled evaluation data (an .npz with 'labels', or the "
-                            "built-in example); without labels use --min-fidelity")
-        return self
-
-    def failures(self, row: dict, baseline: dict) -> list[str]:
-        """Each constraint the candidate breaks, with by how much."""
-        out = []
-        p50 = (row.get("latency_ms") or {}).get("p50")
-        if self.max_latency_ms is not None and p50 is not None and p50 > self.max_latency_ms:
-            out.append(f"p50 {p50:.3f} ms > --max-latency-ms {self.max_latency_ms:g} "
-                       f"(by {p50 - self.max_latency_ms:.3f} ms)")
-        size = row.get("size_bytes")
-        if self.max_size_mb is not None and size is not None and size / 1e6 > self.max_size_mb:
-            out.append(f"size {size / 1e6:.3f} MB > --max-size-mb {self.max_size_mb:g} "
-                       f"(by {size / 1e6 - self.max_size_mb:.3f} MB)")
-        acc, base_acc = row.get("accuracy"), baseline.get("accuracy")
-        if self.max_accuracy_drop is not None and acc is not None and base_acc is not None:
-            drop = (base_acc - acc) * 100
-            if drop > self.max_accuracy_drop:
-                out.append(f"accuracy drop {drop:.2f} points > --max-accuracy-drop {self.max_accuracy_drop:g} "
-                           f"(by {drop - self.max_accuracy_drop:.2f})")
-        fid = row.get("fidelity")
-        if self.min_fidelity is not None and fid is not None and fid < self.min_fidelity:
-            out.append(f"fidelity {fid:.4f} < --min-fidelity {self.min_fidelity:g} "
-                       f"(by {self.min_fidelity - fid:.4f})")
-        return out
-
-    def quality_failed(self, row: dict, baseline: dict) -> bool:
-        """Whether the accuracy/fidelity part fails (what mixed precision can repair)."""
-        return any(f.startswith(("accuracy", "fidelity")) for f in self.failures(row, baseline))
+CONFIRM_ROUNDS = 2            # extra paired loops for each candidate that could be faster than the baseline
 
 
 @dataclass
@@ -95,15 +47,15 @@ class DeviceResult:
     artifact: str | None
     failure: str | None = None   # why nothing was chosen
 
-    def to_json(self, model: str, report: str | None) -> dict:
-        """The object DESIGN.md lists for `farmctl optimize --json`."""
-        return {"device": self.device, "model": model, "baseline": _public(self.baseline),
+    def to_json(self, model: str, report: str | None, metric: str | None = None) -> dict:
+        """The object DESIGN.md lists for `farmctl optimize --json` (`metric`: the --metric's name)."""
+        return {"device": self.device, "model": model, "metric": metric, "baseline": _public(self.baseline),
                 "candidates": [_public(c) for c in self.candidates], "chosen": self.chosen,
                 "artifact": self.artifact, "report": report}
 
 
 PUBLIC_KEYS = ("name", "techniques", "status", "reason", "latency_ms", "size_bytes", "accuracy", "fidelity",
-               "speedup", "meets_constraints")
+               "metric_value", "speedup", "speedup_ci", "meets_constraints")
 
 
 def _public(row: dict) -> dict:
@@ -123,10 +75,11 @@ class OptimizeResult:
     notes: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
     budget_reached: bool = False
+    metric: str | None = None      # the task metric's name (--metric), if one was given
 
     def to_json(self) -> dict:
         """One device: exactly DESIGN.md's keys. Several: those keys per device under `devices`."""
-        per = [d.to_json(self.model, str(self.report) if self.report else None) for d in self.devices]
+        per = [d.to_json(self.model, str(self.report) if self.report else None, self.metric) for d in self.devices]
         if len(per) == 1:
             return per[0]
         return {"devices": per, "model": self.model, "report": str(self.report) if self.report else None}
@@ -134,54 +87,21 @@ class OptimizeResult:
 
 # --- measuring one model on one device --------------------------------------------------------------
 
-def stack_inputs(dataset) -> dict[str, np.ndarray]:
-    """All evaluation feeds as one stack per input (the agent runs batch-1 models sample by sample)."""
-    names = list(dataset.feeds[0])
-    try:
-        stacked = {n: np.concatenate([f[n] for f in dataset.feeds]) for n in names}
-    except ValueError as exc:
-        raise FarmError(f"the evaluation samples have different shapes ({exc}); give samples of one shape") from None
-    rows = len(next(iter(stacked.values())))
-    return {n: a[:MAX_EVAL_ROWS] for n, a in stacked.items()} if rows > MAX_EVAL_ROWS else stacked
-
-
-def _per_sample(outputs: dict[str, np.ndarray], n: int) -> list[list[np.ndarray]]:
-    arrays = [np.asarray(a) for a in outputs.values()]
-    if all(a.ndim and len(a) % n == 0 for a in arrays):
-        return [[a.reshape(n, -1)[i] for a in arrays] for i in range(n)]
-    return [arrays]
-
-
-def _quality(outputs: dict, reference: dict | None, labels: np.ndarray | None) -> dict:
-    """Accuracy (with labels) and fidelity (output cosine vs the baseline's outputs on the same device)."""
-    from optimizers.evaluation import compare_outputs
-
-    first = np.asarray(next(iter(outputs.values())))
-    n = len(first)
-    acc = None
-    if labels is not None:
-        preds = first.reshape(n, -1).argmax(1)
-        acc = float(np.mean(preds == labels[:n]))
-    fid = agree = None
-    if reference is not None:
-        f = compare_outputs(_per_sample(reference, n), _per_sample(outputs, n))
-        fid = f.cosine
-        ref_first = np.asarray(next(iter(reference.values())))
-        agree = float(np.mean(ref_first.reshape(n, -1).argmax(1) == first.reshape(n, -1).argmax(1)))
-    return {"accuracy": acc, "fidelity": fid, "top1_agreement": agree}
-
-
 def measure_on(client, path: Path, settings: MeasureSettings, store: ResultsStore, inputs: dict,
-               reference: dict | None, labels, want_profile: bool = False) -> dict:
-    """Bench, (profile), evaluate one model on one device; returns the numbers and the outputs."""
+               reference: dict | None, labels, want_profile: bool = False, baseline: ModelRef | None = None,
+               metric: Metric | None = None) -> dict:
+    """Bench, (profile), evaluate one model on one device; returns the numbers and the outputs. With a
+    `baseline`, the model is timed in the same loop as it (one inference of each in turn): `pair` holds
+    both per-inference times. Without `reference` outputs the model is its own reference (the baseline:
+    fidelity 1.0, and the metric's value against itself and the labels)."""
     ref = check_model(path, settings.input_shapes)  # parsed once for the three jobs
-    b = bench(ref, client, settings, store)
+    b = bench(ref, client, settings, store, reference=baseline)
     prof = profile(ref, client, settings, store) if want_profile else None
     outputs = evaluate_outputs(ref, inputs, client, settings)
-    q = _quality(outputs, reference, labels)
+    q = judge(outputs, outputs if reference is None else reference, labels, metric)
     return {"latency_ms": {k: b.latency_ms[k] for k in ("p50", "p90", "p99")}, "cv": b.cv, "flags": b.flags,
             "run_id": b.run_id, "model_digest": b.model_digest, "threads": b.threads, **q,
-            "outputs": outputs, "profile": prof}
+            "outputs": outputs, "profile": prof, "pair": (b.reference_times_ms, b.times_ms)}
 
 
 # --- helpers the refinements use --------------------------------------------------------------------
@@ -236,7 +156,9 @@ def _row_from_store(stored: dict) -> dict:
             "size_bytes": stored["size_bytes"], "accuracy": stored["accuracy"], "fidelity": stored["fidelity"],
             "cv": stored["cv"], "flags": stored["flags"], "path": stored["model_path"],
             "model_digest": stored["model_digest"], "top1_agreement": d.get("top1_agreement"),
-            "details": d.get("details", {}), "p50_rounds": d.get("p50_rounds"), "resumed": True}
+            "details": d.get("details", {}), "paired": PairedRounds(stored=ratio_from_json(d.get("paired"))),
+            "metric_value": d.get("metric_value"), "fidelity_detail": d.get("fidelity_detail"),
+            "resumed": True}
 
 
 class _Loop:
@@ -244,8 +166,8 @@ class _Loop:
 
     def __init__(self, source: Source, devices: list[str], constraints: Constraints, techniques: list[str],
                  out_dir: Path, settings: MeasureSettings, store: ResultsStore, key: str, deadline: float | None,
-                 bar: ProgressBar) -> None:
-        self.source, self.devices, self.constraints = source, devices, constraints
+                 bar: ProgressBar, metric: Metric | None = None) -> None:
+        self.source, self.devices, self.constraints, self.metric = source, devices, constraints, metric
         self.techniques, self.out_dir, self.settings, self.store = techniques, out_dir, settings, store
         self.key, self.deadline, self.bar = key, deadline, bar
         self.work = out_dir / "candidates"
@@ -258,6 +180,7 @@ class _Loop:
         self.reference: dict[str, dict] = {}
         self.layers: dict[str, list[dict]] = {}
         self.built: dict[str, Path] = {}
+        self.baseline_ref = check_model(source.baseline, settings.input_shapes)  # every candidate's reference
         self.budget_reached = False
 
     def over_budget(self) -> bool:
@@ -281,13 +204,14 @@ class _Loop:
 
         def run(client):
             m = measure_on(client, self.source.baseline, self.settings, self.store, self.inputs, None,
-                           self.labels, want_profile=True)
+                           self.labels, want_profile=True, metric=self.metric)
             self.reference[device] = m["outputs"]
             np.savez(ref_path, **m["outputs"])
             self.layers[device] = m["profile"].layers
             row = {"name": "baseline", "techniques": [], "status": "ok", "reason": "",
                    "latency_ms": m["latency_ms"], "size_bytes": self.source.baseline.stat().st_size,
-                   "accuracy": m["accuracy"], "fidelity": 1.0, "cv": m["cv"], "flags": m["flags"],
+                   "accuracy": m["accuracy"], "fidelity": 1.0, "metric_value": m["metric_value"],
+                   "cv": m["cv"], "flags": m["flags"],
                    "path": str(self.source.baseline), "model_digest": m["model_digest"]}
             row["profile_run_id"] = m["profile"].run_id
             self._store(device, row, m["run_id"], {"profile_run_id": m["profile"].run_id})
@@ -302,7 +226,9 @@ class _Loop:
             cv=row.get("cv"), flags=row.get("flags") or (), accuracy=row.get("accuracy"),
             fidelity=row.get("fidelity"), run_id=run_id,
             detail={"top1_agreement": row.get("top1_agreement"), "details": row.get("details", {}),
-                    "p50_rounds": row.get("p50_rounds"), **(extra or {})})
+                    "metric_value": row.get("metric_value"), "fidelity_detail": row.get("fidelity_detail"),
+                    "paired": ratio_to_json(row["paired"].ratio()) if row.get("paired") else None,
+                    **(extra or {})})
 
     # candidates -------------------------------------------------------------------------------------
     def build(self, cand: plan_mod.Candidate) -> tuple[Path | None, dict, str]:
@@ -324,7 +250,7 @@ class _Loop:
             size = path.stat().st_size
             try:
                 m = measure_on(client, path, self.settings, self.store, self.inputs, self.reference[device],
-                               self.labels)
+                               self.labels, baseline=self.baseline_ref, metric=self.metric)
             except AgentUnavailable:
                 raise  # the scheduler retries it on another agent of the device's class
             except FarmError as exc:
@@ -336,7 +262,10 @@ class _Loop:
             row = {"name": cand.name, "techniques": cand.techniques, "status": "ok", "reason": "",
                    "latency_ms": m["latency_ms"], "size_bytes": size, "accuracy": m["accuracy"],
                    "fidelity": m["fidelity"], "top1_agreement": m["top1_agreement"], "cv": m["cv"],
-                   "flags": m["flags"], "path": str(path), "model_digest": m["model_digest"], "details": details}
+                   "metric_value": m["metric_value"], "fidelity_detail": m["fidelity_detail"],
+                   "flags": m["flags"], "path": str(path), "model_digest": m["model_digest"], "details": details,
+                   "paired": PairedRounds()}
+            row["paired"].add(*m["pair"])
             self._store(device, row, m["run_id"])
             return row
         return run
@@ -345,7 +274,7 @@ class _Loop:
         """A measurement of this exact file already in the store (resume)."""
         for c in self.store.candidates(self.key, device):
             if c["name"] == name and c["status"] == "ok" and path is not None and path.exists() \
-                    and c["model_digest"] == file_digest(path):
+                    and c["model_digest"] == file_digest(path) and c["detail"].get("paired"):
                 return _row_from_store(c)
         return None
 
@@ -400,81 +329,78 @@ class _Loop:
             self.bar.advance(1, _describe(cand.name, d, row, self.baseline[d]), running=scheduler.counts()[1])
 
     def confirm(self, scheduler: Scheduler, rounds: int) -> None:
-        """Time the baseline and every plausible winner again in `rounds` alternating rounds; their latency is
-        then that of their least disturbed round (lowest p50), so one noisy measurement neither crowns nor
-        sinks anything."""
-        if rounds <= 0:
-            return
+        """Time every candidate that could still be faster (its interval reaches the noise margin) in
+        `rounds` more loops paired with the baseline, the order within the pair swapped every other round;
+        its speedup is then the median of the paired ratios of all its loops."""
         jobs = []
         for d in self.devices:
-            base = self.baseline[d]
-            base_p50 = base["latency_ms"]["p50"]
-            contenders = [r for r in self.rows[d].values() if r["status"] == "ok" and r.get("latency_ms")
-                          and base_p50 / r["latency_ms"]["p50"] >= CONTENDER_SPEEDUP]
-            group = [r for r in [base, *contenders] if len(r.get("p50_rounds") or []) < rounds + 1]
-            if not contenders or not group:
+            contenders = [r for r in self.rows[d].values() if r["status"] == "ok" and r.get("paired")
+                          and could_be_faster(r["paired"].ratio())]
+            if rounds <= 0 or not contenders:
                 continue
-            for row in group:
-                row["p50_rounds"] = [row["latency_ms"]["p50"]]
-                row["_p90"], row["_p99"] = [row["latency_ms"]["p90"]], [row["latency_ms"]["p99"]]
             for rnd in range(rounds):
-                for row in (group[::-1] if rnd % 2 == 0 else group):
-                    jobs.append((d, row, scheduler.submit(d, f"confirm {row['name']}", self._bench_job(row))))
-            self.bar.total += rounds * len(group)
-            self.bar.note(f"timing the baseline and {len(contenders)} contender(s) on {d} again "
-                          f"({rounds} alternating rounds)")
-        for d, row, fut in jobs:
+                swapped = rnd % 2 == 0
+                for row in (contenders[::-1] if swapped else contenders):
+                    jobs.append((d, row, swapped,
+                                 scheduler.submit(d, f"again {row['name']}", self._paired_job(row, swapped))))
+            self.bar.total += rounds * len(contenders)
+            self.bar.note(f"timing {len(contenders)} contender(s) on {d} again, each paired with the baseline "
+                          f"({rounds} more loops)")
+        for d, row, swapped, fut in jobs:
             try:
                 b = fut.result()
             except JobLost as exc:
                 self.bar.advance(1, f"again: {row['name']} on {d}: not timed ({exc})")
                 continue
-            row["p50_rounds"].append(b.latency_ms["p50"])
-            row["_p90"].append(b.latency_ms["p90"])
-            row["_p99"].append(b.latency_ms["p99"])
-            self.bar.advance(1, f"again: {row['name']} on {d}: p50 {b.latency_ms['p50']:.3f} ms",
+            base, cand = (b.times_ms, b.reference_times_ms) if swapped else (b.reference_times_ms, b.times_ms)
+            this = row["paired"].add(base, cand)
+            self.bar.advance(1, f"again: {row['name']} on {d}, paired with the baseline: {this:.2f}x in this loop",
                              running=scheduler.counts()[1])
-        for d, row, _ in jobs:
-            if "_p90" in row:
-                # interference on a shared CPU only ever adds time: the least disturbed round is the estimate
-                best = int(np.argmin(row["p50_rounds"]))
-                row["latency_ms"] = {"p50": row["p50_rounds"][best], "p90": row.pop("_p90")[best],
-                                     "p99": row.pop("_p99")[best]}
-                self._store(d, row, None, {"profile_run_id": row.get("profile_run_id")})
+        for d, row in {(d, id(row)): (d, row) for d, row, _, _ in jobs}.values():
+            if row["paired"].rounds:
+                row["latency_ms"] = row["paired"].least_disturbed()
+                self._store(d, row, None)
 
-    def _bench_job(self, row: dict):
+    def _paired_job(self, row: dict, swapped: bool):
+        """One loop of the candidate and the baseline; swapped: the baseline is the timed model and the
+        candidate its reference (so neither always runs first)."""
+        cand = check_model(Path(row["path"]), self.settings.input_shapes)
+        model, reference = (self.baseline_ref, cand) if swapped else (cand, self.baseline_ref)
+
         def run(client):
-            return bench(Path(row["path"]), client, self.settings, self.store)
+            return bench(model, client, self.settings, self.store, reference=reference)
         return run
 
     # choice -----------------------------------------------------------------------------------------
     def decide(self, device: str) -> DeviceResult:
         base = self.baseline[device]
         rows = list(self.rows[device].values())
-        base_p50 = base["latency_ms"]["p50"]
         for row in rows:
             row.setdefault("meets_constraints", False)
-            lat = row.get("latency_ms")
-            row["speedup"] = round(base_p50 / lat["p50"], 4) if lat and lat.get("p50") else None
+            ratio = row["paired"].ratio() if row.get("paired") else None
+            row["speedup"] = round(ratio.median, 4) if ratio else None
+            row["speedup_ci"] = ratio.interval if ratio else None
             if row["status"] != "ok":
                 row["meets_constraints"] = False
                 continue
             fails = self.constraints.failures(row, base)
-            if row["speedup"] is not None and row["speedup"] < 1.0:
-                fails.insert(0, f"slower than the baseline ({row['speedup']:.2f}x): never chosen")
-            elif row["speedup"] is not None and row["speedup"] < MIN_SPEEDUP:
-                fails.insert(0, f"not measurably faster than the baseline ({row['speedup']:.3f}x < "
-                                f"{MIN_SPEEDUP}x, the noise margin)")
+            slow = speed_failure(ratio) if ratio else "not timed paired with the baseline"
+            if slow:
+                fails.insert(0, slow)
             row["meets_constraints"] = not fails
             if fails:
                 row["status"], row["reason"] = "rejected", "; ".join(fails)
-        base.update(speedup=1.0, meets_constraints=not self.constraints.failures(base, base))
+        base["latency_ms"] = least_disturbed_baseline(base["latency_ms"],
+                                                      [r["paired"] for r in rows if r.get("paired")])
+        base.update(speedup=1.0, speedup_ci=[1.0, 1.0],
+                    meets_constraints=not self.constraints.failures(base, base))
         ok = [r for r in rows if r["meets_constraints"]]
         if ok:
-            best = min(ok, key=lambda r: r["latency_ms"]["p50"])
+            best = max(ok, key=lambda r: r["speedup"])
             artifact = self.out_dir / f"chosen-{_safe(device)}.onnx"
             artifact.write_bytes(Path(best["path"]).read_bytes())
-            best["reason"] = f"chosen: fastest candidate meeting every constraint ({best['speedup']:.2f}x)"
+            best["reason"] = (f"chosen: fastest candidate meeting every constraint "
+                              f"({best['paired'].ratio().text()} paired with the baseline)")
             return DeviceResult(device, base, rows, best["name"], str(artifact))
         measured = [r for r in rows if r.get("latency_ms")]
         closest = sorted(measured, key=lambda r: len(r.get("reason", "").split("; ")))[:3]
@@ -500,7 +426,9 @@ def _describe(name: str, device: str, row: dict, base: dict) -> str:
     p50 = row["latency_ms"]["p50"]
     q = (f"accuracy {row['accuracy']:.4f}" if row.get("accuracy") is not None
          else f"fidelity {row['fidelity']:.4f}")
-    return f"{name} on {device}: p50 {p50:.3f} ms ({base['latency_ms']['p50'] / p50:.2f}x), {q}"
+    ratio = row["paired"].ratio() if row.get("paired") else None
+    speed = f"{ratio.text()} paired with the baseline" if ratio else f"baseline {base['latency_ms']['p50']:.3f} ms"
+    return f"{name} on {device}: p50 {p50:.3f} ms ({speed}), {q}"
 
 
 def _safe(name: str) -> str:
@@ -512,14 +440,19 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
              techniques: list[str] | str | None = None, budget_minutes: float | None = None,
              out_dir: Path | str = "edgefarm-optimize", settings: MeasureSettings | None = None,
              store: ResultsStore | Path | str | None = None, inventory: Path | None = None,
-             progress=None, confirm_rounds: int = CONFIRM_ROUNDS, tflite: bool = False) -> OptimizeResult:
+             progress=None, confirm_rounds: int = CONFIRM_ROUNDS, tflite: bool = False,
+             metric=None) -> OptimizeResult:
     """Optimize `model` (an ONNX path or example:NAME; None = the built-in PyTorch example) for each device
-    and choose, per device, the fastest candidate meeting every constraint. See the README."""
+    and choose, per device, the fastest candidate meeting every constraint. `metric`: a task metric
+    (`"top1"`, `"mask-iou@0.5"`, `"module:function"` or a callable (reference outputs, candidate outputs,
+    labels) -> float, higher is better) judged on every candidate and limited by `Constraints.min_metric` /
+    `max_metric_drop`. See the README."""
     from controller.optimize_report import write_reports
 
     started = time.monotonic()
     deadline = started + budget_minutes * 60 if budget_minutes else None
     techniques = plan_mod.parse_techniques(techniques)
+    task_metric = metric_or_error(metric)   # a bad --metric fails before any work
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     devices = list(dict.fromkeys(devices or [LOCAL]))
@@ -539,19 +472,19 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
     inv = load_inventory(inventory)
     for d in devices:
         resolve_devices(d, inv)  # unknown names fail before any work
-    source = (example_source(out, progress=lambda s: progress and progress(s)) if model is None
-              else onnx_source(model, calibration_data, eval_data, preprocess,
-                               (settings.input_shapes if settings else None)))
-    constraints = (constraints or Constraints()).resolved(source.labelled)
-    settings = replace(settings or MeasureSettings(), input_shapes=source.input_shapes)
-    key = optimize_key(source, techniques, settings.as_dict())
-    db = store if isinstance(store, ResultsStore) else ResultsStore(store or "edgefarm-results.db")
     bar = ProgressBar(progress)
+    source = (example_source(out, progress=lambda s: bar.note(f"training the built-in example: {s}"))
+              if model is None else onnx_source(model, calibration_data, eval_data, preprocess,
+                                                (settings.input_shapes if settings else None)))
+    constraints = (constraints or Constraints()).resolved(source.labelled, task_metric)
+    settings = replace(settings or MeasureSettings(), input_shapes=source.input_shapes)
+    key = optimize_key(source, techniques, settings.as_dict() | ({"metric": task_metric.name} if task_metric else {}))
+    db = store if isinstance(store, ResultsStore) else ResultsStore(store or "edgefarm-results.db")
     try:
         with ExitStack() as stack:
             pools = {d: connect_pool(d, inv, stack, progress=bar.note) for d in devices}
             scheduler = stack.enter_context(Scheduler(pools, on_event=bar.note))
-            loop = _Loop(source, devices, constraints, techniques, out, settings, db, key, deadline, bar)
+            loop = _Loop(source, devices, constraints, techniques, out, settings, db, key, deadline, bar, task_metric)
             bar.total = len(devices)
             bar.update(0, len(devices), message="measuring and profiling the baseline")
             futures = {d: scheduler.submit(d, "baseline", loop.baseline_job(d)) for d in devices}
@@ -574,7 +507,7 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
             db.close()
     result = OptimizeResult(model=source.name, devices=results, skipped=skipped, constraints=constraints,
                             out_dir=out, notes=source.notes, wall_seconds=round(time.monotonic() - started, 1),
-                            budget_reached=loop.budget_reached)
+                            budget_reached=loop.budget_reached, metric=task_metric.name if task_metric else None)
     result.report = write_reports(result)
     return result
 
@@ -591,7 +524,7 @@ def _refine(loop: _Loop, scheduler: Scheduler, bar: ProgressBar) -> list[dict]:
     if not int8:
         return [{"technique": "mixed-precision", "reason": "it refines INT8 static, and no INT8 static candidate "
                                                            "was measured (add int8 to --techniques)"}]
-    fast = [r for r in int8 if r["latency_ms"]["p50"] < base["latency_ms"]["p50"]]
+    fast = [r for r in int8 if r.get("paired") and r["paired"].ratio() and r["paired"].ratio().median > 1.0]
     if not fast:
         return [{"technique": "mixed-precision", "reason": "INT8 static ran slower than the baseline on "
                                                            f"{first}: keeping layers in float cannot help"}]

@@ -10,8 +10,8 @@ import io
 import json
 from pathlib import Path
 
-HEADER = ["device", "candidate", "techniques", "status", "p50 ms", "p90 ms", "p99 ms", "speedup", "size MB",
-          "accuracy", "fidelity", "meets", "reason"]
+HEADER = ["device", "candidate", "techniques", "status", "p50 ms", "p90 ms", "p99 ms", "speedup", "speedup 95 % CI",
+          "size MB", "accuracy", "fidelity", "metric", "meets", "reason"]
 
 
 def _rows(result) -> list[dict]:
@@ -22,8 +22,11 @@ def _rows(result) -> list[dict]:
             out.append({"device": d.device, "candidate": row["name"], "techniques": " + ".join(row["techniques"]),
                         "status": row["status"], "p50 ms": lat.get("p50"), "p90 ms": lat.get("p90"),
                         "p99 ms": lat.get("p99"), "speedup": row.get("speedup"),
+                        "speedup 95 % CI": ("{:.2f}-{:.2f}".format(*row["speedup_ci"]) if row.get("speedup_ci")
+                                            else None),
                         "size MB": row["size_bytes"] / 1e6 if row.get("size_bytes") else None,
                         "accuracy": row.get("accuracy"), "fidelity": row.get("fidelity"),
+                        "metric": row.get("metric_value"),
                         "meets": row.get("meets_constraints"), "reason": row.get("reason") or "",
                         "chosen": row["name"] == d.chosen})
     return out
@@ -35,14 +38,19 @@ def _fmt(key: str, value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.2f}x" if key == "speedup" else f"{value:.4f}" if key in ("accuracy", "fidelity") \
+        return f"{value:.2f}x" if key == "speedup" else f"{value:.4f}" if key in ("accuracy", "fidelity", "metric") \
             else f"{value:.3f}"
     return str(value)
 
 
+def _label(column: str, result) -> str:
+    """A column's heading; the metric column names the --metric used."""
+    return f"metric: {result.metric}" if column == "metric" and getattr(result, "metric", None) else column
+
+
 def to_markdown(result) -> str:
     """One table, all devices, the chosen row in bold."""
-    lines = ["| " + " | ".join(HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
+    lines = ["| " + " | ".join(_label(h, result) for h in HEADER) + " |", "|" + "|".join("---" for _ in HEADER) + "|"]
     for r in _rows(result):
         cells = [_fmt(h, r[h]).replace("|", "\\|") for h in HEADER]
         if r["chosen"]:
@@ -81,7 +89,8 @@ def plot_png(result) -> bytes | None:
     fig, axes = plt.subplots(1, len(result.devices), figsize=(6.5 * len(result.devices), 4.8), squeeze=False)
     for ax, d in zip(axes[0], result.devices):
         rows = [r for r in [d.baseline, *d.candidates] if r.get("latency_ms") and r.get("status") != "failed"]
-        metric = "accuracy" if d.baseline.get("accuracy") is not None else "fidelity"
+        metric = ("metric_value" if getattr(result, "metric", None) else
+                  "accuracy" if d.baseline.get("accuracy") is not None else "fidelity")
         pts = [(r["latency_ms"]["p50"], r.get(metric) or 0.0) for r in rows]
         for r, (x, y) in zip(rows, pts):
             color = "#54a24b" if r.get("meets_constraints") else "#e45756"
@@ -97,7 +106,8 @@ def plot_png(result) -> bytes | None:
             ax.scatter(r["latency_ms"]["p50"], r.get(metric) or 0.0, s=220, facecolors="none",
                        edgecolors="black", linewidths=1.5, zorder=4, label=f"chosen: {d.chosen}")
         ax.set_xlabel("p50 latency (ms), measured on the device")
-        ax.set_ylabel(metric + (" (validation)" if metric == "accuracy" else " (output cosine vs baseline)"))
+        ax.set_ylabel(f"{result.metric} (task metric)" if metric == "metric_value" else
+                      metric + (" (validation)" if metric == "accuracy" else " (output cosine vs baseline)"))
         ax.set_title(f"{result.model} on {d.device}")
         ax.legend(fontsize=8, loc="lower right")
         ax.grid(alpha=0.3)
@@ -111,7 +121,7 @@ def plot_png(result) -> bytes | None:
 def to_html(result, png: bytes | None) -> str:
     """A standalone page: the choice, the plot and the table."""
     rows = _rows(result)
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in HEADER)
+    head = "".join(f"<th>{html.escape(_label(h, result))}</th>" for h in HEADER)
     body = "".join(("<tr style='font-weight:bold;background:#eef'>" if r["chosen"] else "<tr>")
                    + "".join(f"<td>{html.escape(_fmt(h, r[h]))}</td>" for h in HEADER) + "</tr>" for r in rows)
     img = (f'<img alt="latency vs quality" src="data:image/png;base64,{base64.b64encode(png).decode()}">'

@@ -351,7 +351,7 @@ class Energy(_message.Message):
     def __init__(self, source: _Optional[str] = ..., energy_j: _Optional[float] = ..., avg_power_w: _Optional[float] = ..., mj_per_inference: _Optional[float] = ...) -> None: ...
 
 class Result(_message.Message):
-    __slots__ = ("latency", "load_ms", "first_inference_ms", "peak_memory_bytes", "threads", "backend", "backend_version", "telemetry_before", "telemetry_after", "flags", "measured_seconds", "input_shapes", "warmup", "energy", "reference_latency")
+    __slots__ = ("latency", "load_ms", "first_inference_ms", "peak_memory_bytes", "threads", "backend", "backend_version", "telemetry_before", "telemetry_after", "flags", "measured_seconds", "input_shapes", "warmup", "energy", "reference_latency", "times_ms", "reference_times_ms")
     class InputShapesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -374,6 +374,8 @@ class Result(_message.Message):
     WARMUP_FIELD_NUMBER: _ClassVar[int]
     ENERGY_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_LATENCY_FIELD_NUMBER: _ClassVar[int]
+    TIMES_MS_FIELD_NUMBER: _ClassVar[int]
+    REFERENCE_TIMES_MS_FIELD_NUMBER: _ClassVar[int]
     latency: LatencyStats
     load_ms: float
     first_inference_ms: float
@@ -389,7 +391,9 @@ class Result(_message.Message):
     warmup: int
     energy: Energy
     reference_latency: LatencyStats
-    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., load_ms: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., threads: _Optional[int] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., telemetry_before: _Optional[_Union[Telemetry, _Mapping]] = ..., telemetry_after: _Optional[_Union[Telemetry, _Mapping]] = ..., flags: _Optional[_Iterable[str]] = ..., measured_seconds: _Optional[float] = ..., input_shapes: _Optional[_Mapping[str, Shape]] = ..., warmup: _Optional[int] = ..., energy: _Optional[_Union[Energy, _Mapping]] = ..., reference_latency: _Optional[_Union[LatencyStats, _Mapping]] = ...) -> None: ...
+    times_ms: _containers.RepeatedScalarFieldContainer[float]
+    reference_times_ms: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., load_ms: _Optional[float] = ..., first_inference_ms: _Optional[float] = ..., peak_memory_bytes: _Optional[int] = ..., threads: _Optional[int] = ..., backend: _Optional[str] = ..., backend_version: _Optional[str] = ..., telemetry_before: _Optional[_Union[Telemetry, _Mapping]] = ..., telemetry_after: _Optional[_Union[Telemetry, _Mapping]] = ..., flags: _Optional[_Iterable[str]] = ..., measured_seconds: _Optional[float] = ..., input_shapes: _Optional[_Mapping[str, Shape]] = ..., warmup: _Optional[int] = ..., energy: _Optional[_Union[Energy, _Mapping]] = ..., reference_latency: _Optional[_Union[LatencyStats, _Mapping]] = ..., times_ms: _Optional[_Iterable[float]] = ..., reference_times_ms: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class Outputs(_message.Message):
     __slots__ = ("tensors",)

@@ -79,3 +79,35 @@ def external_data_model(src: Path, path: Path) -> Path:
     onnx.save(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
               location=path.name + ".data", size_threshold=0)
     return path
+
+
+def probability_map_model(path: Path, size: int = 32) -> Path:
+    """A dense "detector": Conv(1->8) + Relu + Conv(8->1) then Relu(y - 1) clipped to [0, 1]: a probability
+    map that is exactly zero wherever nothing is detected (an all-zero input gives an all-zero map)."""
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(np.abs(rng.standard_normal((8, 1, 3, 3))).astype(np.float32) * 0.5, "w1"),
+             numpy_helper.from_array(np.abs(rng.standard_normal((1, 8, 3, 3))).astype(np.float32) * 0.2, "w2"),
+             numpy_helper.from_array(np.array(1.0, np.float32), "one"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c1"], name="conv1", kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
+             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2", kernel_shape=[3, 3], pads=[1] * 4),
+             helper.make_node("Sub", ["c2", "one"], ["s"], name="threshold"),
+             helper.make_node("Clip", ["s", "zero", "one"], ["map"], name="clip")]
+    graph = helper.make_graph(nodes, "probability_map",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 1, size, size])],
+                              [helper.make_tensor_value_info("map", TensorProto.FLOAT, [1, 1, size, size])], inits)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def blob_images(count: int, size: int = 32, empty_every: int = 2, seed: int = 0) -> np.ndarray:
+    """[count, 1, size, size] images: every `empty_every`-th one all zeros (nothing to detect), the others
+    bright square blobs on a dark background."""
+    rng = np.random.default_rng(seed)
+    x = np.zeros((count, 1, size, size), np.float32)
+    for i in range(count):
+        if i % empty_every == 0:
+            continue
+        r, c, w = rng.integers(2, size // 2), rng.integers(2, size // 2), rng.integers(4, size // 3)
+        x[i, 0, r:r + w, c:c + w] = rng.uniform(1.0, 2.0)
+    return x

@@ -15,7 +15,8 @@ import numpy as np
 import pytest
 
 from controller.cli import main
-from controller.optimize import MIN_SPEEDUP, Constraints, module_name, ratios_from_profile
+from controller.optimize import Constraints, module_name, ratios_from_profile
+from controller.paired import NOISE_MARGIN
 from controller.optimize_report import pareto_front
 
 FAST = ["--threads", "1", "--warmup", "3", "--min-iterations", "20", "--min-seconds", "0.5"]
@@ -51,20 +52,25 @@ def test_full_loop_decides_from_the_measurements(optimized):
     assert set(names) == {"int8-minmax", "int8-percentile", "int8-dynamic", "fp16"}
     for c in doc["candidates"]:
         assert set(c) == {"name", "techniques", "status", "reason", "latency_ms", "size_bytes", "accuracy",
-                          "fidelity", "speedup", "meets_constraints"}
+                          "fidelity", "speedup", "speedup_ci", "meets_constraints"}
         assert c["latency_ms"]["p50"] > 0 and c["fidelity"] >= 0.99 and c["accuracy"] is None  # synthetic data
-        assert c["speedup"] == pytest.approx(doc["baseline"]["latency_ms"]["p50"] / c["latency_ms"]["p50"],
-                                             rel=1e-3)
-        # a candidate meets the constraints exactly when it is measurably faster (fidelity holds for all here)
-        assert c["meets_constraints"] == (c["speedup"] >= MIN_SPEEDUP), c
+        # the speedup is the median of ratios paired with the baseline in the same loop, inside its interval
+        low, high = c["speedup_ci"]
+        assert low <= c["speedup"] <= high
+        # a candidate meets the constraints exactly when the interval clears the noise margin (fidelity holds)
+        assert c["meets_constraints"] == (low >= NOISE_MARGIN), c
+        if not c["meets_constraints"]:
+            assert "95 % CI" in c["reason"] and ("slower than the baseline" in c["reason"]
+                                                 or "not measurably faster" in c["reason"]), c
+    assert doc["baseline"]["speedup"] == 1.0 and doc["baseline"]["speedup_ci"] == [1.0, 1.0]
     # dynamic INT8 on a conv net runs slower than float, is in the table, and is never chosen
-    slower = [c for c in doc["candidates"] if c["speedup"] < 1]
+    slower = [c for c in doc["candidates"] if c["speedup_ci"][1] < 1]
     assert names["int8-dynamic"] in slower
     assert all(not c["meets_constraints"] and "slower than the baseline" in c["reason"] for c in slower)
     ok = [c for c in doc["candidates"] if c["meets_constraints"]]
     if ok:   # the chosen one is the fastest of those meeting the constraints, and its file is the artifact
         chosen = names[doc["chosen"]]
-        assert chosen["speedup"] > 1 and chosen["latency_ms"]["p50"] == min(c["latency_ms"]["p50"] for c in ok)
+        assert chosen["speedup"] == max(c["speedup"] for c in ok)
         assert "chosen: fastest candidate meeting every constraint" in chosen["reason"]
         assert Path(doc["artifact"]).read_bytes() == \
             (tmp / "out" / "candidates" / f"{doc['chosen']}.onnx").read_bytes()
@@ -72,8 +78,8 @@ def test_full_loop_decides_from_the_measurements(optimized):
         assert doc["chosen"] is None and doc["artifact"] is None
         assert "farmctl: error: no candidate meets the constraints on local. Closest: " in err
     assert "building int8-percentile" in err and "done, 1 running" in err  # the progress bar, one line per event
-    if doc["chosen"]:
-        assert "again: baseline on local" in err  # the winner and the baseline were timed again, paired
+    if doc["chosen"]:   # the winner was timed again, paired with the baseline
+        assert f"again: {doc['chosen']} on local, paired with the baseline" in err
 
 
 def test_reports_and_store(optimized):
@@ -96,13 +102,16 @@ def test_reports_and_store(optimized):
         assert {r[0] for r in rows} == {"baseline", "int8-minmax", "int8-percentile", "int8-dynamic", "fp16"}
         assert all(r[1] == "ok" and r[2] > 0 for r in rows)
         kinds = dict(db.execute("SELECT kind, COUNT(*) FROM runs GROUP BY kind").fetchall())
-    timed_again = {r[0]: json.loads(r[3]).get("p50_rounds") for r in rows if json.loads(r[3]).get("p50_rounds")}
-    assert kinds["profile"] == 1 and kinds["benchmark"] == 5 + 2 * len(timed_again)  # + 2 more rounds each
-    if timed_again:
-        assert "baseline" in timed_again
-        by_name = {c["name"]: c for c in doc["candidates"]} | {"baseline": doc["baseline"]}
-        for name, rounds in timed_again.items():   # the stored latency is the least disturbed round
-            assert len(rounds) == 3 and by_name[name]["latency_ms"]["p50"] == pytest.approx(min(rounds))
+    paired = {r[0]: json.loads(r[3]).get("paired") for r in rows if r[0] != "baseline"}
+    assert all(p and p["pairs"] > 0 for p in paired.values())   # every candidate was timed beside the baseline
+    timed_again = {name for name, p in paired.items() if p["rounds"] == 3}
+    assert {p["rounds"] for p in paired.values()} <= {1, 3}
+    assert kinds["profile"] == 1 and kinds["benchmark"] == 5 + 2 * len(timed_again)  # + 2 paired loops each
+    by_name = {c["name"]: c for c in doc["candidates"]}
+    for name, p in paired.items():   # the store keeps the paired estimate the JSON reports
+        assert by_name[name]["speedup"] == pytest.approx(p["median"], abs=1e-4)
+        assert by_name[name]["speedup_ci"] == pytest.approx([p["low"], p["high"]], abs=1e-4)
+        # timed again exactly when its first interval still reached the noise margin
     assert not doc["chosen"] or doc["chosen"] in timed_again   # a winner is always timed again, paired
 
 
