@@ -2,9 +2,11 @@
 on a real ONNX model from a package (all-MiniLM-L6-v2), against ONNX Runtime's plain `quantize_static`
 (MinMax, QDQ, per-channel) on the same model in the same run.
 
-After each optimize run, the baseline, the chosen candidate and the plain quantize_static model are timed
-again on one fresh agent in alternating rounds (p50 = median of the rounds' p50s), so the speedups
-compared are paired; accuracy/fidelity are computed from the agent's own outputs.
+After each optimize run, the chosen candidate and the plain quantize_static model are timed again on one
+fresh agent, each in --rounds loops paired with the baseline (one inference of each in turn, who runs
+first swapped every other loop): the speedup is the median of the paired ratios with its 95 % interval,
+p50 the variant's own p50 in the loop where the baseline ran fastest. Accuracy/fidelity are computed
+from the agent's own outputs.
 
     python benchmarks/optimize.py [--rounds 3] [--models example,example:minilm] [--write-readme]
 """
@@ -12,7 +14,6 @@ compared are paired; accuracy/fidelity are computed from the agent's own outputs
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import tempfile
 import time
@@ -55,7 +56,11 @@ def main() -> int:
     args = parser.parse_args()
 
     from controller.local import LocalAgent
-    from controller.optimize import Constraints, measure_on, optimize, stack_inputs
+    from controller.measure import bench
+    from controller.models import check_model
+    from controller.optimize import Constraints, measure_on, optimize
+    from controller.paired import PairedRounds
+    from controller.quality import stack_inputs
     from controller.settings import MeasureSettings
     from controller.sources import example_source, onnx_source
     from controller.store import ResultsStore
@@ -89,43 +94,48 @@ def main() -> int:
             agent = LocalAgent(cache_dir=work / "agent", name="bench")
             client = agent.start()
             store = ResultsStore(work / "paired.db")
-            p50s: dict[str, list[float]] = {k: [] for k in variants}
+            paired = {name: PairedRounds() for name in variants if name != "baseline"}
             quality: dict[str, dict] = {}
             try:
-                ref = None
-                for rnd in range(args.rounds):
-                    for name in (list(variants) if rnd % 2 == 0 else list(variants)[::-1]):
-                        if name == "baseline" and ref is None:
-                            m = measure_on(client, variants[name], settings_shaped, store, inputs, None, labels)
-                            ref = m["outputs"]
-                            m["fidelity"] = 1.0
+                base_ref = check_model(source.baseline, settings_shaped.input_shapes)
+                quality["baseline"] = m = measure_on(client, source.baseline, settings_shaped, store, inputs, None,
+                                                     labels)
+                base_p50 = m["latency_ms"]["p50"]
+                for name in paired:
+                    quality[name] = measure_on(client, variants[name], settings_shaped, store, inputs,
+                                               quality["baseline"]["outputs"], labels, baseline=base_ref)
+                    paired[name].add(*quality[name]["pair"])
+                for rnd in range(1, args.rounds):
+                    for name in paired:
+                        cand = check_model(variants[name], settings_shaped.input_shapes)
+                        if rnd % 2:   # swapped: the baseline is timed, the variant is its reference
+                            b = bench(base_ref, client, settings_shaped, store, reference=cand)
+                            this = paired[name].add(b.times_ms, b.reference_times_ms)
                         else:
-                            m = measure_on(client, variants[name], settings_shaped, store, inputs, ref, labels)
-                        p50s[name].append(m["latency_ms"]["p50"])
-                        quality.setdefault(name, m)
-                        log(f"{model} round {rnd + 1}: {name}: p50 {m['latency_ms']['p50']:.3f} ms")
-                for name in variants:  # fidelity of anything measured before the baseline's outputs existed
-                    if quality[name].get("fidelity") is None:
-                        quality[name] = measure_on(client, variants[name], settings_shaped, store, inputs, ref,
-                                                   labels)
+                            b = bench(cand, client, settings_shaped, store, reference=base_ref)
+                            this = paired[name].add(b.reference_times_ms, b.times_ms)
+                        log(f"{model} loop {rnd + 1}: {name} paired with the baseline: {this:.2f}x")
             finally:
                 store.close()
                 agent.stop()
-            base = statistics.median(p50s["baseline"])
             c = result.constraints
             label = (f"{result.model} (accuracy drop ≤ {c.max_accuracy_drop:g} points)" if c.max_accuracy_drop
                      is not None else f"{result.model} (fidelity ≥ {c.min_fidelity:g})")
             for name, path in variants.items():
-                p50 = statistics.median(p50s[name])
                 q = quality[name]
-                rows.append({"model": label, "variant": name, "p50": p50, "speedup": base / p50,
+                ratio = paired[name].ratio() if name in paired else None
+                rows.append({"model": label, "variant": name,
+                             "p50": paired[name].least_disturbed()["p50"] if ratio else base_p50,
+                             "speedup": ratio.text() if ratio else "1.00x",
                              "accuracy": q.get("accuracy"), "fidelity": q.get("fidelity"),
                              "size": path.stat().st_size, "wall": wall if name.startswith("chosen") else None,
                              "candidates": len(dev.candidates) if name.startswith("chosen") else None})
             if not chosen_row:
                 rows.append({"model": label, "variant": f"chosen: none ({dev.failure})", "p50": None})
     lines = [f"Measured on {machine()}, by `python benchmarks/optimize.py`: a local farm-agent, ONNX Runtime "
-             "CPU, 1 thread; p50 is the median of alternating rounds on one agent after the optimize run; "
+             f"CPU, 1 thread; after the optimize run, each variant timed in {args.rounds} loops paired with the "
+             "baseline on one agent: speedup = median of the paired ratios (95 % interval), p50 = the "
+             "variant's own in its least disturbed loop; "
              "accuracy on the example's 750-image validation split, fidelity = output cosine vs the baseline "
              "(MiniLM: its model card's sentences).", "",
              "| model | variant | p50 ms | speedup | accuracy | fidelity | size MB | optimize wall time |",
@@ -137,7 +147,7 @@ def main() -> int:
         acc = f"{r['accuracy'] * 100:.2f} %" if r.get("accuracy") is not None else "-"
         fid = f"{r['fidelity']:.4f}" if r.get("fidelity") is not None else "-"
         wall = f"{r['wall']:.0f} s ({r['candidates']} candidates)" if r.get("wall") is not None else ""
-        lines.append(f"| {r['model']} | {r['variant']} | {r['p50']:.3f} | {r['speedup']:.2f}x | {acc} | {fid} | "
+        lines.append(f"| {r['model']} | {r['variant']} | {r['p50']:.3f} | {r['speedup']} | {acc} | {fid} | "
                      f"{r['size'] / 1e6:.2f} | {wall} |")
     return publish("optimize", "\n".join(lines), args.write_readme)
 

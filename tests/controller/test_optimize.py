@@ -47,12 +47,13 @@ def optimized(tmp_path_factory):
 
 def test_full_loop_decides_from_the_measurements(optimized):
     tmp, doc, err = optimized
-    assert set(doc) == {"device", "model", "baseline", "candidates", "chosen", "artifact", "report"}
+    assert set(doc) == {"device", "model", "metric", "baseline", "candidates", "chosen", "artifact", "report"}
+    assert doc["metric"] is None
     names = {c["name"]: c for c in doc["candidates"]}
     assert set(names) == {"int8-minmax", "int8-percentile", "int8-dynamic", "fp16"}
     for c in doc["candidates"]:
         assert set(c) == {"name", "techniques", "status", "reason", "latency_ms", "size_bytes", "accuracy",
-                          "fidelity", "speedup", "speedup_ci", "meets_constraints"}
+                          "fidelity", "metric_value", "speedup", "speedup_ci", "meets_constraints"}
         assert c["latency_ms"]["p50"] > 0 and c["fidelity"] >= 0.99 and c["accuracy"] is None  # synthetic data
         # the speedup is the median of ratios paired with the baseline in the same loop, inside its interval
         low, high = c["speedup_ci"]
