@@ -1,11 +1,12 @@
-"""Training loops shared by the PyTorch techniques: train, fine_tune, accuracy, and data loaders from
-(x, y) arrays or any iterable of (inputs, labels) batches."""
+"""Training loops shared by the PyTorch techniques: train, fine_tune, accuracy, data loaders from
+(x, y) arrays or any iterable of (inputs, labels) batches, and a fixed thread count for training."""
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
@@ -14,6 +15,24 @@ from optimizers.errors import DataMismatch
 log = logging.getLogger(__name__)
 
 Progress = Callable[[str], None]
+
+# torch's intra-op thread count during training: the result of a seeded training is reproducible on a
+# machine for a fixed thread count only (the reductions' summation order depends on it), so the example's
+# teacher and the candidates' trainings use this many, whatever the machine's default
+TRAIN_THREADS = 2
+
+
+@contextmanager
+def training_threads(n: int = TRAIN_THREADS) -> Iterator[None]:
+    """torch.set_num_threads(n) inside the block, the previous count restored after it."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def as_loader(data, batch_size: int = 64, shuffle: bool = False, seed: int = 0):
