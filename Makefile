@@ -15,8 +15,8 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 # real .tflite models (from the mediapipe wheel) for the LiteRT backend's tests and benchmark
-$(VENV)/share/edgefarm-models/.done: $(VENV)/.installed scripts/fetch_tflite_models.py
-	$(BIN)/python scripts/fetch_tflite_models.py
+$(VENV)/share/edgefarm-models/.done: $(VENV)/.installed scripts/fetch_models.py
+	$(BIN)/python scripts/fetch_models.py
 	touch $@
 
 demo: setup

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from controller.errors import FarmError
 from controller.sources import Source
+from optimizers.quantization import COMPUTE_OP_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,9 @@ log = logging.getLogger(__name__)
 TECHNIQUES = {
     "fuse": "operator rewrites + BatchNorm folding + activation fusion (ONNX Runtime's fused kernels)",
     "fp16": "FP16 weights and activations (float32 inputs and outputs kept)",
-    "int8": "INT8 static QDQ, per-channel weights, calibrated with minmax, kl (entropy) and percentile",
+    "int8": "INT8 static QDQ, per-channel weights, calibrated with minmax, kl (entropy) and percentile; with "
+            "minmax also signed activations (S8S8) and the compute-op set, so measurements pick the types and "
+            "op set per model and device",
     "int8-dynamic": "INT8 weights, activations quantized at run time",
     "int4": "INT4 weight-only MatMul (MatMulNBits)",
     "mixed-precision": "INT8 with the layers of most error per measured ms kept in float (when INT8 alone "
@@ -88,15 +91,16 @@ def _record(result) -> dict:
     return {"changes": rec.changes, "skipped": len(rec.skipped), "notes": rec.notes}
 
 
-def quantize(source_path: Path, method: str, calibration=None, algorithm: str = "minmax") -> Callable[[Path], dict]:
-    """A builder running optimizers.Quantizer."""
+def quantize(source_path: Path, method: str, calibration=None, algorithm: str = "minmax",
+             **options) -> Callable[[Path], dict]:
+    """A builder running optimizers.Quantizer (options: QuantizeConfig fields, e.g. activation_type)."""
 
     def build(out: Path) -> dict:
         from optimizers import Quantizer
 
-        result = Quantizer(method).quantize(source_path, calibration_data=calibration, algorithm=algorithm,
-                                            output=out)
-        return _record(result)
+        result = Quantizer(method, **options).quantize(source_path, calibration_data=calibration,
+                                                       algorithm=algorithm, output=out)
+        return {**_record(result), **({"options": options} if options else {})}
 
     return build
 
@@ -263,10 +267,16 @@ def plan(source: Source, techniques: list[str], work: Path,
     if "fp16" in techniques:
         candidates.append(Candidate("fp16", ["fp16"], quantize(base, "fp16")))
     chosen_calibrations = [a for a in CALIBRATIONS if "int8" in techniques or f"int8-{a}" in techniques]
+    all_calibrations = "int8" in techniques   # (one calibration picked: only that candidate)
     if chosen_calibrations and "int8" not in techniques:
         techniques = [*techniques, "int8"]  # the combinations (prune + INT8, ...) follow
     for alg in chosen_calibrations:
         candidates.append(Candidate(f"int8-{alg}", ["int8", alg], quantize(base, "int8", calib, alg)))
+    if all_calibrations:   # the types and the op set are measured choices, not fixed defaults
+        candidates.append(Candidate("int8-minmax-s8s8", ["int8", "minmax", "s8s8"],
+                                    quantize(base, "int8", calib, "minmax", activation_type="int8")))
+        candidates.append(Candidate("int8-minmax-compute-ops", ["int8", "minmax", "compute ops"],
+                                    quantize(base, "int8", calib, "minmax", op_types=COMPUTE_OP_TYPES)))
     if "int8-dynamic" in techniques:
         candidates.append(Candidate("int8-dynamic", ["int8-dynamic"], quantize(base, "dynamic")))
     if "int4" in techniques:

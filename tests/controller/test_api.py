@@ -141,3 +141,20 @@ def test_connect_to_a_remote_entry_uses_its_token(start_agent, monkeypatch):
                                           ("input:0=1x3x8x8", ("input:0", [1, 3, 8, 8]))])
 def test_parse_input_shape(text, parsed):
     assert parse_input_shape(text) == parsed
+
+
+def test_yolov8n_example_is_the_real_detector_with_a_fixed_input():
+    """example:yolov8n: YOLOv8n as shipped in the nudenet wheel (unpacked by `make setup`), its dynamic input
+    fixed to 1x3x320x320; its default data are scikit-image's sample photos."""
+    import onnxruntime as ort
+
+    from controller.models import check_model, resolve_model
+    from controller.sources import onnx_source
+
+    ref = check_model(resolve_model("example:yolov8n"), {})
+    assert ref.input_shapes == {"images": [1, 3, 320, 320]}
+    assert sum(1 for n in ref.model.graph.node if n.op_type == "Conv") == 64
+    source = onnx_source("example:yolov8n")
+    assert len(source.evaluation.feeds) == 16 and "sample photos" in source.notes[0]
+    out = ort.InferenceSession(str(ref.path)).run(None, source.evaluation.feeds[0])[0]
+    assert out.shape == (1, 22, 2100) and 0.0 <= out[0, 4:].min() and out[0, 4:].max() <= 1.0  # class scores

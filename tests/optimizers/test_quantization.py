@@ -78,7 +78,10 @@ def test_real_transformer_minilm_every_method(minilm, minilm_data, tmp_path):
         out = Quantizer(method).quantize(minilm, calibration_data=cal, output=tmp_path / f"{method}.onnx")
         results[method] = (out, evaluate(out.path, ev, reference=minilm).fidelity)
     int8, fid8 = results["int8"]
-    assert 3.6 < int8.size_ratio < 4.1 and fid8.cosine > 0.85
+    # every op in INT8 but LayerNormalization and the six attention masks (+ their Softmax), detected by
+    # their large negative constant: as faithful as the old compute-op set (0.935 here); 0.43 unprotected
+    assert 3.6 < int8.size_ratio < 4.1 and fid8.cosine > 0.9
+    assert int8.record.changes["attention-mask Add/Softmax kept float"] == 12
     # what static INT8 leaves float, and why, is in the record
     assert "LayerNormalization" in int8.record.skipped_summary()
     assert 3.6 < results["dynamic"][0].size_ratio < 4.1 and results["dynamic"][1].cosine > 0.9
@@ -176,3 +179,28 @@ def test_preprocessing_falls_back_and_says_so(convnet, convnet_data, tmp_path, m
     assert out.record.settings["preprocessing"] == "without symbolic shape inference"
     assert any("Incomplete symbolic shape inference" in n for n in out.record.notes)
     assert len(calls) == 2
+
+
+def test_attention_masks_are_found_by_their_large_negative_constant(minilm, convnet):
+    from optimizers.quantization import attention_mask_nodes
+
+    masks = attention_mask_nodes(onnx.load(str(minilm)))
+    graph = {n.name: n for n in onnx.load(str(minilm)).graph.node}
+    assert sorted(graph[m].op_type for m in masks) == ["Add"] * 6 + ["Softmax"] * 6
+    assert all("attention/self" in m for m in masks)
+    assert attention_mask_nodes(onnx.load(str(convnet))) == []   # a CNN's Adds are residuals, not masks
+
+
+def test_static_int8_defaults_to_u8s8_and_every_op_ort_knows(convnet, convnet_data, tmp_path):
+    from optimizers.quantization import COMPUTE_OP_TYPES, static_op_types
+
+    out = Quantizer("int8").quantize(convnet, calibration_data=convnet_data, output=tmp_path / "q.onnx")
+    assert out.record.settings["activation_type"] == "uint8"
+    cfg = Quantizer("int8").config
+    assert {"Add", "Mul", "Sigmoid", "Conv"} <= set(static_op_types(cfg)) and "LayerNormalization" not in \
+        static_op_types(cfg)
+    model = onnx.load(str(out.path))
+    zero_points = [i for i in model.graph.initializer if i.name.endswith("zero_point")]
+    assert {i.data_type for i in zero_points} >= {onnx.TensorProto.UINT8}   # unsigned activations
+    compute = Quantizer("int8", op_types=COMPUTE_OP_TYPES, activation_type="int8").config
+    assert static_op_types(compute) == list(COMPUTE_OP_TYPES)
