@@ -82,6 +82,7 @@ def test_real_transformer_minilm_every_method(minilm, minilm_data, tmp_path):
     # their large negative constant: as faithful as the old compute-op set (0.935 here); 0.43 unprotected
     assert 3.6 < int8.size_ratio < 4.1 and fid8.cosine > 0.9
     assert int8.record.changes["attention-mask Add/Softmax kept float"] == 12
+    assert int8.record.changes["residual Adds before LayerNormalization kept float"] >= 12
     # what static INT8 leaves float, and why, is in the record
     assert "LayerNormalization" in int8.record.skipped_summary()
     assert 3.6 < results["dynamic"][0].size_ratio < 4.1 and results["dynamic"][1].cosine > 0.9
@@ -100,8 +101,13 @@ def test_real_silero_vad_constants_and_lstm(silero, silero_data, tmp_path):
     assert out.record.changes["Conv quantized"] == 6
     assert "no rule for LSTM" in out.record.skipped_summary()["LSTM"]
     fid = evaluate(out.path, silero_data, reference=silero).fidelity
-    # the worst output is the speech probability (ONNX Runtime 1.32: 0.961; the LSTM state 0.979)
-    assert fid.cosine > 0.95 and min(fid.per_output_cosine) == fid.cosine
+    # the default U8S8 loses fidelity here on an AVX2 CPU without VNNI (ONNX Runtime's u8s8 kernels can
+    # saturate: 0.89 on the speech probability, the worst output); S8S8 keeps 0.96, and `farmctl optimize`
+    # measures both and lets fidelity and speed choose
+    assert 0.85 < fid.cosine and min(fid.per_output_cosine) == fid.cosine
+    signed = Quantizer("int8", activation_type="int8").quantize(silero, calibration_data=silero_data,
+                                                                output=tmp_path / "vad-s8s8.onnx")
+    assert evaluate(signed.path, silero_data, reference=silero).fidelity.cosine > 0.95
     fp16 = Quantizer("fp16").quantize(silero, output=tmp_path / "vad16.onnx")
     assert 1.9 < fp16.size_ratio < 2.1
 
