@@ -4,7 +4,7 @@ photos) and MobileNetV2 (the built-in example, synthetic inputs).
 
 Variants: FP32; FP16; plain quantize_static in its bare defaults (QDQ, S8S8, per-tensor) and in the
 strong form (QDQ, per-channel, U8S8: QUInt8 activations, QInt8 weights); our Quantizer default (U8S8,
-every op ONNX Runtime quantizes but LayerNormalization and attention masks); our S8S8 and compute-op-set
+the compute ops); our S8S8 and every-op (op_types=(): all but LayerNormalization and the protected nodes)
 variants; and the choice of `farmctl optimize --techniques fuse,fp16,int8`. Each is timed in --rounds
 loops paired with FP32 (one inference of each in turn, who runs first swapped every other loop):
 speedup = the median of the paired ratios with its 95 % interval; p50 = the variant's own in its least
@@ -45,17 +45,15 @@ def plain_quantize_static(source, out: Path, strong: bool) -> Path:
 def variants_of(source, out: Path, log) -> dict[str, Path]:
     """Every file to compare, made from the source's FP32 model and calibration data."""
     from optimizers import Quantizer
-    from optimizers.quantization import COMPUTE_OP_TYPES
-
     calib = source.calibration
     made = {"FP32": source.baseline,
             "FP16": Quantizer("fp16").quantize(source.baseline, output=out / "fp16.onnx").path,
             "plain quantize_static (bare defaults)": plain_quantize_static(source, out / "plain-bare.onnx", False),
             "plain quantize_static (per-channel U8S8)": plain_quantize_static(source, out / "plain-u8s8.onnx",
                                                                              True)}
-    for name, options in (("Quantizer default (U8S8, every op)", {}),
+    for name, options in (("Quantizer default (U8S8, compute ops)", {}),
                           ("Quantizer S8S8", {"activation_type": "int8"}),
-                          ("Quantizer compute ops only", {"op_types": COMPUTE_OP_TYPES})):
+                          ("Quantizer every op", {"op_types": ()})):
         log(f"quantizing: {name}")
         made[name] = Quantizer("int8", **options).quantize(source.baseline, calibration_data=calib,
                                                            output=out / f"{len(made)}.onnx").path

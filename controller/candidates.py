@@ -12,7 +12,6 @@ from pathlib import Path
 
 from controller.errors import FarmError
 from controller.sources import Source
-from optimizers.quantization import COMPUTE_OP_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +20,7 @@ TECHNIQUES = {
     "fuse": "operator rewrites + BatchNorm folding + activation fusion (ONNX Runtime's fused kernels)",
     "fp16": "FP16 weights and activations (float32 inputs and outputs kept)",
     "int8": "INT8 static QDQ, per-channel weights, calibrated with minmax, kl (entropy) and percentile; with "
-            "minmax also signed activations (S8S8) and the compute-op set, so measurements pick the types and "
+            "minmax also signed activations (S8S8) and every op quantized, so measurements pick the types and "
             "op set per model and device",
     "int8-dynamic": "INT8 weights, activations quantized at run time",
     "int4": "INT4 weight-only MatMul (MatMulNBits)",
@@ -275,8 +274,8 @@ def plan(source: Source, techniques: list[str], work: Path,
     if all_calibrations:   # the types and the op set are measured choices, not fixed defaults
         candidates.append(Candidate("int8-minmax-s8s8", ["int8", "minmax", "s8s8"],
                                     quantize(base, "int8", calib, "minmax", activation_type="int8")))
-        candidates.append(Candidate("int8-minmax-compute-ops", ["int8", "minmax", "compute ops"],
-                                    quantize(base, "int8", calib, "minmax", op_types=COMPUTE_OP_TYPES)))
+        candidates.append(Candidate("int8-minmax-all-ops", ["int8", "minmax", "all ops"],
+                                    quantize(base, "int8", calib, "minmax", op_types=())))
     if "int8-dynamic" in techniques:
         candidates.append(Candidate("int8-dynamic", ["int8-dynamic"], quantize(base, "dynamic")))
     if "int4" in techniques:

@@ -33,17 +33,18 @@ log = logging.getLogger(__name__)
 
 PER_CHANNEL_MIN_OPSET = 13
 ENTROPY_BINS = 2048
-# Static INT8 quantizes by default every op ONNX Runtime's QDQ quantizer has a rule for (op_types=()):
-# its QLinear kernels then keep a CNN in INT8 end to end, where a float Add/Mul/Sigmoid (hard-swish and
-# SiLU as exported) dequantizes and requantizes every Conv output (YOLOv8n, U8S8: 1.65x FP32 with every
-# op vs 1.29x with the compute set below). Two things stay float: LayerNormalization (transformer
-# outlier channels: all-MiniLM-L6-v2's cosine 0.935 -> 0.83 with it in INT8) and attention masks,
-# found by their large negative constant added to the scores, with the Softmax after them (one 8-bit
-# scale over -3.4e38..0 took MiniLM's cosine to 0.43).
+# op_types=() quantizes every op quantize_static knows: its QLinear kernels then keep a CNN in INT8 end
+# to end, where a float Add/Mul/Sigmoid (hard-swish and SiLU as exported) dequantizes and requantizes
+# every Conv output (YOLOv8n, U8S8: 1.65x FP32 with every op vs 1.29x with the compute set). What the
+# graph shows is fragile stays float even then: LayerNormalization (transformer outlier channels:
+# all-MiniLM-L6-v2's cosine 0.935 -> 0.83 with it in INT8), the residual Adds feeding it, and attention
+# masks, found by their large negative constant added to the scores, with the Softmax after them (one
+# 8-bit scale over -3.4e38..0 took MiniLM's cosine to 0.43). It is not the default: Silero VAD (conv +
+# LSTM gates) falls to cosine 0.54 with every op, 0.89 with the compute set; `farmctl optimize` measures
+# it as a candidate (int8-minmax-all-ops) and the fidelity constraint judges it.
 FLOAT_OP_TYPES = ("LayerNormalization",)
 MASK_VALUE = -1e4   # a constant at or below this, added to scores, is an attention mask
-# the compute ops and the data movement between them: the op set before every op was quantized, kept as
-# an option (op_types=COMPUTE_OP_TYPES) and as a candidate of `farmctl optimize` that measurements judge
+# the default op set: the compute ops and the data movement between them
 COMPUTE_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "MaxPool", "AveragePool",
                     "GlobalAveragePool", "Relu", "Clip", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
                     "Flatten", "Resize", "Concat", "Split", "Pad", "Slice")
@@ -65,8 +66,8 @@ class QuantizeConfig:
     max_calibration_samples: int = 128
     preprocess: bool = True              # ONNX Runtime's quant_pre_process (shape inference + optimization)
     exclude_nodes: tuple[str, ...] = ()  # node names kept in float
-    op_types: tuple[str, ...] = ()       # static INT8: op types to quantize (() = every op ORT knows but
-    #                                      FLOAT_OP_TYPES; COMPUTE_OP_TYPES = the compute ops only)
+    op_types: tuple[str, ...] = COMPUTE_OP_TYPES  # static INT8: op types to quantize (() = every op ORT
+    #                                               knows but FLOAT_OP_TYPES and the protected nodes)
     protect_attention_masks: bool = True  # keep detected attention-mask Adds and their Softmax in float
     block_size: int = 128                # INT4: weights per scale
     symmetric: bool = True               # INT4: symmetric blocks (no zero points)
