@@ -176,7 +176,7 @@ def test_distillation_beats_the_student_trained_alone(teacher, digits, seed):
     """Few labels (350 of the 3,500 training digits), the rest unlabelled: the student alone learns from
     the 350; the distilled one also from the teacher's soft targets on the other 3,150 (Hinton's transfer
     set), for about the same number of optimizer steps (180 vs 165). Measured on the test split, seeds
-    1/2/3: alone 89.6/90.9/90.0 %, distilled 94.9/94.9/94.5 %; the margin asserted is 3 points."""
+    1/2/3: alone 89.6/90.9/90.0 %, distilled 94.9/94.9/94.5 %; with the 3x3-grid student (this stop) alone 95.1 %, distilled 97.3-97.6 %; the margin asserted is 2 points."""
     from optimizers import KnowledgeDistiller, digits_student
 
     labelled = (digits.train.x[:350], digits.train.y[:350])
@@ -188,7 +188,7 @@ def test_distillation_beats_the_student_trained_alone(teacher, digits, seed):
     distilled = KnowledgeDistiller(teacher, digits_student(), temperature=4.0, alpha=0.7).train(
         labelled, epochs=3, learning_rate=1e-2, unlabeled_data=digits.train.x[350:])
     alone_acc, distilled_acc = accuracy(alone, test), accuracy(distilled, test)
-    assert distilled_acc - alone_acc >= 0.03, (alone_acc, distilled_acc)
+    assert distilled_acc - alone_acc >= 0.02, (alone_acc, distilled_acc)
     assert any(p.requires_grad for p in teacher.parameters())  # the teacher is left as it was
 
 
