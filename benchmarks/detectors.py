@@ -69,10 +69,9 @@ def main() -> int:
     args = parser.parse_args()
 
     from controller.local import LocalAgent
-    from controller.measure import bench
     from controller.models import check_model
     from controller.optimize import measure_on, optimize
-    from controller.paired import PairedRounds
+    from controller.paired import PairedRounds, paired_loop
     from controller.quality import stack_inputs
     from controller.settings import MeasureSettings
     from controller.sources import onnx_source
@@ -115,12 +114,7 @@ def main() -> int:
                     pairs.add(*m["pair"])
                     cand = check_model(path, source.input_shapes)
                     for rnd in range(1, args.rounds):
-                        if rnd % 2:
-                            b = bench(base_ref, client, settings, store, reference=cand)
-                            pairs.add(b.times_ms, b.reference_times_ms)
-                        else:
-                            b = bench(cand, client, settings, store, reference=base_ref)
-                            pairs.add(b.reference_times_ms, b.times_ms)
+                        pairs.add(*paired_loop(client, base_ref, cand, settings, store, swapped=rnd % 2 == 1))
                     ratio = pairs.ratio()
                     log(f"{model}: {name}: {ratio.text()}, fidelity {m['fidelity']:.4f}")
                     rows.append((name, pairs.least_disturbed()["p50"], ratio, m["fidelity"], path.stat().st_size))

@@ -56,10 +56,9 @@ def main() -> int:
     args = parser.parse_args()
 
     from controller.local import LocalAgent
-    from controller.measure import bench
     from controller.models import check_model
     from controller.optimize import Constraints, measure_on, optimize
-    from controller.paired import PairedRounds
+    from controller.paired import PairedRounds, paired_loop
     from controller.quality import stack_inputs
     from controller.settings import MeasureSettings
     from controller.sources import example_source, onnx_source
@@ -108,12 +107,8 @@ def main() -> int:
                 for rnd in range(1, args.rounds):
                     for name in paired:
                         cand = check_model(variants[name], settings_shaped.input_shapes)
-                        if rnd % 2:   # swapped: the baseline is timed, the variant is its reference
-                            b = bench(base_ref, client, settings_shaped, store, reference=cand)
-                            this = paired[name].add(b.times_ms, b.reference_times_ms)
-                        else:
-                            b = bench(cand, client, settings_shaped, store, reference=base_ref)
-                            this = paired[name].add(b.reference_times_ms, b.times_ms)
+                        this = paired[name].add(*paired_loop(client, base_ref, cand, settings_shaped, store,
+                                                             swapped=rnd % 2 == 1))
                         log(f"{model} loop {rnd + 1}: {name} paired with the baseline: {this:.2f}x")
             finally:
                 store.close()

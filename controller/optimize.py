@@ -21,8 +21,15 @@ from controller.errors import AgentUnavailable, FarmError
 from controller.inventory import LOCAL, connect_pool, load_inventory, resolve_devices
 from controller.measure import bench, evaluate_outputs, profile
 from controller.models import ModelRef, check_model
-from controller.paired import (PairedRounds, could_be_faster, least_disturbed_baseline, ratio_from_json,
-                               ratio_to_json, speed_failure)
+from controller.paired import (
+    PairedRounds,
+    could_be_faster,
+    least_disturbed_baseline,
+    paired_loop,
+    ratio_from_json,
+    ratio_to_json,
+    speed_failure,
+)
 from controller.progress import ProgressBar
 from controller.quality import DEFAULT_FIDELITY, Constraints, judge, metric_or_error, stack_inputs
 from controller.scheduler import JobLost, Scheduler
@@ -341,22 +348,19 @@ class _Loop:
             for rnd in range(rounds):
                 swapped = rnd % 2 == 0
                 for row in (contenders[::-1] if swapped else contenders):
-                    jobs.append((d, row, swapped,
-                                 scheduler.submit(d, f"again {row['name']}", self._paired_job(row, swapped))))
+                    jobs.append((d, row, scheduler.submit(d, f"again {row['name']}", self._paired_job(row, swapped))))
             self.bar.total += rounds * len(contenders)
             self.bar.note(f"timing {len(contenders)} contender(s) on {d} again, each paired with the baseline "
                           f"({rounds} more loops)")
-        for d, row, swapped, fut in jobs:
+        for d, row, fut in jobs:
             try:
-                b = fut.result()
+                this = row["paired"].add(*fut.result())
             except JobLost as exc:
                 self.bar.advance(1, f"again: {row['name']} on {d}: not timed ({exc})")
                 continue
-            base, cand = (b.times_ms, b.reference_times_ms) if swapped else (b.reference_times_ms, b.times_ms)
-            this = row["paired"].add(base, cand)
             self.bar.advance(1, f"again: {row['name']} on {d}, paired with the baseline: {this:.2f}x in this loop",
                              running=scheduler.counts()[1])
-        for d, row in {(d, id(row)): (d, row) for d, row, _, _ in jobs}.values():
+        for d, row in {(d, id(row)): (d, row) for d, row, _ in jobs}.values():
             if row["paired"].rounds:
                 row["latency_ms"] = row["paired"].least_disturbed()
                 self._store(d, row, None)
@@ -365,10 +369,9 @@ class _Loop:
         """One loop of the candidate and the baseline; swapped: the baseline is the timed model and the
         candidate its reference (so neither always runs first)."""
         cand = check_model(Path(row["path"]), self.settings.input_shapes)
-        model, reference = (self.baseline_ref, cand) if swapped else (cand, self.baseline_ref)
 
         def run(client):
-            return bench(model, client, self.settings, self.store, reference=reference)
+            return paired_loop(client, self.baseline_ref, cand, self.settings, self.store, swapped)
         return run
 
     # choice -----------------------------------------------------------------------------------------

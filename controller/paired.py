@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.stats import PairedRatio, paired_ratio
+from controller.measure import bench
 
 NOISE_MARGIN = 1.02   # "faster" = the paired interval's lower end at least 2 % above the baseline
 
@@ -41,6 +42,18 @@ class PairedRounds:
         _base, cand = min(self.rounds, key=lambda r: float(np.median(r[0])))
         p50, p90, p99 = (float(v) for v in np.percentile(cand, [50, 90, 99]))
         return {"p50": p50, "p90": p90, "p99": p99}
+
+
+def paired_loop(client, baseline, candidate, settings, store=None, swapped: bool = False
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """One measured loop of the candidate and the baseline, one inference of each in turn; swapped: the
+    baseline is the timed model and the candidate its reference, so neither always runs first. Returns
+    (baseline times, candidate times) in ms, pair by pair."""
+    if swapped:
+        b = bench(baseline, client, settings, store, reference=candidate)
+        return b.times_ms, b.reference_times_ms
+    b = bench(candidate, client, settings, store, reference=baseline)
+    return b.reference_times_ms, b.times_ms
 
 
 def least_disturbed_baseline(own: dict[str, float], rounds: list[PairedRounds]) -> dict[str, float]:

@@ -21,6 +21,7 @@ from optimizers.quantization import (
     _check_algorithm,
     _prepare,
     calibrate_ranges,
+    protected_nodes,
     quantize_qdq,
 )
 from optimizers.record import OptimizationRecord, OptimizedModel, write_result
@@ -98,6 +99,8 @@ class MixedPrecisionOptimizer:
             import onnx
 
             prepared_proto = onnx.load(str(prepared))
+            found = protected_nodes(prepared_proto) if self.config.protect_attention_masks else {}
+            self._protected = [n for names in found.values() for n in names]   # found once, not per layer
             source_names = {n.name for n in source.proto.graph.node}
             # ORT's pre-processing renames fused nodes (e.g. 'fc2' -> 'fc2/MatMulAddFusion'): users and
             # device profiles speak of the original names, quantize_static of the new ones
@@ -125,7 +128,7 @@ class MixedPrecisionOptimizer:
             def quantize(keep_float: list[str], tag: str) -> Path:
                 out = work / f"{tag}.onnx"
                 cfg = QuantizeConfig(**{**asdict(self.config), "exclude_nodes": tuple(keep_float)})
-                quantize_qdq(prepared, out, cfg, ranges)
+                quantize_qdq(prepared, out, cfg, ranges, protected=self._protected)
                 return out
 
             layers = quantizable_layers(prepared_proto, self.config.op_types)
@@ -163,7 +166,7 @@ class MixedPrecisionOptimizer:
         out = []
         for i, (name, op) in enumerate(layers):
             path = work / f"one-{i}.onnx"
-            quantize_qdq(prepared, path, self.config, ranges, nodes_to_quantize=[name])
+            quantize_qdq(prepared, path, self.config, ranges, nodes_to_quantize=[name], protected=self._protected)
             value = score(path)
             self._progress(f"sensitivity {i + 1}/{len(layers)}: {self._display.get(name, name)} alone in INT8 "
                            f"-> {value:.4f}")

@@ -126,14 +126,11 @@ class Int8Static(QuantMethod):
         if job.config.algorithm in ("kl", "entropy"):
             job.record.settings["entropy_bins"] = ENTROPY_BINS
         out = job.workdir / "int8.onnx"
-        if job.config.protect_attention_masks:
-            prepared = onnx.load(str(job.prepared))
-            masks, kept = attention_mask_nodes(prepared), protected_nodes(prepared)
-            if masks:
-                job.record.changes["attention-mask Add/Softmax kept float"] = len(masks)
-            if len(kept) > len(masks):
-                job.record.changes["residual Adds before LayerNormalization kept float"] = len(kept) - len(masks)
-        quantize_qdq(job.prepared, out, job.config, cache)
+        kept = protected_nodes(onnx.load(str(job.prepared))) if job.config.protect_attention_masks else {}
+        for what, names in kept.items():
+            if names:
+                job.record.changes[f"{what} kept float"] = len(names)
+        quantize_qdq(job.prepared, out, job.config, cache, protected=[n for names in kept.values() for n in names])
         return onnx.load(str(out))
 
 
@@ -183,18 +180,22 @@ def calibrate_ranges(prepared: Path, feeds: list[dict], cfg: QuantizeConfig, wor
 
 
 def quantize_qdq(prepared: Path, out: Path, cfg: QuantizeConfig, ranges: Path,
-                 nodes_to_quantize: list[str] | None = None) -> None:
-    """ONNX Runtime's quantize_static (QDQ, per-channel weights) with precomputed activation ranges."""
+                 nodes_to_quantize: list[str] | None = None, protected: list[str] | None = None) -> None:
+    """ONNX Runtime's quantize_static (QDQ, per-channel weights) with precomputed activation ranges.
+    `protected`: the prepared model's protected_nodes, when the caller found them already (found here
+    otherwise, if cfg.protect_attention_masks)."""
     from onnxruntime.quantization import QuantFormat, quantize_static
 
-    import onnx
+    if protected is None:
+        import onnx
 
-    masks = protected_nodes(onnx.load(str(prepared))) if cfg.protect_attention_masks else []
+        found = protected_nodes(onnx.load(str(prepared))) if cfg.protect_attention_masks else {}
+        protected = [n for names in found.values() for n in names]
     quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ,
                     per_channel=cfg.per_channel, activation_type=_quant_type(cfg.activation_type),
                     weight_type=_quant_type("int8"), calibrate_method=_calibration_method(cfg.algorithm),
                     op_types_to_quantize=static_op_types(cfg), nodes_to_quantize=nodes_to_quantize,
-                    nodes_to_exclude=[*cfg.exclude_nodes, *masks] or None, calibration_cache_path=str(ranges))
+                    nodes_to_exclude=[*cfg.exclude_nodes, *protected] or None, calibration_cache_path=str(ranges))
 
 
 def static_op_types(cfg: QuantizeConfig) -> list[str]:
@@ -205,17 +206,19 @@ def static_op_types(cfg: QuantizeConfig) -> list[str]:
     return list(cfg.op_types) or sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(FLOAT_OP_TYPES))
 
 
-def protected_nodes(model) -> list[str]:
-    """Nodes static INT8 keeps float in a transformer: the attention masks (attention_mask_nodes) and the
-    residual Adds that feed a float normalization (FLOAT_OP_TYPES): the residual stream carries the outlier
-    channels (MiniLM with its residual Adds in INT8: cosine 0.82 instead of 0.93). A CNN has neither."""
+def protected_nodes(model) -> dict[str, list[str]]:
+    """Nodes static INT8 keeps float in a transformer, by what they are: the attention masks
+    (attention_mask_nodes) and the residual Adds that feed a float normalization (FLOAT_OP_TYPES): the
+    residual stream carries the outlier channels (MiniLM with its residual Adds in INT8: cosine 0.82
+    instead of 0.93). A CNN has neither."""
     consumers: dict[str, list] = {}
     for n in model.graph.node:
         for i in n.input:
             consumers.setdefault(i, []).append(n)
     residual = [n.name for n in model.graph.node if n.op_type == "Add" and n.name and
                 any(c.op_type in FLOAT_OP_TYPES for o in n.output for c in consumers.get(o, []))]
-    return attention_mask_nodes(model) + residual
+    return {"attention-mask Add/Softmax": attention_mask_nodes(model),
+            "residual Adds before LayerNormalization": residual}
 
 
 def attention_mask_nodes(model) -> list[str]:

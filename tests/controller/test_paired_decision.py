@@ -18,7 +18,7 @@ import pytest
 from agent.stats import paired_ratio
 from controller.examples import build_mobilenetv2
 from controller.measure import bench
-from controller.paired import NOISE_MARGIN
+from controller.paired import NOISE_MARGIN, paired_loop
 from controller.settings import MeasureSettings
 
 SETTINGS = MeasureSettings(threads=1, warmup=5, min_iterations=100, min_seconds=1.0)
@@ -71,11 +71,8 @@ def paired_rule(client, base: Path, cand: Path, cpu: int) -> tuple[str, object]:
     in a pair is swapped every other loop."""
     rounds = []
     for rnd in range(ROUNDS):
-        swapped = rnd % 2 == 1
         with maybe(rnd in (0, 3), cpu_hog(cpu)):
-            model, ref = (base, cand) if swapped else (cand, base)
-            b = bench(model, client, SETTINGS, reference=ref)
-        rounds.append((b.times_ms, b.reference_times_ms) if swapped else (b.reference_times_ms, b.times_ms))
+            rounds.append(paired_loop(client, base, cand, SETTINGS, swapped=rnd % 2 == 1))
     ratio = paired_ratio(rounds)
     return ratio.verdict(NOISE_MARGIN), ratio
 
