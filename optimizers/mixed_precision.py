@@ -15,14 +15,15 @@ from optimizers.data import as_dataset
 from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
 from optimizers.evaluation import accuracy, compare_outputs, run_outputs
 from optimizers.onnx_model import ModelLike, default_output, load_model, require_float_weights
+from optimizers.quant_protection import protected_nodes
 from optimizers.quantization import (
     QuantizeConfig,
     _calibration,
     _check_algorithm,
     _prepare,
     calibrate_ranges,
-    protected_nodes,
     quantize_qdq,
+    static_op_types,
 )
 from optimizers.record import OptimizationRecord, OptimizedModel, write_result
 
@@ -99,7 +100,8 @@ class MixedPrecisionOptimizer:
             import onnx
 
             prepared_proto = onnx.load(str(prepared))
-            found = protected_nodes(prepared_proto) if self.config.protect_attention_masks else {}
+            found = (protected_nodes(prepared_proto, static_op_types(self.config))
+                     if self.config.protect_attention_masks else {})
             self._protected = [n for names in found.values() for n in names]   # found once, not per layer
             source_names = {n.name for n in source.proto.graph.node}
             # ORT's pre-processing renames fused nodes (e.g. 'fc2' -> 'fc2/MatMulAddFusion'): users and

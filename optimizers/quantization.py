@@ -27,24 +27,22 @@ from optimizers.onnx_model import (
     require_float_weights,
     upgrade_opset,
 )
+from optimizers.quant_protection import FLOAT_OP_TYPES, protected_nodes
 from optimizers.record import OptimizationRecord, OptimizedModel, Skipped, write_result
 
 log = logging.getLogger(__name__)
 
 PER_CHANNEL_MIN_OPSET = 13
 ENTROPY_BINS = 2048
-# op_types=() quantizes every op quantize_static knows: its QLinear kernels then keep a CNN in INT8 end
-# to end, where a float Add/Mul/Sigmoid (hard-swish and SiLU as exported) dequantizes and requantizes
-# every Conv output (YOLOv8n, U8S8: 1.65x FP32 with every op vs 1.29x with the compute set). What the
-# graph shows is fragile stays float even then: LayerNormalization (transformer outlier channels:
-# all-MiniLM-L6-v2's cosine 0.935 -> 0.83 with it in INT8), the residual Adds feeding it, and attention
-# masks, found by their large negative constant added to the scores, with the Softmax after them (one
-# 8-bit scale over -3.4e38..0 took MiniLM's cosine to 0.43). It is not the default: Silero VAD (conv +
-# LSTM gates) falls to cosine 0.54 with every op, 0.89 with the compute set; `farmctl optimize` measures
-# it as a candidate (int8-minmax-all-ops) and the fidelity constraint judges it.
-FLOAT_OP_TYPES = ("LayerNormalization",)
-MASK_VALUE = -1e4   # a constant at or below this, added to scores, is an attention mask
-# the default op set: the compute ops and the data movement between them
+# Static INT8 quantizes by default every op quantize_static knows (op_types=()): its QLinear kernels then
+# keep a CNN in INT8 end to end, where a float Add/Mul/Sigmoid (hard-swish and SiLU as exported)
+# dequantizes and requantizes every Conv output (YOLOv8n, U8S8: 1.65x FP32 with every op vs 1.29x with
+# the compute set, and faster than ONNX Runtime's plain quantize_static). What the graph shows is fragile
+# stays float (quant_protection): LayerNormalization (transformer outlier channels: all-MiniLM-L6-v2's
+# cosine 0.935 -> 0.83 with it in INT8), the residual Adds feeding it, attention masks (one 8-bit scale
+# over -3.4e38..0 took MiniLM's cosine to 0.43), and float islands (Silero VAD's STFT magnitude: 0.54
+# in INT8, 0.89 float). COMPUTE_OP_TYPES, the earlier default, stays an option and a `farmctl optimize`
+# candidate (int8-minmax-compute-ops): measurements decide per model and device.
 COMPUTE_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "MaxPool", "AveragePool",
                     "GlobalAveragePool", "Relu", "Clip", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
                     "Flatten", "Resize", "Concat", "Split", "Pad", "Slice")
@@ -66,9 +64,9 @@ class QuantizeConfig:
     max_calibration_samples: int = 128
     preprocess: bool = True              # ONNX Runtime's quant_pre_process (shape inference + optimization)
     exclude_nodes: tuple[str, ...] = ()  # node names kept in float
-    op_types: tuple[str, ...] = COMPUTE_OP_TYPES  # static INT8: op types to quantize (() = every op ORT
-    #                                               knows but FLOAT_OP_TYPES and the protected nodes)
-    protect_attention_masks: bool = True  # keep detected attention-mask Adds and their Softmax in float
+    op_types: tuple[str, ...] = ()  # static INT8: the op types to quantize; () = every op ONNX Runtime
+    #                                 knows but FLOAT_OP_TYPES (e.g. COMPUTE_OP_TYPES for the compute ops)
+    protect_attention_masks: bool = True  # keep the protected nodes (quant_protection) in float
     block_size: int = 128                # INT4: weights per scale
     symmetric: bool = True               # INT4: symmetric blocks (no zero points)
 
@@ -126,7 +124,8 @@ class Int8Static(QuantMethod):
         if job.config.algorithm in ("kl", "entropy"):
             job.record.settings["entropy_bins"] = ENTROPY_BINS
         out = job.workdir / "int8.onnx"
-        kept = protected_nodes(onnx.load(str(job.prepared))) if job.config.protect_attention_masks else {}
+        kept = (protected_nodes(onnx.load(str(job.prepared)), static_op_types(job.config))
+                if job.config.protect_attention_masks else {})
         for what, names in kept.items():
             if names:
                 job.record.changes[f"{what} kept float"] = len(names)
@@ -189,7 +188,7 @@ def quantize_qdq(prepared: Path, out: Path, cfg: QuantizeConfig, ranges: Path,
     if protected is None:
         import onnx
 
-        found = protected_nodes(onnx.load(str(prepared))) if cfg.protect_attention_masks else {}
+        found = protected_nodes(onnx.load(str(prepared)), static_op_types(cfg)) if cfg.protect_attention_masks else {}
         protected = [n for names in found.values() for n in names]
     quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ,
                     per_channel=cfg.per_channel, activation_type=_quant_type(cfg.activation_type),
@@ -204,56 +203,6 @@ def static_op_types(cfg: QuantizeConfig) -> list[str]:
     from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
 
     return list(cfg.op_types) or sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(FLOAT_OP_TYPES))
-
-
-def protected_nodes(model) -> dict[str, list[str]]:
-    """Nodes static INT8 keeps float in a transformer, by what they are: the attention masks
-    (attention_mask_nodes) and the residual Adds that feed a float normalization (FLOAT_OP_TYPES): the
-    residual stream carries the outlier channels (MiniLM with its residual Adds in INT8: cosine 0.82
-    instead of 0.93). A CNN has neither."""
-    consumers: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
-    residual = [n.name for n in model.graph.node if n.op_type == "Add" and n.name and
-                any(c.op_type in FLOAT_OP_TYPES for o in n.output for c in consumers.get(o, []))]
-    return {"attention-mask Add/Softmax": attention_mask_nodes(model),
-            "residual Adds before LayerNormalization": residual}
-
-
-def attention_mask_nodes(model) -> list[str]:
-    """Names of the Adds that put an attention mask on scores (one input derives, through a few ops, from
-    a constant <= MASK_VALUE: `scores + where(mask, 0, -3.4e38)`) and of the Softmax nodes right after."""
-    from onnx import numpy_helper
-
-    big: set[str] = set()
-    for init in model.graph.initializer:
-        arr = numpy_helper.to_array(init)
-        if arr.size and arr.dtype.kind == "f" and float(arr.min()) <= MASK_VALUE:
-            big.add(init.name)
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            arr = numpy_helper.to_array(node.attribute[0].t)
-            if arr.size and arr.dtype.kind == "f" and float(arr.min()) <= MASK_VALUE:
-                big.add(node.output[0])
-    producer = {o: n for n in model.graph.node for o in n.output}
-    passes = {"Where", "Mul", "Sub", "Cast", "Unsqueeze", "Expand", "Reshape", "Neg", "Add"}
-    memo: dict[str, bool] = {}
-
-    def masky(tensor: str, depth: int) -> bool:
-        if tensor in big:
-            return True
-        if depth == 0 or tensor not in producer or producer[tensor].op_type not in passes:
-            return False
-        if tensor not in memo:
-            memo[tensor] = any(masky(i, depth - 1) for i in producer[tensor].input)
-        return memo[tensor]
-
-    adds = [n for n in model.graph.node if n.op_type == "Add" and
-            any(producer.get(i) is not None and producer[i].op_type != "Add" and masky(i, 4) for i in n.input)]
-    outputs = {o for n in adds for o in n.output}
-    softmax = [n for n in model.graph.node if n.op_type == "Softmax" and n.input[0] in outputs]
-    return [n.name for n in adds + softmax if n.name]
 
 
 class Int8Dynamic(QuantMethod):

@@ -14,12 +14,13 @@ import numpy as np
 
 from optimizers.errors import UnknownOption
 from optimizers.graph import MS_DOMAIN, Graph, ensure_ms_opset
-from optimizers.onnx_model import ModelLike, default_output, load_model, opset_version
+from optimizers.onnx_model import ModelLike, default_output, load_model, opset_version, upgrade_opset
 from optimizers.record import OptimizationRecord, OptimizedModel, write_result
 
 log = logging.getLogger(__name__)
 
 FOLD_MAX_ELEMENTS = 4_000_000  # never fold a tensor bigger than this (e.g. a huge ConstantOfShape)
+HARDSWISH_OPSET = 14   # HardSwish entered the standard ops in opset 14
 NOT_FOLDABLE = {"RandomNormal", "RandomUniform", "RandomNormalLike", "RandomUniformLike", "Multinomial",
                 "Bernoulli", "If", "Loop", "Scan", "QuantizeLinear", "DequantizeLinear"}
 
@@ -200,6 +201,77 @@ class SwishFusion(Rewrite):
         return count
 
 
+class HardSwishFusion(Rewrite):
+    name = "hardswish"
+    description = ("hard-swish as exported from frameworks without the op, x * clip(x + 3, 0, 6) / 6 (also with "
+                   "* 1/6, or the / 6 first) and x * HardSigmoid(x), becomes one HardSwish (opset 14; an older "
+                   "model is converted)")
+
+    def apply(self, graph: Graph) -> int:
+        from onnx import helper
+
+        sites = [m for m in (self._match(graph, n) for n in graph.g.node if n.op_type in ("Clip", "HardSigmoid"))
+                 if m is not None]
+        if sites and opset_version(graph.model) < HARDSWISH_OPSET:
+            graph.model.CopyFrom(upgrade_opset(graph.model, HARDSWISH_OPSET))
+            graph.g = graph.model.graph
+            graph.refresh()
+            sites = [m for m in (self._match(graph, n) for n in graph.g.node
+                                 if n.op_type in ("Clip", "HardSigmoid")) if m is not None]
+        for x, chain, last in sites:
+            node = helper.make_node("HardSwish", [x], [last.output[0]], name=last.name + "_hardswish")
+            graph.replace(chain, node, at=last)
+        graph.prune()
+        return len(sites)
+
+    @staticmethod
+    def _match(graph: Graph, gate):
+        """(x, the nodes to replace, the last of them) when `gate` is the middle of a hard-swish."""
+        def const_is(name: str, value: float) -> bool:
+            c = graph.scalar(name)
+            return c is not None and math.isclose(c, value, rel_tol=1e-4)
+
+        def other(node, tensor: str) -> str:
+            return node.input[1] if node.input[0] == tensor else node.input[0]
+
+        if gate.op_type == "HardSigmoid":
+            attrs = {a.name: a.f for a in gate.attribute}
+            if not (math.isclose(attrs.get("alpha", 0.2), 1 / 6, rel_tol=1e-4)
+                    and math.isclose(attrs.get("beta", 0.5), 0.5)):
+                return None
+            x, chain, head = gate.input[0], [gate], gate
+        else:   # Clip(Add(x, 3), 0, 6), bounds as inputs (opset >= 11) or attributes
+            attrs = {a.name: a.f for a in gate.attribute}
+            lo = graph.scalar(gate.input[1]) if len(gate.input) > 1 and gate.input[1] else attrs.get("min")
+            hi = graph.scalar(gate.input[2]) if len(gate.input) > 2 and gate.input[2] else attrs.get("max")
+            add = graph.producer.get(gate.input[0])
+            if lo != 0.0 or hi is None or not math.isclose(hi, 6.0) or add is None or add.op_type != "Add":
+                return None
+            three = [i for i in add.input if const_is(i, 3.0)]
+            if len(three) != 1 or graph.sole_user(add.output[0]) is None:
+                return None
+            x, chain, head = other(add, three[0]), [add, gate], gate
+            scale = graph.sole_user(gate.output[0])   # the / 6 may come before the * x
+            if scale is not None and len(scale.input) == 2 and (
+                    (scale.op_type == "Div" and const_is(scale.input[1], 6.0))
+                    or (scale.op_type == "Mul" and const_is(other(scale, gate.output[0]), 1 / 6))):
+                chain, head = [*chain, scale], scale
+        mul = graph.sole_user(head.output[0])
+        if mul is None or mul.op_type != "Mul" or other(mul, head.output[0]) != x or len(set(mul.input)) != 2:
+            return None
+        chain.append(mul)
+        if head is gate and gate.op_type == "Clip":   # x * clip(...) then / 6 or * 1/6
+            scale = graph.sole_user(mul.output[0])
+            if scale is None or len(scale.input) != 2 or not (
+                    (scale.op_type == "Div" and const_is(scale.input[1], 6.0))
+                    or (scale.op_type == "Mul" and const_is(other(scale, mul.output[0]), 1 / 6))):
+                return None
+            chain.append(scale)
+        if any(o in graph.graph_outputs for n in chain[:-1] for o in n.output):
+            return None
+        return x, chain, chain[-1]
+
+
 class TransposeChain(Rewrite):
     name = "transpose_chain"
     description = "Transpose followed by Transpose becomes one Transpose (or none when they cancel)"
@@ -274,9 +346,9 @@ class ReshapeChain(Rewrite):
         return count
 
 
-REWRITES: dict[str, type[Rewrite]] = {r.name: r for r in (ConstantFolding, GeluFusion, SwishFusion, DivToMul,
-                                                          TransposeChain, ReshapeChain)}
-PORTABLE = ("constant_folding", "div_to_mul", "transpose_chain", "reshape_chain")  # standard ops only
+REWRITES: dict[str, type[Rewrite]] = {r.name: r for r in (ConstantFolding, GeluFusion, SwishFusion, HardSwishFusion,
+                                                          DivToMul, TransposeChain, ReshapeChain)}
+PORTABLE = ("constant_folding", "hardswish", "div_to_mul", "transpose_chain", "reshape_chain")  # standard ops
 
 
 class OperatorOptimizer:
@@ -314,3 +386,21 @@ class OperatorOptimizer:
         record.metrics["nodes_after"] = len(proto.graph.node)
         out = default_output(source, "rewritten", output)
         return write_result(proto, out, record, started)
+
+
+def matching_rewrites(model: ModelLike, names: tuple[str, ...] | list[str] | None = None) -> dict[str, int]:
+    """{rewrite: sites it would change} for the named rewrites (default: all) that match the model, each
+    tried alone on a copy."""
+    import onnx
+
+    source = load_model(model)
+    found = {}
+    for name in names or list(REWRITES):
+        if name not in REWRITES:
+            raise UnknownOption("rewrite", name, REWRITES)
+        proto = onnx.ModelProto()
+        proto.CopyFrom(source.proto)
+        n = REWRITES[name]().apply(Graph(proto))
+        if n:
+            found[name] = n
+    return found

@@ -1,8 +1,9 @@
 """Put real models that ship inside PyPI wheels into <venv>/share/edgefarm-models: three .tflite models
-from the mediapipe wheel (the LiteRT backend's tests and benchmark) and YOLOv8n from the nudenet wheel
-(`example:yolov8n`, a real detector). pip downloads each wheel from the package index like any
+from the mediapipe wheel (the LiteRT backend's tests and benchmark) YOLOv8n from the nudenet wheel
+(`example:yolov8n`, a real detector) and PaddleOCR's PP-OCRv4 text detector from the rapidocr-onnxruntime
+wheel (`example:ppocr-det`, hard-swish as exported by paddle2onnx). pip downloads each wheel from the package index like any
 dependency; only the model files are extracted, the packages are not installed (mediapipe's pins conflict
-with ours, nudenet pulls OpenCV). Run by `make setup`; nothing is fetched at test or run time."""
+with ours, nudenet and rapidocr pull OpenCV). Run by `make setup`; nothing is fetched at test or run time."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ WHEELS: dict[str, tuple[list[str], tuple[str, ...]]] = {
          "mediapipe/modules/selfie_segmentation/selfie_segmentation.tflite",
          "mediapipe/modules/palm_detection/palm_detection_lite.tflite")),
     "nudenet==3.4.2": (["--only-binary=:all:"], ("nudenet/320n.onnx",)),
+    "rapidocr-onnxruntime==1.4.4": (["--only-binary=:all:"], ("rapidocr_onnxruntime/models/ch_PP-OCRv4_det_infer.onnx",)),
 }
 
 

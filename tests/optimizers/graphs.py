@@ -116,6 +116,14 @@ def rewrite_graph(kind: str, path: Path) -> Path:
         inits = []
         nodes = [helper.make_node("Sigmoid", ["x"], ["s"]), helper.make_node("Mul", ["x", "s"], ["m"]),
                  helper.make_node("Relu", ["m"], ["y"])]
+    elif kind == "hardswish":  # the three exported forms: x*clip(x+3,0,6)/6, x*HardSigmoid(x), x*(clip/6)
+        inits = [c(3.0, "three"), c(0.0, "zero"), c(6.0, "six"), c(1 / 6, "sixth")]
+        nodes = [helper.make_node("Add", ["x", "three"], ["a"]), helper.make_node("Clip", ["a", "zero", "six"], ["c"]),
+                 helper.make_node("Mul", ["x", "c"], ["m"]), helper.make_node("Div", ["m", "six"], ["h1"]),
+                 helper.make_node("HardSigmoid", ["h1"], ["g"], alpha=1 / 6, beta=0.5),
+                 helper.make_node("Mul", ["g", "h1"], ["h2"]),
+                 helper.make_node("Add", ["h2", "three"], ["a3"]), helper.make_node("Clip", ["a3", "zero", "six"], ["c3"]),
+                 helper.make_node("Mul", ["c3", "sixth"], ["s3"]), helper.make_node("Mul", ["h2", "s3"], ["y"])]
     elif kind == "div_to_mul":
         inits = [c(rng.uniform(1, 3, 16), "den")]
         nodes = [helper.make_node("Div", ["x", "den"], ["y"])]
