@@ -6,6 +6,8 @@ import math
 import re
 from dataclasses import dataclass
 
+from optimizers.profiler import RUNTIME_SUFFIX
+
 # Ops whose cost is about one floating-point operation per output element.
 ELEMENTWISE = {
     "Add", "Sub", "Mul", "Div", "Relu", "Clip", "Sigmoid", "Tanh", "Sqrt", "Pow", "Exp", "Log", "Erf",
@@ -128,8 +130,6 @@ def graph_flops(model, input_shapes: dict[str, list[int]]) -> GraphFlops:
     return GraphFlops(nodes, producers)
 
 
-# Suffixes ONNX Runtime appends when it rewrites a node (NCHWc layout, transposes for NHWC kernels).
-_RUNTIME_SUFFIX = re.compile(r"(_nchwc|_nhwc|_token_\d+)+$")
 MAX_FUSED = 4
 
 
@@ -139,7 +139,7 @@ def source_nodes(row: dict, graph: GraphFlops) -> list[str]:
     node = graph.nodes.get(row["name"])
     if node and node.op_type == row["op_type"]:
         return [node.name]
-    tensor = _RUNTIME_SUFFIX.sub("", row["name"])
+    tensor = RUNTIME_SUFFIX.sub("", row["name"])
     chain = []
     name = graph.producers.get(tensor) or (tensor if tensor in graph.nodes else None)
     while name and len(chain) < MAX_FUSED:

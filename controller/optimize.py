@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from controller import candidates as plan_mod
+from controller import refine
 from controller.client import file_digest
 from controller.errors import AgentUnavailable, FarmError
 from controller.inventory import LOCAL, connect_pool, load_inventory, resolve_devices
@@ -31,7 +32,7 @@ from controller.paired import (
     speed_failure,
 )
 from controller.progress import ProgressBar
-from controller.quality import DEFAULT_FIDELITY, Constraints, judge, metric_or_error, stack_inputs
+from controller.quality import Constraints, judge, metric_or_error, stack_inputs
 from controller.scheduler import JobLost, Scheduler
 from controller.settings import MeasureSettings
 from controller.sources import Source, example_source, onnx_source, optimize_key
@@ -141,16 +142,6 @@ def ratios_from_profile(layers: list[dict], modules: set[str], ratio: float) -> 
         return {}
     mean = total / len(times)
     return {n: round(min(0.85, max(0.05, ratio * math.sqrt(t / mean))), 3) for n, t in times.items()}
-
-
-def layer_times(layers: list[dict]) -> dict[str, float]:
-    """{ONNX node name: ms} from a device profile (a fused row's time split over its nodes)."""
-    out: dict[str, float] = {}
-    for row in layers:
-        nodes = row.get("source_nodes") or [row["name"]]
-        for node in nodes:
-            out[node] = out.get(node, 0.0) + row["time_ms"] / len(nodes)
-    return out
 
 
 # --- the loop ---------------------------------------------------------------------------------------
@@ -501,7 +492,8 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
                 layer_ratios=lambda r: ratios_from_profile(loop.layers[first], modules, r), tflite=tflite)
             bar.total += len(cands) * len(devices)
             loop.run_candidates(scheduler, [c for c in cands if not c.refinement])
-            skipped += _refine(loop, scheduler, bar)
+            skipped += refine.mixed_precision(loop, scheduler, bar)
+            skipped += refine.measured_int8(loop, scheduler, bar)
             loop.confirm(scheduler, confirm_rounds)
             results = [loop.decide(d) for d in devices]
     finally:
@@ -513,56 +505,6 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
                             budget_reached=loop.budget_reached, metric=task_metric.name if task_metric else None)
     result.report = write_reports(result)
     return result
-
-
-def _refine(loop: _Loop, scheduler: Scheduler, bar: ProgressBar) -> list[dict]:
-    """When every INT8 static candidate breaks the accuracy/fidelity constraint while running faster than
-    the baseline, keep in float the layers with the most error per measured millisecond."""
-    if "mixed-precision" not in loop.techniques:
-        return []
-    first = loop.devices[0]
-    base = loop.baseline[first]
-    int8 = [r for n, r in loop.rows[first].items() if n.startswith("int8-") and n != "int8-dynamic"
-            and r["status"] == "ok"]
-    if not int8:
-        return [{"technique": "mixed-precision", "reason": "it refines INT8 static, and no INT8 static candidate "
-                                                           "was measured (add int8 to --techniques)"}]
-    fast = [r for r in int8 if r.get("paired") and r["paired"].ratio() and r["paired"].ratio().median > 1.0]
-    if not fast:
-        return [{"technique": "mixed-precision", "reason": "INT8 static ran slower than the baseline on "
-                                                           f"{first}: keeping layers in float cannot help"}]
-    if not all(loop.constraints.quality_failed(r, base) for r in fast):
-        return [{"technique": "mixed-precision", "reason": "an INT8 static candidate already met the "
-                                                           "accuracy/fidelity constraint"}]
-    if loop.over_budget():
-        return [{"technique": "mixed-precision", "reason": "the --budget-minutes time ran out"}]
-    best = max(fast, key=lambda r: (r.get("accuracy") or 0, r.get("fidelity") or 0))
-    algorithm = best["techniques"][-1]
-    c = loop.constraints
-    if c.max_accuracy_drop is not None and base.get("accuracy"):
-        threshold = max(1e-3, min(1.0, (base["accuracy"] - c.max_accuracy_drop / 100) / base["accuracy"]))
-        metric = "accuracy"
-    else:
-        threshold, metric = (c.min_fidelity or DEFAULT_FIDELITY), "cosine"
-    times = layer_times(loop.layers[first])
-    source = loop.source
-
-    def build(out: Path) -> dict:
-        from optimizers import MixedPrecisionOptimizer
-
-        opt = MixedPrecisionOptimizer(accuracy_threshold=threshold, metric=metric, algorithm=algorithm,
-                                      layer_times_ms=times, max_eval_samples=256)
-        res = opt.optimize(source.baseline, source.calibration, source.evaluation,
-                           labels=source.evaluation.labels, output=out,
-                           progress=lambda s: bar.update(bar.done, 0, message=f"mixed precision: {s}"))
-        return {"threshold": threshold, "metric": metric, "algorithm": algorithm, "changes": res.record.changes,
-                "notes": res.record.notes, "layer_times_from": first}
-
-    cand = plan_mod.Candidate(f"mixed-int8-{algorithm}", ["int8", algorithm, "mixed-precision"], build,
-                              refinement=True)
-    bar.total += len(loop.devices)
-    loop.run_candidates(scheduler, [cand])
-    return []
 
 
 def result_summary(result: OptimizeResult) -> str:

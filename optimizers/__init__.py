@@ -15,6 +15,7 @@ _EXPORTS = {
     "Quantizer": "optimizers.quantization",
     "QuantizeConfig": "optimizers.quantization",
     "MixedPrecisionOptimizer": "optimizers.mixed_precision",
+    "MeasuredPrecisionOptimizer": "optimizers.measured_precision",
     "OperatorFuser": "optimizers.fusion",
     "OperatorOptimizer": "optimizers.rewrites",
     "Profiler": "optimizers.profiler",

@@ -54,12 +54,13 @@ class MixedPrecisionOptimizer:
     accuracy_threshold: with labels, quantized accuracy / float accuracy; without, the `metric`
     (cosine similarity by default) of the outputs against the float model's. sensitive_layers: node
     names always kept float. layer_times_ms: {node name: measured ms} from a device profile, so the
-    layers that cost least time are the first kept in float."""
+    layers that cost least time are the first kept in float. unknown_sensitive="drop" ignores
+    sensitive_layers the pre-processed graph no longer has (fused away) instead of raising."""
 
     def __init__(self, accuracy_threshold: float = 0.99, sensitive_layers: list[str] | None = None,
                  metric: str = "cosine", algorithm: str = "minmax",
                  layer_times_ms: dict[str, float] | None = None, max_eval_samples: int = 64,
-                 **quant_options) -> None:
+                 unknown_sensitive: str = "raise", **quant_options) -> None:
         if metric not in METRICS:
             raise UnknownOption("mixed-precision metric", metric, METRICS)
         if not 0 < accuracy_threshold <= 1:
@@ -68,6 +69,7 @@ class MixedPrecisionOptimizer:
         self.threshold = accuracy_threshold
         self.metric = metric
         self.sensitive = tuple(sensitive_layers or ())
+        self.unknown_sensitive = unknown_sensitive
         self.times = dict(layer_times_ms or {})
         self.max_eval = max_eval_samples
         self.config = QuantizeConfig(method="int8", algorithm=algorithm, **quant_options)
@@ -109,10 +111,13 @@ class MixedPrecisionOptimizer:
             self._display = {n.name: _original_name(n.name, source_names) for n in prepared_proto.graph.node}
             by_user = {**{v: k for k, v in self._display.items()}, **{k: k for k in self._display}}
             unknown = [n for n in self.sensitive if n not in by_user]
+            if unknown and self.unknown_sensitive == "drop":
+                record.notes.append(f"not in the pre-processed graph, so not kept float: {', '.join(unknown)}")
+                unknown = []
             if unknown:
                 raise DataMismatch(f"sensitive_layers names {', '.join(map(repr, unknown))}, which the model does "
                                    f"not have; its layers are e.g. {', '.join(sorted(source_names)[:8])}")
-            sensitive = [by_user[n] for n in self.sensitive]
+            sensitive = [by_user[n] for n in self.sensitive if n in by_user]
             ranges = calibrate_ranges(prepared, calibration.feeds, self.config, work)
             reference = run_outputs(prepared_proto, evaluation)
             float_acc = accuracy(reference, evaluation.labels) if metric == "accuracy" else None

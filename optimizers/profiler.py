@@ -4,6 +4,7 @@ farm device through its agent."""
 from __future__ import annotations
 
 import logging
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -13,6 +14,9 @@ from optimizers.errors import OptimizerError
 from optimizers.onnx_model import ModelLike, load_model
 
 log = logging.getLogger(__name__)
+
+# Suffixes ONNX Runtime appends to the nodes it rewrites (NCHWc layout, NHWC kernels, QDQ fusion tokens)
+RUNTIME_SUFFIX = re.compile(r"(_nchwc|_nhwc|_token_\d+)+$")
 
 
 @dataclass

@@ -1,0 +1,135 @@
+"""The candidates `farmctl optimize` makes only after the first measurements ask for them: mixed precision
+(INT8 breaks the quality constraint while running faster) and int8-measured (the fastest INT8 with the
+layers the device measured slower in INT8 kept float). Each takes the optimize run's loop
+(controller.optimize._Loop), adds its candidate there, or returns why it was skipped."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from controller import candidates as plan_mod
+from controller.measure import profile
+from controller.progress import ProgressBar
+from controller.quality import DEFAULT_FIDELITY
+from controller.scheduler import Scheduler
+from optimizers.measured_precision import MeasuredPrecisionOptimizer, float_layer_times, least_disturbed
+
+PROFILE_ROUNDS = 2   # profiles of each model for int8-measured, alternating
+
+
+def _static_int8(loop, device: str) -> list[dict]:
+    """The device's measured INT8 static candidates (made from the baseline file, not a pruned model)."""
+    return [r for n, r in loop.rows[device].items() if n.startswith("int8-") and n != "int8-dynamic"
+            and r["status"] == "ok"]
+
+
+def _faster(rows: list[dict]) -> list[dict]:
+    return [r for r in rows if r.get("paired") and r["paired"].ratio() and r["paired"].ratio().median > 1.0]
+
+
+def _threshold(loop) -> tuple[float, str]:
+    """(threshold, metric) of the run's quality constraint, as MixedPrecisionOptimizer takes it."""
+    c = loop.constraints
+    base = loop.baseline[loop.devices[0]]
+    if c.max_accuracy_drop is not None and base.get("accuracy"):
+        return max(1e-3, min(1.0, (base["accuracy"] - c.max_accuracy_drop / 100) / base["accuracy"])), "accuracy"
+    return (c.min_fidelity or DEFAULT_FIDELITY), "cosine"
+
+
+def _quant_options(row: dict) -> tuple[str, dict]:
+    """(calibration algorithm, Quantizer options) an INT8 candidate was built with."""
+    options = row.get("details", {}).get("options", {})
+    return row["techniques"][1], {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
+
+
+def mixed_precision(loop, scheduler: Scheduler, bar: ProgressBar) -> list[dict]:
+    """When every INT8 static candidate breaks the accuracy/fidelity constraint while running faster than
+    the baseline, keep in float the layers with the most error per measured millisecond."""
+    if "mixed-precision" not in loop.techniques:
+        return []
+    first = loop.devices[0]
+    base = loop.baseline[first]
+    int8 = _static_int8(loop, first)
+    if not int8:
+        return [{"technique": "mixed-precision", "reason": "it refines INT8 static, and no INT8 static candidate "
+                                                           "was measured (add int8 to --techniques)"}]
+    fast = _faster(int8)
+    if not fast:
+        return [{"technique": "mixed-precision", "reason": "INT8 static ran slower than the baseline on "
+                                                           f"{first}: keeping layers in float cannot help"}]
+    if not all(loop.constraints.quality_failed(r, base) for r in fast):
+        return [{"technique": "mixed-precision", "reason": "an INT8 static candidate already met the "
+                                                           "accuracy/fidelity constraint"}]
+    if loop.over_budget():
+        return [{"technique": "mixed-precision", "reason": "the --budget-minutes time ran out"}]
+    best = max(fast, key=lambda r: (r.get("accuracy") or 0, r.get("fidelity") or 0))
+    algorithm, options = _quant_options(best)
+    threshold, metric = _threshold(loop)
+    times = float_layer_times(loop.layers[first])
+    source = loop.source
+
+    def build(out: Path) -> dict:
+        from optimizers import MixedPrecisionOptimizer
+
+        opt = MixedPrecisionOptimizer(accuracy_threshold=threshold, metric=metric, algorithm=algorithm,
+                                      layer_times_ms=times, max_eval_samples=256, **options)
+        res = opt.optimize(source.baseline, source.calibration, source.evaluation,
+                           labels=source.evaluation.labels, output=out,
+                           progress=lambda s: bar.update(bar.done, 0, message=f"mixed precision: {s}"))
+        return {"threshold": threshold, "metric": metric, "algorithm": algorithm, "changes": res.record.changes,
+                "notes": res.record.notes, "layer_times_from": first, "refines": best["name"]}
+
+    cand = plan_mod.Candidate(f"mixed-int8-{algorithm}", ["int8", algorithm, "mixed-precision"], build,
+                              refinement=True)
+    bar.total += len(loop.devices)
+    loop.run_candidates(scheduler, [cand])
+    return []
+
+
+def measured_int8(loop, scheduler: Scheduler, bar: ProgressBar) -> list[dict]:
+    """int8-measured: profile the fastest INT8 static candidate and the baseline on the first device, back
+    to back, map the INT8 rows to the float layers, and keep float the layers INT8 ran slower there (then,
+    if the quality constraint needs it, those losing most fidelity per measured ms saved)."""
+    if "int8-measured" not in loop.techniques:
+        return []
+    first = loop.devices[0]
+    fast = _faster(_static_int8(loop, first))
+    if not fast:
+        return [{"technique": "int8-measured", "reason": "no INT8 static candidate ran faster than the baseline "
+                                                         f"on {first} (add int8 to --techniques)"}]
+    if loop.over_budget():
+        return [{"technique": "int8-measured", "reason": "the --budget-minutes time ran out"}]
+    best = max(fast, key=lambda r: r["paired"].ratio().median)
+    int8_path = Path(best["path"])
+    bar.note(f"int8-measured: profiling {best['name']} and the baseline on {first}")
+
+    def profiles(client) -> tuple[list[dict], list[dict]]:
+        rounds: dict[str, list[list[dict]]] = {"float": [], "int8": []}
+        for _ in range(PROFILE_ROUNDS):   # alternately, so that both see the machine's states alike
+            rounds["int8"].append(profile(str(int8_path), client, loop.settings, loop.store).layers)
+            rounds["float"].append(profile(str(loop.source.baseline), client, loop.settings, loop.store).layers)
+        return least_disturbed(rounds["float"]), least_disturbed(rounds["int8"])
+
+    float_rows, int8_rows = scheduler.submit(first, "int8-measured profiles", profiles).result()
+    algorithm, options = _quant_options(best)
+    threshold, metric = _threshold(loop)
+    source = loop.source
+    opt = MeasuredPrecisionOptimizer(float_rows, int8_rows, int8_path, accuracy_threshold=threshold,
+                                     metric=metric, algorithm=algorithm, max_eval_samples=256, **options)
+    if not opt.slower and not loop.constraints.quality_failed(best, loop.baseline[first]):
+        return [{"technique": "int8-measured", "reason": f"no layer of {best['name']} ran slower in INT8 than in "
+                                                         f"float on {first} by enough to matter, and it meets the "
+                                                         "quality constraint: the result would be the same file"}]
+
+    def build(out: Path) -> dict:
+        res = opt.optimize(source.baseline, source.calibration, source.evaluation,
+                           labels=source.evaluation.labels, output=out,
+                           progress=lambda s: bar.update(bar.done, 0, message=f"int8-measured: {s}"))
+        return {"refines": best["name"], "measured_on": first, "measured_slower_in_int8": opt.slower,
+                "threshold": threshold, "metric": metric, "changes": res.record.changes,
+                "notes": res.record.notes, "timings": [t.to_json() for t in opt.timings[:20]]}
+
+    cand = plan_mod.Candidate("int8-measured", ["int8", algorithm, "measured per layer"], build, refinement=True)
+    bar.total += len(loop.devices)
+    loop.run_candidates(scheduler, [cand])
+    return []
