@@ -8,9 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+from controller.examples import EXAMPLES
+from optimizers.quantization import COMPUTE_OP_TYPES
+
 
 def _model_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("model", help="an .onnx file, or example:NAME (mobilenetv2, silero-vad, minilm)")
+    p.add_argument("model", help="an .onnx file, or example:NAME (" + ", ".join(EXAMPLES) + ")")
     p.add_argument("-o", "--output", type=Path, default=None,
                    help="where to write the new model (default: NAME.TECHNIQUE.onnx beside the input)")
     p.add_argument("--json", action="store_true", help="print the record as one JSON object")
@@ -54,7 +57,10 @@ def cmd_quantize(args: argparse.Namespace) -> int:
 
     options = {}
     if args.op_types is not None:
-        options["op_types"] = tuple(t for t in args.op_types.split(",") if t)
+        options["op_types"] = (COMPUTE_OP_TYPES if args.op_types.strip() == "compute"
+                               else tuple(t.strip() for t in args.op_types.split(",") if t.strip()))
+    if args.activation_type:
+        options["activation_type"] = args.activation_type
     if args.block_size:
         options["block_size"] = args.block_size
     q = Quantizer(args.method, **options)
@@ -140,8 +146,12 @@ def add_parsers(sub) -> None:
     p.add_argument("--calibration-data", default=None, help=data_help)
     p.add_argument("--eval-data", default=None, help="also report fidelity/accuracy on these data")
     p.add_argument("--exclude", action="append", default=[], metavar="NODE", help="keep this node in float")
-    p.add_argument("--op-types", default=None, help="static INT8: comma-separated op types to quantize "
-                   "('' = every op ONNX Runtime knows)")
+    p.add_argument("--op-types", default=None, help="static INT8: comma-separated op types to quantize, or "
+                   "'compute' for the compute ops and the data movement between them (default: every op ONNX "
+                   "Runtime knows, with attention masks, residual Adds before LayerNorm and float islands kept "
+                   "float)")
+    p.add_argument("--activation-type", choices=["uint8", "int8"], default=None,
+                   help="static INT8 activations: uint8 (U8S8, the default: fastest on x86) or int8 (S8S8)")
     p.add_argument("--block-size", type=int, default=0, help="INT4: weights per scale (default 128)")
     p.set_defaults(func=cmd_quantize)
 

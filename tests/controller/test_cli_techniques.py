@@ -32,6 +32,19 @@ def test_quantize_then_evaluate(tmp_path, capsys):
     assert "12 samples" in text and "cosine similarity: 0.99" in text and "SQNR" in text
 
 
+def test_quantize_types_and_op_set_from_the_cli(tmp_path, capsys):
+    model = graphs.convnet(tmp_path / "net.onnx")
+    np.savez(tmp_path / "cal.npz", x=np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32))
+    assert main(["quantize", str(model), "--calibration-data", str(tmp_path / "cal.npz"), "--op-types", "compute",
+                 "--activation-type", "int8", "--json"]) == 0
+    settings = _json(capsys)["record"]["settings"]
+    assert settings["activation_type"] == "int8" and "Sigmoid" not in settings["op_types"]
+    assert "Conv" in settings["op_types"]
+    assert main(["quantize", str(model), "--calibration-data", str(tmp_path / "cal.npz"), "--json"]) == 0
+    settings = _json(capsys)["record"]["settings"]
+    assert settings["activation_type"] == "uint8" and list(settings["op_types"]) == []   # every op
+
+
 def test_fuse_and_rewrite_print_what_changed(tmp_path, capsys):
     model = graphs.convnet(tmp_path / "net.onnx")
     assert main(["fuse", str(model), "--target", "portable"]) == 0
@@ -40,6 +53,9 @@ def test_fuse_and_rewrite_print_what_changed(tmp_path, capsys):
     gelu = graphs.rewrite_graph("gelu", tmp_path / "gelu.onnx")
     assert main(["rewrite", str(gelu), "--rewrite", "gelu", "--json"]) == 0
     assert _json(capsys)["record"]["changes"] == {"gelu": 1}
+    hardswish = graphs.rewrite_graph("hardswish", tmp_path / "hs.onnx")
+    assert main(["rewrite", str(hardswish), "--rewrite", "hardswish", "--json"]) == 0
+    assert _json(capsys)["record"]["changes"] == {"hardswish": 3}
 
 
 def test_mixed_precision_streams_progress(tmp_path, capsys):
