@@ -32,7 +32,7 @@ from controller.paired import (
     speed_failure,
 )
 from controller.progress import ProgressBar
-from controller.quality import Constraints, judge, metric_or_error, stack_inputs
+from controller.quality import Constraints, closest, judge, metric_or_error, stack_inputs
 from controller.scheduler import JobLost, Scheduler
 from controller.settings import MeasureSettings
 from controller.sources import Source, example_source, onnx_source, optimize_key
@@ -379,6 +379,7 @@ class _Loop:
                 continue
             fails = self.constraints.failures(row, base)
             slow = speed_failure(ratio) if ratio else "not timed paired with the baseline"
+            row["speed_failure"] = slow
             if slow:
                 fails.insert(0, slow)
             row["meets_constraints"] = not fails
@@ -396,10 +397,8 @@ class _Loop:
             best["reason"] = (f"chosen: fastest candidate meeting every constraint "
                               f"({best['paired'].ratio().text()} paired with the baseline)")
             return DeviceResult(device, base, rows, best["name"], str(artifact))
-        measured = [r for r in rows if r.get("latency_ms")]
-        closest = sorted(measured, key=lambda r: len(r.get("reason", "").split("; ")))[:3]
-        failure = (f"no candidate meets the constraints on {device}. Closest: "
-                   + "; ".join(f"{r['name']} ({r['reason']})" for r in closest) if closest
+        near = closest(rows, self.constraints, base)
+        failure = (f"no candidate meets the constraints on {device}. Closest: " + " | ".join(near) if near
                    else f"no candidate could be measured on {device}")
         return DeviceResult(device, base, rows, None, None, failure)
 

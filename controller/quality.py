@@ -5,6 +5,7 @@ the constraints every choice must meet."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -78,9 +79,80 @@ class Constraints:
                            f"(by {drop - self.max_metric_drop:.4f})")
         return out
 
+    def relaxations(self, row: dict, baseline: dict) -> list[Relaxation]:
+        """For each constraint the candidate breaks: the flag value that would let it pass, and how far it
+        is from passing, normalised by the limit (latency, size: excess / limit; accuracy or metric drop:
+        excess / max(limit, 1 point or 0.01); fidelity: shortfall / the loss the limit allows)."""
+        out = []
+        p50 = (row.get("latency_ms") or {}).get("p50")
+        if self.max_latency_ms is not None and p50 is not None and p50 > self.max_latency_ms:
+            out.append(Relaxation("--max-latency-ms", _up(p50, 3), (p50 - self.max_latency_ms) / self.max_latency_ms))
+        size = row.get("size_bytes")
+        if self.max_size_mb is not None and size is not None and size / 1e6 > self.max_size_mb:
+            out.append(Relaxation("--max-size-mb", _up(size / 1e6, 3), (size / 1e6 - self.max_size_mb) / self.max_size_mb))
+        acc, base_acc = row.get("accuracy"), baseline.get("accuracy")
+        if self.max_accuracy_drop is not None and acc is not None and base_acc is not None:
+            drop = (base_acc - acc) * 100
+            if drop > self.max_accuracy_drop:
+                out.append(Relaxation("--max-accuracy-drop", _up(drop, 2),
+                                      (drop - self.max_accuracy_drop) / max(self.max_accuracy_drop, 1.0)))
+        fid = row.get("fidelity")
+        if self.min_fidelity is not None and fid is not None and fid < self.min_fidelity:
+            out.append(Relaxation("--min-fidelity", _down(fid, 4),
+                                  (self.min_fidelity - fid) / max(1.0 - self.min_fidelity, 1e-4)))
+        value, base_value = row.get("metric_value"), baseline.get("metric_value")
+        if self.min_metric is not None and value is not None and value < self.min_metric:
+            out.append(Relaxation("--min-metric", _down(value, 4), (self.min_metric - value) / max(self.min_metric, 0.01)))
+        if self.max_metric_drop is not None and value is not None and base_value is not None:
+            drop = base_value - value
+            if drop > self.max_metric_drop:
+                out.append(Relaxation("--max-metric-drop", _up(drop, 4),
+                                      (drop - self.max_metric_drop) / max(self.max_metric_drop, 0.01)))
+        return out
+
     def quality_failed(self, row: dict, baseline: dict) -> bool:
         """Whether the accuracy/fidelity/metric part fails (what mixed precision can repair)."""
         return any(f.startswith(("accuracy", "fidelity", "metric")) for f in self.failures(row, baseline))
+
+
+@dataclass(frozen=True)
+class Relaxation:
+    """A constraint a candidate breaks: the flag, the value that lets it pass, how far it is (normalised)."""
+
+    flag: str
+    value: float
+    distance: float
+
+    def text(self) -> str:
+        return f"{self.flag} {self.value:g}"
+
+
+def _up(value: float, digits: int) -> float:
+    return math.ceil(round(value * 10**digits, 6)) / 10**digits   # round: 2.2700000000000004 -> 2.27
+
+
+def _down(value: float, digits: int) -> float:
+    return math.floor(round(value * 10**digits, 6)) / 10**digits
+
+
+def closest(rows: list[dict], constraints: Constraints, baseline: dict, n: int = 3) -> list[str]:
+    """The candidates nearest to being chosen, nearest first, each with what would let it be chosen:
+    those measurably faster than the baseline by the summed normalised distance of the constraints they
+    break (with the flag values that would admit them), then the others with why they cannot be."""
+    def key(row: dict) -> tuple:
+        fast = not row.get("speed_failure")
+        return (not fast, sum(r.distance for r in constraints.relaxations(row, baseline)) if fast
+                else -(row.get("speedup") or 0))
+
+    out = []
+    for row in sorted([r for r in rows if r.get("latency_ms")], key=key)[:n]:
+        relax = constraints.relaxations(row, baseline)
+        if row.get("speed_failure") or not relax:
+            out.append(f"{row['name']} ({row.get('reason', '')})")
+            continue
+        out.append(f"{row['name']}: {row['speedup']:.2f}x faster; allow " + " and ".join(r.text() for r in relax)
+                   + " to choose it (" + "; ".join(constraints.failures(row, baseline)) + ")")
+    return out
 
 
 def metric_or_error(spec) -> Metric | None:

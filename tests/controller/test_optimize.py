@@ -222,6 +222,37 @@ def test_constraint_failures_say_by_how_much():
     assert Constraints().resolved(labelled=False).min_fidelity == 0.99
 
 
+def test_closest_names_the_fast_candidate_and_the_one_relaxation_that_admits_it():
+    from controller.quality import closest
+
+    c = Constraints(max_accuracy_drop=1.0, max_latency_ms=5.0)
+    base = {"accuracy": 0.9747, "latency_ms": {"p50": 6.0}}
+    rows = [  # in plan order: the slow ones first, as in the demo run that buried distill
+        {"name": "fused", "latency_ms": {"p50": 8.7}, "accuracy": 0.9747, "speedup": 0.69,
+         "speed_failure": "slower than the baseline (0.69x): never chosen", "reason": "slower than the baseline"},
+        {"name": "int8-minmax", "latency_ms": {"p50": 5.5}, "accuracy": 0.90, "speedup": 1.09,
+         "speed_failure": None, "reason": "two constraints"},
+        {"name": "distill", "latency_ms": {"p50": 1.2}, "accuracy": 0.952, "speedup": 5.03,
+         "speed_failure": None, "reason": "accuracy"},
+    ]
+    near = closest(rows, c, base)
+    assert near[0].startswith("distill: 5.03x faster; allow --max-accuracy-drop 2.27 to choose it (accuracy drop 2.27")
+    assert near[1].startswith("int8-minmax: 1.09x faster; allow --max-latency-ms 5.5 and --max-accuracy-drop 7.47")
+    assert near[2].startswith("fused (slower")
+
+
+def test_a_run_blocked_only_by_fidelity_says_which_value_would_choose_int8(tmp_path, capsys):
+    code = main(_optimize(tmp_path, "--techniques", "int8-minmax", "--min-fidelity", "0.99999", "--json"))
+    captured = capsys.readouterr()
+    assert code == 3
+    row = next(c for c in json.loads(captured.out)["candidates"] if c["name"] == "int8-minmax")
+    if row["speedup_ci"][0] >= NOISE_MARGIN:   # measurably faster here: only the fidelity limit blocks it
+        want = f"int8-minmax: {row['speedup']:.2f}x faster; allow --min-fidelity {int(row['fidelity'] * 1e4) / 1e4:g}"
+        assert f"Closest: {want} to choose it" in captured.err
+    else:
+        assert "Closest: int8-minmax (" in captured.err
+
+
 def test_profile_guides_pruning_ratios_and_the_pareto_front():
     assert module_name("/features/features.1/conv/conv.0/Conv") == "features.1.conv.0"
     assert module_name("/features/features.0/features.0.0/Conv") == "features.0.0"
