@@ -54,6 +54,11 @@ def add_parser(sub) -> None:
     p.add_argument("--confirm-rounds", type=int, default=None,
                    help="more loops, each paired with the baseline, for every candidate whose speedup interval "
                         "still reaches the noise margin (default 2; 0 = one paired loop each)")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument("--remeasure", action="store_true",
+                       help="time and evaluate again what an earlier run with the same model, data, techniques and "
+                            "settings measured (its builds are reused); by default a rerun resumes from the store")
+    again.add_argument("--fresh", action="store_true", help="build and measure every candidate again")
     p.add_argument("--tflite", action="store_true",
                    help="also convert the PyTorch candidates to .tflite with litert-torch (optional extra "
                         "edgefarm[litert-torch]) and measure them with the LiteRT backend")
@@ -89,6 +94,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                       _preprocess(args), args.techniques, args.budget_minutes, args.out, measure_settings(args),
                       store=args.store, inventory=args.inventory, progress=sink,
                       tflite=args.tflite, metric=args.metric,
+                      reuse="nothing" if args.fresh else "builds" if args.remeasure else "all",
                       **({} if args.confirm_rounds is None else {"confirm_rounds": args.confirm_rounds}))
     if args.json:
         print(json.dumps(result.to_json(), indent=1))

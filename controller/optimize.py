@@ -42,6 +42,10 @@ from optimizers.metrics import Metric
 log = logging.getLogger(__name__)
 
 CONFIRM_ROUNDS = 2            # extra paired loops for each candidate that could be faster than the baseline
+# what a rerun takes from an earlier run of the same key: everything (resume), the builds (--remeasure), nothing
+# (--fresh)
+REUSE_ALL, REUSE_BUILDS, REUSE_NOTHING = "all", "builds", "nothing"
+REUSE_CHOICES = (REUSE_ALL, REUSE_BUILDS, REUSE_NOTHING)
 
 
 @dataclass
@@ -164,10 +168,11 @@ class _Loop:
 
     def __init__(self, source: Source, devices: list[str], constraints: Constraints, techniques: list[str],
                  out_dir: Path, settings: MeasureSettings, store: ResultsStore, key: str, deadline: float | None,
-                 bar: ProgressBar, metric: Metric | None = None) -> None:
+                 bar: ProgressBar, metric: Metric | None = None, reuse: str = REUSE_ALL) -> None:
         self.source, self.devices, self.constraints, self.metric = source, devices, constraints, metric
         self.techniques, self.out_dir, self.settings, self.store = techniques, out_dir, settings, store
         self.key, self.deadline, self.bar = key, deadline, bar
+        self.reuse = reuse   # what an earlier run of the same key may give: REUSE_CHOICES
         self.work = out_dir / "candidates"
         self.work.mkdir(parents=True, exist_ok=True)
         self.inputs = stack_inputs(source.evaluation)
@@ -190,7 +195,8 @@ class _Loop:
     def baseline_job(self, device: str):
         ref_path = self.out_dir / f"baseline-outputs-{_safe(device)}.npz"
         stored = {c["name"]: c for c in self.store.candidates(self.key, device)}
-        if "baseline" in stored and stored["baseline"]["status"] == "ok" and ref_path.exists():
+        if self.reuse == REUSE_ALL and "baseline" in stored and stored["baseline"]["status"] == "ok" \
+                and ref_path.exists():
             def resume(client):
                 row = _row_from_store(stored["baseline"])
                 row["profile_run_id"] = stored["baseline"]["detail"].get("profile_run_id")
@@ -232,7 +238,7 @@ class _Loop:
     def build(self, cand: plan_mod.Candidate) -> tuple[Path | None, dict, str]:
         """Build one candidate (or reuse an earlier run's complete build); (path, details, error)."""
         path = self.work / f"{cand.name}{cand.suffix}"
-        details = plan_mod.read_details(path)
+        details = plan_mod.read_details(path) if self.reuse != REUSE_NOTHING else None
         if details is not None:
             return path, details, ""
         try:
@@ -270,6 +276,8 @@ class _Loop:
 
     def finished(self, device: str, name: str, path: Path | None) -> dict | None:
         """A measurement of this exact file already in the store (resume)."""
+        if self.reuse != REUSE_ALL:
+            return None
         for c in self.store.candidates(self.key, device):
             if c["name"] == name and c["status"] == "ok" and path is not None and path.exists() \
                     and c["model_digest"] == file_digest(path) and c["detail"].get("paired"):
@@ -434,15 +442,19 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
              out_dir: Path | str = "edgefarm-optimize", settings: MeasureSettings | None = None,
              store: ResultsStore | Path | str | None = None, inventory: Path | None = None,
              progress=None, confirm_rounds: int = CONFIRM_ROUNDS, tflite: bool = False,
-             metric=None) -> OptimizeResult:
+             metric=None, reuse: str = REUSE_ALL) -> OptimizeResult:
     """Optimize `model` (an ONNX path or example:NAME; None = the built-in PyTorch example) for each device
     and choose, per device, the fastest candidate meeting every constraint. `metric`: a task metric
     (`"top1"`, `"mask-iou@0.5"`, `"module:function"` or a callable (reference outputs, candidate outputs,
     labels) -> float, higher is better) judged on every candidate and limited by `Constraints.min_metric` /
-    `max_metric_drop`. See the README."""
+    `max_metric_drop`. `reuse`: what an earlier run with the same key (model, data, techniques, settings)
+    gives: "all" (its builds and measurements: a rerun resumes), "builds" (`--remeasure`: time and
+    evaluate again) or "nothing" (`--fresh`: build and measure everything again). See the README."""
     from controller.optimize_report import write_reports
 
     started = time.monotonic()
+    if reuse not in REUSE_CHOICES:
+        raise FarmError(f"reuse={reuse!r} is not one of {', '.join(REUSE_CHOICES)}")
     deadline = started + budget_minutes * 60 if budget_minutes else None
     techniques = plan_mod.parse_techniques(techniques)
     task_metric = metric_or_error(metric)   # a bad --metric fails before any work
@@ -477,7 +489,8 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
         with ExitStack() as stack:
             pools = {d: connect_pool(d, inv, stack, progress=bar.note) for d in devices}
             scheduler = stack.enter_context(Scheduler(pools, on_event=bar.note))
-            loop = _Loop(source, devices, constraints, techniques, out, settings, db, key, deadline, bar, task_metric)
+            loop = _Loop(source, devices, constraints, techniques, out, settings, db, key, deadline, bar, task_metric,
+                         reuse)
             bar.total = len(devices)
             bar.update(0, len(devices), message="measuring and profiling the baseline")
             futures = {d: scheduler.submit(d, "baseline", loop.baseline_job(d)) for d in devices}
@@ -519,6 +532,11 @@ def result_summary(result: OptimizeResult) -> str:
                          f"{row['size_bytes'] / 1e6:.2f} MB -> {d.artifact}")
         else:
             lines.append(f"{d.device}: {d.failure}")
+    resumed = sum(1 for d in result.devices for r in [d.baseline, *d.candidates] if r.get("resumed"))
+    if resumed:
+        lines.append(f"{resumed} measurement(s) came from the store: an earlier run with the same model, data, "
+                     "techniques and settings. --remeasure times and evaluates them again (builds reused); "
+                     "--fresh builds and measures everything again.")
     if result.report:
         lines.append(f"report: {result.report}")
     return "\n".join(lines)

@@ -151,6 +151,28 @@ def test_resume_after_kill_does_not_remeasure(tmp_path):
     assert len(doc["candidates"]) == 3
 
 
+def test_a_rerun_says_it_came_from_the_store_and_remeasure_and_fresh_measure_again(tmp_path, capsys):
+    args = _optimize(tmp_path, "--techniques", "fp16", "--confirm-rounds", "0")
+
+    def benchmarks() -> int:
+        with sqlite3.connect(tmp_path / "results.db") as conn:
+            return conn.execute("SELECT COUNT(*) FROM runs WHERE kind = 'benchmark'").fetchone()[0]
+
+    main(args)
+    first, out = benchmarks(), capsys.readouterr().out
+    assert first == 2 and "came from the store" not in out
+    main(args)
+    out = capsys.readouterr().out
+    assert benchmarks() == first and "2 measurement(s) came from the store" in out and "--remeasure" in out
+    built = (tmp_path / "out" / "candidates" / "fp16.onnx").stat().st_mtime_ns
+    main([*args, "--remeasure"])
+    assert benchmarks() == first + 2 and "came from the store" not in capsys.readouterr().out
+    assert (tmp_path / "out" / "candidates" / "fp16.onnx").stat().st_mtime_ns == built    # build reused
+    main([*args, "--fresh"])
+    assert benchmarks() == first + 4
+    assert (tmp_path / "out" / "candidates" / "fp16.onnx").stat().st_mtime_ns > built      # built again
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--techniques", "int8,turbo"], "unknown technique(s) 'turbo'"),
     (["--device", "127.0.0.1:1"], "127.0.0.1:1"),
