@@ -8,6 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
+from agent.telemetry import NOISY_CV
 from controller.errors import FarmError
 from controller.settings import MeasureSettings, parse_input_shape
 from protos import agent_pb2 as pb
@@ -97,6 +98,17 @@ def cmd_devices(args: argparse.Namespace) -> int:
     return 0 if all(r["status"] == "ok" for r in rows) else 1
 
 
+def flag_text(flag: str, cv: float | None) -> str:
+    """A result flag with what it means and what to do, where it is printed."""
+    if flag == "noisy":
+        return (f"noisy: the timing varied (CV {cv:.1%} > {NOISY_CV:.0%}): other work shared the CPU; rerun on a "
+                "quiet machine, or with a longer --min-seconds")
+    if flag == "throttled":
+        return ("throttled: the CPU ran below its maximum frequency (heat or a power cap) during the run; the "
+                "numbers are lower than the device can do; cool it or wait, and rerun")
+    return flag
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from controller.measure import bench
 
@@ -114,8 +126,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     print(f"  load {res.load_ms:.1f} ms, first inference {res.first_inference_ms:.1f} ms, "
           f"peak memory {res.peak_memory_bytes / 2**20:.0f} MiB")
     print(f"  uploaded     {res.upload_bytes} model bytes")
-    if res.flags:
-        print(f"  flags        {', '.join(res.flags)}")
+    for flag in res.flags:
+        print(f"  flag         {flag_text(flag, res.cv)}")
     print(f"  stored       run {res.run_id} in {args.store}")
     return 0
 

@@ -149,3 +149,10 @@ def test_progress_lines_on_stderr(tmp_path, conv_onnx):
     assert out.returncode == 0, out.stderr
     assert "[local] started on onnxruntime" in out.stderr and "[local] done" in out.stderr
     assert "latency ms" in out.stdout and "p50" in out.stdout
+
+
+def test_a_result_flag_is_explained_where_it_is_printed():
+    from controller.cli import flag_text
+
+    assert flag_text("noisy", 0.123).startswith("noisy: the timing varied (CV 12.3% > 10%)")
+    assert "rerun" in flag_text("noisy", 0.2) and "frequency" in flag_text("throttled", 0.01)
