@@ -11,6 +11,7 @@ import time
 from concurrent.futures import TimeoutError as FutureTimeout
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +89,8 @@ class OptimizeResult:
     wall_seconds: float = 0.0
     budget_reached: bool = False
     metric: str | None = None      # the task metric's name (--metric), if one was given
+    threads: int | None = None     # the measurement threads (shown in the plot's title)
+    created: str = field(default_factory=lambda: date.today().isoformat())
 
     def to_json(self) -> dict:
         """One device: exactly DESIGN.md's keys. Several: those keys per device under `devices`."""
@@ -514,7 +517,8 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
             db.close()
     result = OptimizeResult(model=source.name, devices=results, skipped=skipped, constraints=constraints,
                             out_dir=out, notes=source.notes, wall_seconds=round(time.monotonic() - started, 1),
-                            budget_reached=loop.budget_reached, metric=task_metric.name if task_metric else None)
+                            budget_reached=loop.budget_reached, metric=task_metric.name if task_metric else None,
+                            threads=settings.threads)
     result.report = write_reports(result)
     return result
 

@@ -10,6 +10,8 @@ import io
 import json
 from pathlib import Path
 
+from controller.optimize_plot import plot_png
+
 HEADER = ["device", "candidate", "techniques", "status", "p50 ms", "p90 ms", "p99 ms", "speedup", "speedup 95 % CI",
           "size MB", "accuracy", "fidelity", "metric", "meets", "reason"]
 
@@ -75,47 +77,6 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
         if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
             front.append(i)
     return sorted(front, key=lambda i: points[i][0])
-
-
-def plot_png(result) -> bytes | None:
-    """Latency vs accuracy (or fidelity) per device, Pareto front joined, the choice circled."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return None
-    fig, axes = plt.subplots(1, len(result.devices), figsize=(6.5 * len(result.devices), 4.8), squeeze=False)
-    for ax, d in zip(axes[0], result.devices):
-        rows = [r for r in [d.baseline, *d.candidates] if r.get("latency_ms") and r.get("status") != "failed"]
-        metric = ("metric_value" if getattr(result, "metric", None) else
-                  "accuracy" if d.baseline.get("accuracy") is not None else "fidelity")
-        pts = [(r["latency_ms"]["p50"], r.get(metric) or 0.0) for r in rows]
-        for r, (x, y) in zip(rows, pts):
-            color = "#54a24b" if r.get("meets_constraints") else "#e45756"
-            if r["name"] == "baseline":
-                color = "#4c78a8"
-            ax.scatter(x, y, color=color, s=36, zorder=3)
-            ax.annotate(r["name"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-        front = pareto_front(pts)
-        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="#888", zorder=2,
-                label="Pareto front")
-        if d.chosen:
-            r = next(r for r in rows if r["name"] == d.chosen)
-            ax.scatter(r["latency_ms"]["p50"], r.get(metric) or 0.0, s=220, facecolors="none",
-                       edgecolors="black", linewidths=1.5, zorder=4, label=f"chosen: {d.chosen}")
-        ax.set_xlabel("p50 latency (ms), measured on the device")
-        ax.set_ylabel(f"{result.metric} (task metric)" if metric == "metric_value" else
-                      metric + (" (validation)" if metric == "accuracy" else " (output cosine vs baseline)"))
-        ax.set_title(f"{result.model} on {d.device}")
-        ax.legend(fontsize=8, loc="lower right")
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    return buf.getvalue()
 
 
 def to_html(result, png: bytes | None) -> str:
