@@ -9,13 +9,17 @@ import time
 from collections.abc import Callable
 
 WIDTH = 24
+HEARTBEAT_S = 10.0   # with nothing to report for this long, say what is still running (logs, CI)
 
 
 class ProgressBar:
     """`advance(n, line)` when jobs finish, `update(done, running, message)` while they run. Lines go to
-    `sink` (a callable) when given, else to stderr."""
+    `sink` (a callable) when given, else to stderr. A heartbeat keeps long silent steps (training an
+    epoch, a KL calibration) talking: on a terminal the bar's clock is redrawn every second; otherwise,
+    after `heartbeat_s` without a line, one line says what is still running and for how long."""
 
-    def __init__(self, sink: Callable[[str], None] | None = None, total: int = 0, stream=None) -> None:
+    def __init__(self, sink: Callable[[str], None] | None = None, total: int = 0, stream=None,
+                 heartbeat_s: float = HEARTBEAT_S) -> None:
         self.sink = sink
         self.stream = stream or sys.stderr
         self.total = total
@@ -25,6 +29,24 @@ class ProgressBar:
         self._lock = threading.Lock()
         self._last_draw = 0.0
         self._started = time.monotonic()
+        self._last_line = self._started
+        self._message = ""
+        self._since = self._started
+        self._heartbeat_s = heartbeat_s
+        self._stop = threading.Event()
+        self._beat = threading.Thread(target=self._heartbeat, name="progress-heartbeat", daemon=True)
+        self._beat.start()
+
+    def _heartbeat(self) -> None:
+        while not self._stop.wait(1.0 if self._tty else min(1.0, self._heartbeat_s / 4)):
+            with self._lock:
+                now = time.monotonic()
+                if self._tty:
+                    self._emit(self._bar(self._message), permanent=False)
+                elif now - self._last_line >= self._heartbeat_s:
+                    self._emit(self._bar(f"still {self._message} ({now - self._since:.0f} s so far)" if self._message
+                                         else f"working ({now - self._last_line:.0f} s since the last line)"),
+                               permanent=True)
 
     def _bar(self, message: str) -> str:
         total = max(self.total, self.done, 1)
@@ -35,6 +57,8 @@ class ProgressBar:
                 f"{left} left ({elapsed:.0f} s){': ' + message if message else ''}")
 
     def _emit(self, line: str, permanent: bool) -> None:
+        if permanent:
+            self._last_line = time.monotonic()
         if self.sink is not None:
             if permanent:
                 self.sink(line)
@@ -49,6 +73,7 @@ class ProgressBar:
         """Redraw (on a terminal; at most 5 times a second) with the current counts."""
         with self._lock:
             self.done, self.running = done, running
+            self._remember(message)
             now = time.monotonic()
             if self._tty and now - self._last_draw >= 0.2:
                 self._last_draw = now
@@ -57,6 +82,7 @@ class ProgressBar:
     def advance(self, n: int, line: str, running: int | None = None) -> None:
         """n more jobs finished: print their line with the bar's counts (running: how many still run)."""
         with self._lock:
+            self._message = ""   # a result line: what runs next is unknown until its note
             self.done += n
             self.running = running if running is not None else max(self.running - n, 0)
             self._emit(self._bar(line), permanent=True)
@@ -64,10 +90,17 @@ class ProgressBar:
     def note(self, line: str) -> None:
         """A line that does not change the counts (e.g. which candidate is being built)."""
         with self._lock:
+            self._remember(line)
             self._emit(self._bar(line), permanent=True)
 
+    def _remember(self, message: str) -> None:
+        """What the heartbeat repeats: the latest message, and since when."""
+        if message and message != self._message:
+            self._message, self._since = message, time.monotonic()
+
     def close(self) -> None:
-        """End the in-place line."""
+        """End the in-place line (and the heartbeat)."""
+        self._stop.set()
         if self._tty:
             self.stream.write("\n")
             self.stream.flush()
