@@ -134,7 +134,6 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_profile(args: argparse.Namespace) -> int:
     from controller.measure import profile
-    from controller.report import layer_label
 
     res = profile(args.model, args.device, measure_settings(args), store=args.store, inventory=args.inventory,
                   progress=None if args.quiet else progress_printer(),
@@ -152,7 +151,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     print(f"{'':2}{'layer':<40} {'op':<22} {'ms':>8} {'%':>6} {'MFLOPs':>9} {'GFLOP/s':>8} {'KiB':>8}")
     for r in res.layers[: args.top]:
         mark = "*" if r["name"] in res.bottlenecks else " "
-        print(f"{mark} {layer_label(r)[:40]:<40} {r['op_type'][:22]:<22} {r['time_ms']:8.3f} {r['percent']:6.1f} "
+        print(f"{mark} {r['label'][:40]:<40} {r['op_type'][:22]:<22} {r['time_ms']:8.3f} {r['percent']:6.1f} "
               f"{r['flops'] / 1e6:9.2f} {r['gflops_per_s']:8.2f} {int(r['memory_bytes']) / 1024:8.0f}")
     if len(res.layers) > args.top:
         print(f"  ... {len(res.layers) - args.top} more layers (--top N shows more)")

@@ -21,6 +21,7 @@ from controller.inventory import LOCAL, connect, load_inventory, resolve_device
 from controller.models import ModelRef, check_model, resolve_model
 from controller.settings import MeasureSettings
 from controller.store import ResultsStore
+from optimizers.profiler import layer_label
 from protos import agent_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -264,6 +265,8 @@ def profile(model: str | Path | ModelRef | None = None, device: str | AgentClien
             graph = graph_flops(ref.model, ref.input_shapes) if onnx_graph else GraphFlops({}, {})
             for r in rows:
                 r["flops"], r["source_nodes"] = row_flops(r, graph) if onnx_graph else (0, [])
+                r["memory_bytes"] = int(r.get("memory_bytes", 0))   # an int64 in the wire message
+                r["label"] = layer_label(r["name"], r["source_nodes"])
                 r["gflops_per_s"] = r["flops"] / (r["time_ms"] * 1e6) if r["time_ms"] > 0 else 0.0
             run_id = _record(db, "profile", ref, settings, job, rows)
             if job.error:

@@ -7,6 +7,8 @@ import csv
 import html
 import io
 
+from optimizers.profiler import layer_label
+
 COLUMNS = [("id", "run"), ("created_at", "when"), ("kind", "kind"), ("status", "status"),
            ("model_name", "model"), ("device_name", "device"), ("device_class", "class"),
            ("backend", "backend"), ("backend_version", "version"), ("threads", "threads"),
@@ -94,12 +96,6 @@ def render(runs: list[dict], fmt: str) -> str:
     return {"md": to_markdown, "markdown": to_markdown, "csv": to_csv, "html": to_html}[fmt](runs)
 
 
-def layer_label(row: dict) -> str:
-    """A profile row named by the graph node behind it, e.g. 'Conv_9 +2 fused'."""
-    src = row.get("source_nodes") or [row["name"]]
-    return src[0] + (f" +{len(src) - 1} fused" if len(src) > 1 else "")
-
-
 def layer_plot_png(layers: list[dict], top: int = 20) -> bytes:
     """Bar chart of the slowest layers' time per inference."""
     import matplotlib
@@ -110,7 +106,7 @@ def layer_plot_png(layers: list[dict], top: int = 20) -> bytes:
     rows = layers[:top]
     fig, ax = plt.subplots(figsize=(9, 0.35 * len(rows) + 1.2))
     ax.barh(range(len(rows)), [r["time_ms"] for r in rows], color="#e45756")
-    ax.set_yticks(range(len(rows)), [f"{layer_label(r)} ({r['op_type']})" for r in rows], fontsize=8)
+    ax.set_yticks(range(len(rows)), [f"{r.get('label') or layer_label(r['name'], r.get('source_nodes'))} ({r['op_type']})" for r in rows], fontsize=8)
     ax.invert_yaxis()
     ax.set_xlabel("time per inference (ms)")
     ax.set_title(f"slowest {len(rows)} layers")

@@ -19,6 +19,13 @@ log = logging.getLogger(__name__)
 RUNTIME_SUFFIX = re.compile(r"(_nchwc|_nhwc|_token_\d+)+$")
 
 
+def layer_label(name: str, source_nodes: list[str] | None) -> str:
+    """A profile row named by the graph node behind it ('Conv_9 +2 fused'), not by the runtime's name for
+    it ('Clip_11.out_nchwc'): the same in the CLI's table, the Python results and the plots."""
+    src = list(source_nodes or []) or [name]
+    return src[0] + (f" +{len(src) - 1} fused" if len(src) > 1 else "")
+
+
 @dataclass
 class LayerProfile:
     """One profiled layer (a runtime node, possibly several graph nodes fused by the runtime)."""
@@ -30,6 +37,11 @@ class LayerProfile:
     memory_mb: float        # output + activation + parameter bytes the runtime reported, in MiB
     flops: int
     source_nodes: list[str] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        """The graph node behind the row, as the CLI prints it (layer_label)."""
+        return layer_label(self.name, self.source_nodes)
 
 
 @dataclass

@@ -54,6 +54,9 @@ def test_profile_json_has_layers_with_flops(tmp_path, conv_onnx):
     assert gemm["flops"] == 2 * 8 * 4
     conv = next(r for r in layers if r["op_type"] == "Conv")
     assert conv["source_nodes"] == ["conv", "relu"]  # ORT fused Relu into the Conv and renamed it
+    assert conv["label"] == "conv +1 fused" and all(isinstance(r["memory_bytes"], int) for r in layers)
+    table = farmctl("profile", str(conv_onnx), "--iterations", "5", "--warmup", "1", store=tmp_path / "r.db")
+    assert "conv +1 fused" in table.stdout     # one naming in the CLI's table and the Python/JSON result
     assert conv["flops"] == 2 * 8 * 32 * 32 * 27 + 8 * 32 * 32  # from the graph, not ORT's padded shapes
     assert res["total_flops"] == 2 * 8 * 32 * 32 * 27 + 8 * 32 * 32 + 8 * 32 * 32 + 2 * 8 * 4
     stored = ResultsStore(tmp_path / "r.db").layers(res["run_id"])
