@@ -50,7 +50,8 @@ def to_csv(runs: list[dict]) -> str:
 
 
 def latency_plot_png(runs: list[dict]) -> bytes | None:
-    """Horizontal bars of p50 with p90 whiskers per successful benchmark run (None without matplotlib)."""
+    """Horizontal bars of p50 with p90 whiskers per successful benchmark run, one panel (and latency axis)
+    per model: latencies of different models never share an axis (None without matplotlib)."""
     ok = [r for r in runs if r.get("status") == "ok" and r.get("p50_ms") is not None][:40]
     if not ok:
         return None
@@ -61,20 +62,30 @@ def latency_plot_png(runs: list[dict]) -> bytes | None:
         import matplotlib.pyplot as plt
     except ImportError:
         return None
-    labels = [f"#{r['id']} {r['model_name']} @ {r['device_name']} ({r['kind']}, {r['threads']}t)" for r in ok]
-    p50 = [r["p50_ms"] for r in ok]
-    err = [max(0.0, (r["p90_ms"] or r["p50_ms"]) - r["p50_ms"]) for r in ok]
-    fig, ax = plt.subplots(figsize=(9, 0.4 * len(ok) + 1.2))
-    ax.barh(range(len(ok)), p50, xerr=[[0] * len(ok), err], color="#4c78a8", capsize=3)
-    ax.set_yticks(range(len(ok)), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("latency p50 (ms), whisker to p90")
-    ax.set_title("edgefarm measured latency")
-    fig.tight_layout()
+    fig = latency_figure(ok, plt)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110)
     plt.close(fig)
     return buf.getvalue()
+
+
+def latency_figure(ok: list[dict], plt):
+    """The figure of latency_plot_png: one panel per model."""
+    models = list(dict.fromkeys(r["model_name"] for r in ok))
+    groups = [[r for r in ok if r["model_name"] == m] for m in models]
+    fig, axes = plt.subplots(len(models), 1, squeeze=False, figsize=(9, 0.4 * len(ok) + 1.1 * len(models) + 0.4),
+                             gridspec_kw={"height_ratios": [len(g) + 1 for g in groups]})
+    for ax, model, group in zip(axes[:, 0], models, groups):
+        labels = [f"#{r['id']} @ {r['device_name']} ({r['kind']}, {r['threads']}t)" for r in group]
+        p50 = [r["p50_ms"] for r in group]
+        err = [max(0.0, (r["p90_ms"] or r["p50_ms"]) - r["p50_ms"]) for r in group]
+        ax.barh(range(len(group)), p50, xerr=[[0] * len(group), err], color="#4c78a8", capsize=3)
+        ax.set_yticks(range(len(group)), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_title(f"{model}: latency p50 (ms), whisker to p90", fontsize=9)
+    fig.suptitle("edgefarm measured latency, one axis per model", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def to_html(runs: list[dict]) -> str:

@@ -159,3 +159,17 @@ def test_a_result_flag_is_explained_where_it_is_printed():
 
     assert flag_text("noisy", 0.123).startswith("noisy: the timing varied (CV 12.3% > 10%)")
     assert "rerun" in flag_text("noisy", 0.2) and "frequency" in flag_text("throttled", 0.01)
+
+
+def test_report_plot_gives_each_model_its_own_latency_axis():
+    import matplotlib.pyplot as plt
+
+    from controller.report import latency_figure
+
+    runs = [{"id": i, "model_name": m, "device_name": "local", "kind": "benchmark", "threads": 1, "status": "ok",
+             "p50_ms": p, "p90_ms": p * 1.1} for i, (m, p) in enumerate([("digits", 0.4), ("mobilenetv2", 14.0),
+                                                                          ("digits", 0.5)])]
+    fig = latency_figure(runs, plt)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["digits: latency p50 (ms), whisker to p90", "mobilenetv2: latency p50 (ms), whisker to p90"]
+    plt.close(fig)
