@@ -38,6 +38,10 @@ TECHNIQUES = {
 }
 TRAINING = ("prune", "qat", "distill", "low-rank")
 CALIBRATIONS = ("minmax", "kl", "percentile")
+# what a rerun takes from an earlier run of the same key: everything (resume), the builds (--remeasure),
+# nothing (--fresh)
+REUSE_ALL, REUSE_BUILDS, REUSE_NOTHING = "all", "builds", "nothing"
+REUSE_CHOICES = (REUSE_ALL, REUSE_BUILDS, REUSE_NOTHING)
 REWRITE_CANDIDATES = ("swish", "hardswish", "gelu", "div_to_mul")  # the `rewrite` technique's, when they match
 PRUNE_RATIOS = (0.3, 0.5)
 FINE_TUNE_EPOCHS = 2

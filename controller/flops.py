@@ -6,7 +6,7 @@ import math
 import re
 from dataclasses import dataclass
 
-from optimizers.profiler import RUNTIME_SUFFIX
+from optimizers.layer_names import RUNTIME_SUFFIX
 
 # Ops whose cost is about one floating-point operation per output element.
 ELEMENTWISE = {

@@ -21,7 +21,7 @@ from controller.inventory import LOCAL, connect, load_inventory, resolve_device
 from controller.models import ModelRef, check_model, resolve_model
 from controller.settings import MeasureSettings
 from controller.store import ResultsStore
-from optimizers.profiler import layer_label
+from optimizers.layer_names import layer_label
 from protos import agent_pb2 as pb
 
 log = logging.getLogger(__name__)

@@ -18,6 +18,7 @@ import numpy as np
 
 from controller import candidates as plan_mod
 from controller import refine
+from controller.candidates import REUSE_ALL, REUSE_CHOICES, REUSE_NOTHING
 from controller.client import file_digest
 from controller.errors import AgentUnavailable, FarmError
 from controller.inventory import LOCAL, connect_pool, load_inventory, resolve_devices
@@ -43,10 +44,6 @@ from optimizers.metrics import Metric
 log = logging.getLogger(__name__)
 
 CONFIRM_ROUNDS = 2            # extra paired loops for each candidate that could be faster than the baseline
-# what a rerun takes from an earlier run of the same key: everything (resume), the builds (--remeasure), nothing
-# (--fresh)
-REUSE_ALL, REUSE_BUILDS, REUSE_NOTHING = "all", "builds", "nothing"
-REUSE_CHOICES = (REUSE_ALL, REUSE_BUILDS, REUSE_NOTHING)
 
 
 @dataclass
@@ -481,13 +478,18 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
     for d in devices:
         resolve_devices(d, inv)  # unknown names fail before any work
     bar = ProgressBar(progress)
-    source = (example_source(out, progress=lambda s: bar.note(f"training the built-in example: {s}"))
-              if model is None else onnx_source(model, calibration_data, eval_data, preprocess,
-                                                (settings.input_shapes if settings else None)))
-    constraints = (constraints or Constraints()).resolved(source.labelled, task_metric)
-    settings = replace(settings or MeasureSettings(), input_shapes=source.input_shapes)
-    key = optimize_key(source, techniques, settings.as_dict() | ({"metric": task_metric.name} if task_metric else {}))
-    db = store if isinstance(store, ResultsStore) else ResultsStore(store or "edgefarm-results.db")
+    try:   # the bar's heartbeat thread ends with it, whatever fails here
+        source = (example_source(out, progress=lambda s: bar.note(f"training the built-in example: {s}"))
+                  if model is None else onnx_source(model, calibration_data, eval_data, preprocess,
+                                                    (settings.input_shapes if settings else None)))
+        constraints = (constraints or Constraints()).resolved(source.labelled, task_metric)
+        settings = replace(settings or MeasureSettings(), input_shapes=source.input_shapes)
+        key = optimize_key(source, techniques, settings.as_dict() | ({"metric": task_metric.name} if task_metric
+                                                                     else {}))
+        db = store if isinstance(store, ResultsStore) else ResultsStore(store or "edgefarm-results.db")
+    except BaseException:
+        bar.close()
+        raise
     try:
         with ExitStack() as stack:
             pools = {d: connect_pool(d, inv, stack, progress=bar.note) for d in devices}

@@ -1,5 +1,6 @@
-"""The latency vs quality plot of `farmctl optimize`, for people: numbered points with a legend table (no
-label ever overlaps another), a log latency axis when one outlier would squeeze the rest, the quality and
+"""The latency vs quality plot of `farmctl optimize`, for people: numbered points with a legend table
+(each number placed where it overlaps no other; past ten tries, beside the point on a leader line), the
+Pareto front dashed, a log latency axis when one outlier would squeeze the rest, the quality and
 latency limits drawn and named, the baseline and the choice in the legend, and a title naming model,
 device, threads and date."""
 
@@ -12,6 +13,15 @@ LOG_AXIS_SPREAD = 8.0       # max/min latency above this: log x axis
 COLORS = {"baseline": "#4c78a8", "meets": "#54a24b", "fails": "#e45756", "slower": "#9d9d9d"}
 LABEL_OFFSETS = [(5, 4), (5, -10), (-12, 4), (-12, -10), (5, 12), (-12, 12), (5, -18), (-12, -18), (14, -3),
                  (-20, -3)]
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both lower latency (x) and higher quality (y)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
 
 
 def quality_key(result, device) -> str:
@@ -39,13 +49,15 @@ def quality_limit(constraints, key: str, baseline: dict) -> tuple[float, str] | 
     return None
 
 
-def _kind(row: dict, chosen: str | None) -> str:
+def _kind(row: dict) -> str:
+    """baseline, meets (every constraint), slower (than the baseline: its whole interval below 1), or
+    fails (a limit, or not measurably faster)."""
     if row["name"] == "baseline":
         return "baseline"
     if row.get("meets_constraints"):
         return "meets"
-    speed = row.get("speedup")
-    return "slower" if speed is not None and speed < 1.0 else "fails"
+    ci = row.get("speedup_ci")
+    return "slower" if ci and ci[1] < 1.0 else "fails"
 
 
 def _place_labels(ax, points: list[tuple[float, float]], texts: list[str], fontsize: float) -> list:
@@ -82,12 +94,11 @@ def plot_png(result) -> bytes | None:
         return None
     devices = result.devices
     fig = plt.figure(figsize=(11.5, 5.2 * len(devices)))
-    grid = fig.add_gridspec(len(devices), 2, width_ratios=[1.55, 1.0], wspace=0.02)
-    for i, d in enumerate(devices):
+    grid = fig.add_gridspec(len(devices), 2, width_ratios=[1.55, 1.0], wspace=0.02, left=0.07, right=0.99,
+                            top=1 - 0.07 / len(devices), bottom=0.1 / len(devices), hspace=0.3)
+    for i, d in enumerate(devices):   # the layout is final before the labels are placed
         ax, table = fig.add_subplot(grid[i, 0]), fig.add_subplot(grid[i, 1])
         _panel(ax, table, result, d)
-    fig.subplots_adjust(left=0.07, right=0.99, top=1 - 0.07 / len(devices), bottom=0.1 / len(devices),
-                        hspace=0.3)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
     plt.close(fig)
@@ -96,14 +107,15 @@ def plot_png(result) -> bytes | None:
 
 def _panel(ax, table, result, d) -> None:
     key = quality_key(result, d)
-    rows = [r for r in [d.baseline, *d.candidates] if r.get("latency_ms") and r.get("status") != "failed"]
-    pts = [(r["latency_ms"]["p50"], r.get(key) if r.get(key) is not None else 0.0) for r in rows]
+    rows = [r for r in [d.baseline, *d.candidates] if r.get("latency_ms") and r.get("status") != "failed"
+            and r.get(key) is not None]   # a row without the quality value is in the report's table only
+    pts = [(r["latency_ms"]["p50"], r[key]) for r in rows]
     xs = [p[0] for p in pts]
     if xs and min(xs) > 0 and max(xs) / min(xs) > LOG_AXIS_SPREAD:
         ax.set_xscale("log")
-    kinds = [_kind(r, d.chosen) for r in rows]
-    labels = {"baseline": "baseline", "meets": "meets every constraint", "fails": "breaks a constraint",
-              "slower": "slower than the baseline"}
+    kinds = [_kind(r) for r in rows]
+    labels = {"baseline": "baseline", "meets": "meets every constraint",
+              "fails": "breaks a limit or not measurably faster", "slower": "slower than the baseline"}
     for kind in ("baseline", "meets", "fails", "slower"):
         sel = [p for p, k in zip(pts, kinds) if k == kind]
         if sel:
@@ -113,6 +125,9 @@ def _panel(ax, table, result, d) -> None:
         x, y = next(p for p, r in zip(pts, rows) if r["name"] == d.chosen)
         ax.scatter([x], [y], s=260, facecolors="none", edgecolors="black", linewidths=1.6, zorder=4,
                    label=f"chosen: {d.chosen}")
+    front = pareto_front(pts)
+    ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="#888", lw=1, zorder=2,
+            label="Pareto front (fastest for its quality)")
     base_p50 = d.baseline["latency_ms"]["p50"]
     ax.axvline(base_p50, color=COLORS["baseline"], ls=":", lw=1, zorder=1)
     limit = quality_limit(getattr(result, "constraints", None), key, d.baseline)

@@ -1,5 +1,5 @@
-"""The comparison table of `farmctl optimize`: Markdown, CSV, and an HTML page with a latency vs
-accuracy/fidelity plot marking the Pareto front and the choice; plus summary.json (the --json object)."""
+"""The comparison table of `farmctl optimize`: Markdown, CSV, and an HTML page with the latency vs
+accuracy/fidelity plot (optimize_plot); plus summary.json (the --json object)."""
 
 from __future__ import annotations
 
@@ -68,15 +68,6 @@ def to_csv(result) -> str:
     writer.writeheader()
     writer.writerows(_rows(result))
     return buf.getvalue()
-
-
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both lower latency (x) and higher quality (y)."""
-    front = []
-    for i, (x, y) in enumerate(points):
-        if not any((x2 <= x and y2 >= y) and (x2 < x or y2 > y) for j, (x2, y2) in enumerate(points) if j != i):
-            front.append(i)
-    return sorted(front, key=lambda i: points[i][0])
 
 
 def to_html(result, png: bytes | None) -> str:

@@ -14,7 +14,8 @@ HEARTBEAT_S = 10.0   # with nothing to report for this long, say what is still r
 
 class ProgressBar:
     """`advance(n, line)` when jobs finish, `update(done, running, message)` while they run. Lines go to
-    `sink` (a callable) when given, else to stderr. A heartbeat keeps long silent steps (training an
+    `sink` (a callable, called from a background thread too: keep it thread-safe) when given, else to
+    stderr. A heartbeat keeps long silent steps (training an
     epoch, a KL calibration) talking: on a terminal the bar's clock is redrawn every second; otherwise,
     after `heartbeat_s` without a line, one line says what is still running and for how long."""
 
@@ -34,12 +35,19 @@ class ProgressBar:
         self._since = self._started
         self._heartbeat_s = heartbeat_s
         self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeat, name="progress-heartbeat", daemon=True)
-        self._beat.start()
+        self._beat: threading.Thread | None = None   # started by the first line, stopped by close()
+
+    def _start_heartbeat(self) -> None:
+        """Called with the lock held."""
+        if self._beat is None and not self._stop.is_set():
+            self._beat = threading.Thread(target=self._heartbeat, name="progress-heartbeat", daemon=True)
+            self._beat.start()
 
     def _heartbeat(self) -> None:
         while not self._stop.wait(1.0 if self._tty else min(1.0, self._heartbeat_s / 4)):
             with self._lock:
+                if self._stop.is_set():
+                    return
                 now = time.monotonic()
                 if self._tty:
                     self._emit(self._bar(self._message), permanent=False)
@@ -83,6 +91,7 @@ class ProgressBar:
         """n more jobs finished: print their line with the bar's counts (running: how many still run)."""
         with self._lock:
             self._message = ""   # a result line: what runs next is unknown until its note
+            self._start_heartbeat()
             self.done += n
             self.running = running if running is not None else max(self.running - n, 0)
             self._emit(self._bar(line), permanent=True)
@@ -94,13 +103,17 @@ class ProgressBar:
             self._emit(self._bar(line), permanent=True)
 
     def _remember(self, message: str) -> None:
-        """What the heartbeat repeats: the latest message, and since when."""
+        """What the heartbeat repeats: the latest message, and since when (lock held)."""
+        self._start_heartbeat()
         if message and message != self._message:
             self._message, self._since = message, time.monotonic()
 
     def close(self) -> None:
-        """End the in-place line (and the heartbeat)."""
-        self._stop.set()
+        """End the in-place line and the heartbeat (nothing is written after this)."""
+        with self._lock:
+            self._stop.set()
+        if self._beat is not None and self._beat is not threading.current_thread():
+            self._beat.join()
         if self._tty:
             self.stream.write("\n")
             self.stream.flush()

@@ -80,34 +80,39 @@ class Constraints:
         return out
 
     def relaxations(self, row: dict, baseline: dict) -> list[Relaxation]:
-        """For each constraint the candidate breaks: the flag value that would let it pass, and how far it
+        """For each constraint the candidate breaks: the flag value that lets it pass (checked with
+        failures(): rounded to what the flag is printed with, then stepped until it passes), and how far it
         is from passing, normalised by the limit (latency, size: excess / limit; accuracy or metric drop:
         excess / max(limit, 1 point or 0.01); fidelity: shortfall / the loss the limit allows)."""
-        out = []
         p50 = (row.get("latency_ms") or {}).get("p50")
-        if self.max_latency_ms is not None and p50 is not None and p50 > self.max_latency_ms:
-            out.append(Relaxation("--max-latency-ms", _up(p50, 3), (p50 - self.max_latency_ms) / self.max_latency_ms))
         size = row.get("size_bytes")
-        if self.max_size_mb is not None and size is not None and size / 1e6 > self.max_size_mb:
-            out.append(Relaxation("--max-size-mb", _up(size / 1e6, 3), (size / 1e6 - self.max_size_mb) / self.max_size_mb))
         acc, base_acc = row.get("accuracy"), baseline.get("accuracy")
-        if self.max_accuracy_drop is not None and acc is not None and base_acc is not None:
-            drop = (base_acc - acc) * 100
-            if drop > self.max_accuracy_drop:
-                out.append(Relaxation("--max-accuracy-drop", _up(drop, 2),
-                                      (drop - self.max_accuracy_drop) / max(self.max_accuracy_drop, 1.0)))
-        fid = row.get("fidelity")
-        if self.min_fidelity is not None and fid is not None and fid < self.min_fidelity:
-            out.append(Relaxation("--min-fidelity", _down(fid, 4),
-                                  (self.min_fidelity - fid) / max(1.0 - self.min_fidelity, 1e-4)))
         value, base_value = row.get("metric_value"), baseline.get("metric_value")
-        if self.min_metric is not None and value is not None and value < self.min_metric:
-            out.append(Relaxation("--min-metric", _down(value, 4), (self.min_metric - value) / max(self.min_metric, 0.01)))
-        if self.max_metric_drop is not None and value is not None and base_value is not None:
-            drop = base_value - value
-            if drop > self.max_metric_drop:
-                out.append(Relaxation("--max-metric-drop", _up(drop, 4),
-                                      (drop - self.max_metric_drop) / max(self.max_metric_drop, 0.01)))
+        fid = row.get("fidelity")
+        # field, flag, the row's value in the flag's units, digits printed, +1: a maximum / -1: a minimum,
+        # what one unit of distance is
+        checks = [("max_latency_ms", "--max-latency-ms", p50, 3, 1, self.max_latency_ms),
+                  ("max_size_mb", "--max-size-mb", None if size is None else size / 1e6, 3, 1, self.max_size_mb),
+                  ("max_accuracy_drop", "--max-accuracy-drop",
+                   None if acc is None or base_acc is None else (base_acc - acc) * 100, 2, 1,
+                   max(self.max_accuracy_drop or 0, 1.0)),
+                  ("min_fidelity", "--min-fidelity", fid, 4, -1, 1.0 - (self.min_fidelity or 0)),
+                  ("min_metric", "--min-metric", value, 4, -1, self.min_metric),
+                  ("max_metric_drop", "--max-metric-drop",
+                   None if value is None or base_value is None else base_value - value, 4, 1,
+                   max(self.max_metric_drop or 0, 0.01))]
+        out = []
+        for name, flag, have, digits, sign, unit in checks:
+            limit = getattr(self, name)
+            if limit is None or have is None or sign * (have - limit) <= 0:
+                continue
+            step = 10.0 ** -digits
+            allow = round((math.ceil if sign > 0 else math.floor)(round(have / step, 6)) * step, digits)
+            for _ in range(5):   # the printed value must really admit the row (2.2700000000000053 > 2.27)
+                if not any(f"{flag} " in f for f in replace(self, **{name: allow}).failures(row, baseline)):
+                    break
+                allow = round(allow + sign * step, digits)
+            out.append(Relaxation(flag, allow, abs(have - limit) / max(abs(unit or 0), 1e-4), digits))
         return out
 
     def quality_failed(self, row: dict, baseline: dict) -> bool:
@@ -122,17 +127,10 @@ class Relaxation:
     flag: str
     value: float
     distance: float
+    digits: int = 4
 
     def text(self) -> str:
-        return f"{self.flag} {self.value:g}"
-
-
-def _up(value: float, digits: int) -> float:
-    return math.ceil(round(value * 10**digits, 6)) / 10**digits   # round: 2.2700000000000004 -> 2.27
-
-
-def _down(value: float, digits: int) -> float:
-    return math.floor(round(value * 10**digits, 6)) / 10**digits
+        return f"{self.flag} " + f"{self.value:.{self.digits}f}".rstrip("0").rstrip(".")
 
 
 def closest(rows: list[dict], constraints: Constraints, baseline: dict, n: int = 3) -> list[str]:

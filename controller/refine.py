@@ -8,11 +8,15 @@ from __future__ import annotations
 from pathlib import Path
 
 from controller import candidates as plan_mod
+from controller.candidates import REUSE_NOTHING
+from controller.errors import FarmError
 from controller.measure import profile
 from controller.progress import ProgressBar
 from controller.quality import DEFAULT_FIDELITY
-from controller.scheduler import Scheduler
+from controller.scheduler import JobLost, Scheduler
+from optimizers.errors import OptimizerError
 from optimizers.measured_precision import MeasuredPrecisionOptimizer, float_layer_times, least_disturbed
+from optimizers.mixed_precision import MixedPrecisionOptimizer
 
 PROFILE_ROUNDS = 2   # profiles of each model for int8-measured, alternating
 
@@ -42,6 +46,10 @@ def _quant_options(row: dict) -> tuple[str, dict]:
     return row["techniques"][1], {k: tuple(v) if isinstance(v, list) else v for k, v in options.items()}
 
 
+def _built(out: Path) -> dict:
+    raise FarmError(f"{out.name} should have been reused from an earlier run's build")
+
+
 def mixed_precision(loop, scheduler: Scheduler, bar: ProgressBar) -> list[dict]:
     """When every INT8 static candidate breaks the accuracy/fidelity constraint while running faster than
     the baseline, keep in float the layers with the most error per measured millisecond."""
@@ -69,8 +77,6 @@ def mixed_precision(loop, scheduler: Scheduler, bar: ProgressBar) -> list[dict]:
     source = loop.source
 
     def build(out: Path) -> dict:
-        from optimizers import MixedPrecisionOptimizer
-
         opt = MixedPrecisionOptimizer(accuracy_threshold=threshold, metric=metric, algorithm=algorithm,
                                       layer_times_ms=times, max_eval_samples=256, **options)
         res = opt.optimize(source.baseline, source.calibration, source.evaluation,
@@ -93,14 +99,23 @@ def measured_int8(loop, scheduler: Scheduler, bar: ProgressBar) -> list[dict]:
     if "int8-measured" not in loop.techniques:
         return []
     first = loop.devices[0]
-    fast = _faster(_static_int8(loop, first))
+    static = _static_int8(loop, first)
+    fast = _faster(static)
     if not fast:
-        return [{"technique": "int8-measured", "reason": "no INT8 static candidate ran faster than the baseline "
-                                                         f"on {first} (add int8 to --techniques)"}]
+        return [{"technique": "int8-measured", "reason": f"no INT8 static candidate ran faster than the baseline on "
+                                                         f"{first}" if static else "it refines INT8 static, and no "
+                                                         "INT8 static candidate was measured (add int8 to "
+                                                         "--techniques)"}]
     if loop.over_budget():
         return [{"technique": "int8-measured", "reason": "the --budget-minutes time ran out"}]
     best = max(fast, key=lambda r: r["paired"].ratio().median)
     int8_path = Path(best["path"])
+    algorithm, options = _quant_options(best)
+    if loop.reuse != REUSE_NOTHING and plan_mod.read_details(loop.work / "int8-measured.onnx") is not None:
+        bar.total += len(loop.devices)   # built by an earlier run: no new profiles; measured if need be
+        loop.run_candidates(scheduler, [plan_mod.Candidate("int8-measured", ["int8", algorithm, "measured per "
+                                                                             "layer"], _built, refinement=True)])
+        return []
     bar.note(f"int8-measured: profiling {best['name']} and the baseline on {first}")
 
     def profiles(client) -> tuple[list[dict], list[dict]]:
@@ -110,12 +125,15 @@ def measured_int8(loop, scheduler: Scheduler, bar: ProgressBar) -> list[dict]:
             rounds["float"].append(profile(str(loop.source.baseline), client, loop.settings, loop.store).layers)
         return least_disturbed(rounds["float"]), least_disturbed(rounds["int8"])
 
-    float_rows, int8_rows = scheduler.submit(first, "int8-measured profiles", profiles).result()
-    algorithm, options = _quant_options(best)
     threshold, metric = _threshold(loop)
     source = loop.source
-    opt = MeasuredPrecisionOptimizer(float_rows, int8_rows, int8_path, accuracy_threshold=threshold,
-                                     metric=metric, algorithm=algorithm, max_eval_samples=256, **options)
+    try:
+        float_rows, int8_rows = scheduler.submit(first, "int8-measured profiles", profiles).result()
+        opt = MeasuredPrecisionOptimizer(float_rows, int8_rows, int8_path, accuracy_threshold=threshold,
+                                         metric=metric, algorithm=algorithm, max_eval_samples=256, **options)
+    except (FarmError, JobLost, OptimizerError) as exc:   # the run keeps what it measured
+        return [{"technique": "int8-measured", "reason": f"profiling {best['name']} and the baseline on {first} "
+                                                         f"failed: {exc}"}]
     if not opt.slower and not loop.constraints.quality_failed(best, loop.baseline[first]):
         return [{"technique": "int8-measured", "reason": f"no layer of {best['name']} ran slower in INT8 than in "
                                                          f"float on {first} by enough to matter, and it meets the "

@@ -7,7 +7,7 @@ import csv
 import html
 import io
 
-from optimizers.profiler import layer_label
+from optimizers.layer_names import layer_label
 
 COLUMNS = [("id", "run"), ("created_at", "when"), ("kind", "kind"), ("status", "status"),
            ("model_name", "model"), ("device_name", "device"), ("device_class", "class"),

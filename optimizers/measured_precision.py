@@ -6,12 +6,12 @@ as its layer times)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from optimizers.layer_names import RUNTIME_SUFFIX
 from optimizers.mixed_precision import MixedPrecisionOptimizer
 from optimizers.onnx_model import ModelLike, load_model
-from optimizers.profiler import RUNTIME_SUFFIX
 from optimizers.record import OptimizedModel
 
 # A layer is kept float when INT8 ran it over 1.10x its float time (two profiles, not paired) AND the loss
@@ -21,16 +21,19 @@ from optimizers.record import OptimizedModel
 # 0.93x plain INT8, the first Conv alone (3 input channels: 2.09 ms INT8 vs 0.75 ms float) 1.03-1.06x.
 SLOWER_MARGIN = 1.10
 SLOWER_SHARE = 0.02
+MIN_SAVING_MS = 1e-3
 
 
 @dataclass
 class LayerTiming:
-    """One float layer's measured time in float and in INT8 (its kernel plus the Q/DQ around it)."""
+    """One float profile row (a node, or the nodes the runtime fused into one kernel, e.g. Conv+Relu) and
+    the same nodes' time in INT8 (their kernels plus the Q/DQ standing around them)."""
 
-    node: str
+    node: str               # the row's first node that INT8 ran (the name shown)
     float_ms: float
     int8_ms: float
-    slower: bool = False   # kept float: see SLOWER_MARGIN / SLOWER_SHARE
+    slower: bool = False    # kept float: see SLOWER_MARGIN / SLOWER_SHARE
+    nodes: list[str] = field(default_factory=list)   # every node of the row INT8 ran: kept float together
 
     @property
     def saved_ms(self) -> float:
@@ -83,39 +86,44 @@ def int8_layer_times(rows: list[dict], quantized: ModelLike, float_nodes: set[st
         for i in n.input:
             consumers.setdefault(i, []).append(n)
 
-    def owner(name: str) -> str | None:
-        if name in float_nodes:
-            return name
+    def owner(name: str) -> list[str] | None:
         node = nodes.get(name)
         if node is None:
             return None
-        if node.op_type == "QuantizeLinear":
-            for dq in consumers.get(node.output[0], []):
-                for user in consumers.get(dq.output[0], []):
-                    if user.name in float_nodes:
-                        return user.name
+        if node.op_type == "QuantizeLinear":   # charged to the quantized nodes reading it, split evenly
+            users = [u.name for dq in consumers.get(node.output[0], []) for u in consumers.get(dq.output[0], [])
+                     if u.name in float_nodes]
+            return users or None
         if node.op_type == "DequantizeLinear":
             q = producer.get(node.input[0])
             source = producer.get(q.input[0]) if q is not None and q.op_type == "QuantizeLinear" else None
             if source is not None and source.name in float_nodes:
-                return source.name
+                return [source.name]
         return None
 
     out: dict[str, float] = {}
     for row in rows:
-        node = owner(RUNTIME_SUFFIX.sub("", row["name"]))
-        if node is not None:
-            out[node] = out.get(node, 0.0) + row["time_ms"]
+        name = RUNTIME_SUFFIX.sub("", row["name"])
+        owners = [name] if name in float_nodes else owner(name)
+        for node in owners or []:
+            out[node] = out.get(node, 0.0) + row["time_ms"] / len(owners)
     return out
 
 
 def measured_timings(float_rows: list[dict], int8_rows: list[dict], quantized: ModelLike) -> list[LayerTiming]:
-    """Every float layer the INT8 profile could be mapped to, with both times, slowest INT8 first."""
-    floats = float_layer_times(float_rows)
-    int8 = int8_layer_times(int8_rows, quantized, set(floats))
+    """Every float profile row the INT8 profile could be mapped to, with both times, compared row by row (a
+    Conv+Relu fused in float against the QLinearConv and whatever of the Relu INT8 ran), slowest INT8
+    first."""
+    groups = [(row.get("source_nodes") or [RUNTIME_SUFFIX.sub("", row["name"])], row["time_ms"]) for row in float_rows]
+    int8 = int8_layer_times(int8_rows, quantized, {n for nodes, _ in groups for n in nodes})
     worth = SLOWER_SHARE * sum(r["time_ms"] for r in int8_rows)
-    out = [LayerTiming(n, floats[n], ms, ms > floats[n] * SLOWER_MARGIN and ms - floats[n] >= worth)
-           for n, ms in int8.items()]
+    out = []
+    for nodes, float_ms in groups:
+        ran = [n for n in nodes if n in int8]
+        if ran:
+            ms = sum(int8[n] for n in ran)
+            out.append(LayerTiming(ran[0], float_ms, ms, ms > float_ms * SLOWER_MARGIN and ms - float_ms >= worth,
+                                   ran))
     return sorted(out, key=lambda t: t.saved_ms)
 
 
@@ -132,8 +140,11 @@ class MeasuredPrecisionOptimizer:
                  accuracy_threshold: float = 0.99, metric: str = "cosine", algorithm: str = "minmax",
                  max_eval_samples: int = 64, **quant_options) -> None:
         self.timings = measured_timings(profile_rows(float_profile), profile_rows(int8_profile), int8_model)
-        self.slower = [t.node for t in self.timings if t.slower]
-        savings = {t.node: t.saved_ms for t in self.timings if not t.slower and t.saved_ms > 0}
+        self.slower = [n for t in self.timings if t.slower for n in t.nodes]
+        # a layer that saves nothing ranks as saving almost nothing (not as the median, which a layer
+        # without a measured time gets): its fidelity loss buys no time, so it is kept float first
+        savings = {n: max(t.saved_ms, MIN_SAVING_MS) / len(t.nodes) for t in self.timings if not t.slower
+                   for n in t.nodes}
         self.mixed = MixedPrecisionOptimizer(accuracy_threshold=accuracy_threshold, sensitive_layers=self.slower,
                                              metric=metric, algorithm=algorithm, layer_times_ms=savings,
                                              max_eval_samples=max_eval_samples, unknown_sensitive="drop",

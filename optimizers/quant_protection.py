@@ -10,12 +10,13 @@ MASK_VALUE = -1e4   # a constant at or below this, added to scores, is an attent
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
 
 
-def protected_nodes(model, op_types: list[str] | None = None) -> dict[str, list[str]]:
+def protected_nodes(model, op_types: list[str] | None = None, excluded=()) -> dict[str, list[str]]:
     """Nodes static INT8 keeps float, by what they are:
     - the attention masks (attention_mask_nodes) and their Softmax;
     - the residual Adds that feed a float normalization (FLOAT_OP_TYPES): the residual stream carries a
       transformer's outlier channels (MiniLM with its residual Adds in INT8: cosine 0.82 instead of 0.93);
-    - with `op_types` (the op types to quantize), the float islands (float_islands).
+    - with `op_types` (the op types to quantize), the float islands (float_islands), counting the nodes
+      `excluded` by the user as float walls too.
     A plain CNN has none of them."""
     consumers = _consumers(model)
     residual = [n.name for n in model.graph.node if n.op_type == "Add" and n.name and
@@ -24,7 +25,7 @@ def protected_nodes(model, op_types: list[str] | None = None) -> dict[str, list[
              "residual Adds before LayerNormalization": residual}
     if op_types is not None:
         found["float islands (quantized ops with no compute op, between float ops)"] = float_islands(
-            model, set(op_types), {n for names in found.values() for n in names})
+            model, set(op_types), {n for names in found.values() for n in names} | set(excluded))
     return found
 
 
@@ -35,7 +36,11 @@ def float_islands(model, op_types: set[str], kept: set[str] = frozenset()) -> li
     edge, saves no time, and costs precision. Silero VAD's STFT magnitude (re^2 + im^2 between Pow and
     Sqrt) in INT8 took its cosine from 0.89 to 0.54. `kept`: nodes already kept float."""
     inits = {i.name for i in model.graph.initializer}
-    nodes = [n for n in model.graph.node if n.op_type in op_types and n.name not in kept]
+    floats = _float_tensors(model)
+    # only nodes that pass float data, joined only through float tensors: a shape computation (Shape ->
+    # Gather -> Concat -> a Reshape's shape) neither is an island nor joins two groups
+    nodes = [n for n in model.graph.node if n.op_type in op_types and n.name not in kept
+             and any(o in floats for o in n.output)]
     index = {id(n): i for i, n in enumerate(nodes)}
     parent = list(range(len(nodes)))
 
@@ -48,11 +53,25 @@ def float_islands(model, op_types: set[str], kept: set[str] = frozenset()) -> li
     producer = {o: n for n in nodes for o in n.output}
     for n in nodes:
         for t in n.input:
-            if t in producer:
+            if t in producer and t in floats:
                 parent[root(index[id(n)])] = root(index[id(producer[t])])
     computing = {root(i) for i, n in enumerate(nodes) if n.op_type in COMPUTE_OPS
                  or (n.op_type == "Gather" and n.input and n.input[0] in inits)}
     return [n.name for i, n in enumerate(nodes) if n.name and root(i) not in computing]
+
+
+def _float_tensors(model) -> set[str]:
+    """Names of the tensors holding floating-point data (by shape inference; without it, every tensor)."""
+    from onnx import TensorProto, shape_inference
+
+    kinds = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    try:
+        inferred = shape_inference.infer_shapes(model)
+    except Exception:   # shape inference is best effort: fall back to joining through everything
+        return {t for n in model.graph.node for t in [*n.input, *n.output]}
+    g = inferred.graph
+    out = {v.name for v in [*g.value_info, *g.input, *g.output] if v.type.tensor_type.elem_type in kinds}
+    return out | {i.name for i in g.initializer if i.data_type in kinds}
 
 
 def attention_mask_nodes(model) -> list[str]:

@@ -124,7 +124,8 @@ class Int8Static(QuantMethod):
         if job.config.algorithm in ("kl", "entropy"):
             job.record.settings["entropy_bins"] = ENTROPY_BINS
         out = job.workdir / "int8.onnx"
-        kept = (protected_nodes(onnx.load(str(job.prepared)), static_op_types(job.config))
+        kept = (protected_nodes(onnx.load(str(job.prepared)), static_op_types(job.config),
+                                job.config.exclude_nodes)
                 if job.config.protect_attention_masks else {})
         for what, names in kept.items():
             if names:
@@ -188,7 +189,8 @@ def quantize_qdq(prepared: Path, out: Path, cfg: QuantizeConfig, ranges: Path,
     if protected is None:
         import onnx
 
-        found = protected_nodes(onnx.load(str(prepared)), static_op_types(cfg)) if cfg.protect_attention_masks else {}
+        found = (protected_nodes(onnx.load(str(prepared)), static_op_types(cfg), cfg.exclude_nodes)
+                 if cfg.protect_attention_masks else {})
         protected = [n for names in found.values() for n in names]
     quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ,
                     per_channel=cfg.per_channel, activation_type=_quant_type(cfg.activation_type),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from optimizers.errors import UnknownOption
+from optimizers.errors import ModelError, UnknownOption
 from optimizers.graph import MS_DOMAIN, Graph, ensure_ms_opset
 from optimizers.onnx_model import ModelLike, default_output, load_model, opset_version, upgrade_opset
 from optimizers.record import OptimizationRecord, OptimizedModel, write_result
@@ -213,6 +213,7 @@ class HardSwishFusion(Rewrite):
         sites = [m for m in (self._match(graph, n) for n in graph.g.node if n.op_type in ("Clip", "HardSigmoid"))
                  if m is not None]
         if sites and opset_version(graph.model) < HARDSWISH_OPSET:
+            ensure_ms_opset(graph.model)   # QuickGelu/Gelu from the rewrites before: the converter must see them
             graph.model.CopyFrom(upgrade_opset(graph.model, HARDSWISH_OPSET))
             graph.g = graph.model.graph
             graph.refresh()
@@ -400,7 +401,11 @@ def matching_rewrites(model: ModelLike, names: tuple[str, ...] | list[str] | Non
             raise UnknownOption("rewrite", name, REWRITES)
         proto = onnx.ModelProto()
         proto.CopyFrom(source.proto)
-        n = REWRITES[name]().apply(Graph(proto))
+        try:
+            n = REWRITES[name]().apply(Graph(proto))
+        except ModelError as exc:   # e.g. an opset the converter cannot raise: the rewrite does not apply
+            log.info("rewrite %s does not apply: %s", name, exc)
+            continue
         if n:
             found[name] = n
     return found

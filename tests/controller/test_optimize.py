@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,8 +17,8 @@ import pytest
 
 from controller.cli import main
 from controller.optimize import Constraints, module_name, ratios_from_profile
+from controller.optimize_plot import pareto_front
 from controller.paired import NOISE_MARGIN
-from controller.optimize_report import pareto_front
 
 FAST = ["--threads", "1", "--warmup", "3", "--min-iterations", "20", "--min-seconds", "0.5"]
 TECHNIQUES = "int8-minmax,int8-percentile,int8-dynamic,fp16"
@@ -258,9 +259,13 @@ def test_closest_names_the_fast_candidate_and_the_one_relaxation_that_admits_it(
          "speed_failure": None, "reason": "accuracy"},
     ]
     near = closest(rows, c, base)
-    assert near[0].startswith("distill: 5.03x faster; allow --max-accuracy-drop 2.27 to choose it (accuracy drop 2.27")
+    # the drop is 2.2700000000000053 points: 2.27 would still refuse it, 2.28 admits it
+    assert near[0].startswith("distill: 5.03x faster; allow --max-accuracy-drop 2.28 to choose it (accuracy drop 2.27")
     assert near[1].startswith("int8-minmax: 1.09x faster; allow --max-latency-ms 5.5 and --max-accuracy-drop 7.47")
     assert near[2].startswith("fused (slower")
+    for row in rows[1:]:   # each suggested value really admits the candidate
+        admitted = replace(c, **{r.flag[2:].replace("-", "_"): r.value for r in c.relaxations(row, base)})
+        assert not admitted.failures(row, base)
 
 
 def test_a_run_blocked_only_by_fidelity_says_which_value_would_choose_int8(tmp_path, capsys):
@@ -269,7 +274,9 @@ def test_a_run_blocked_only_by_fidelity_says_which_value_would_choose_int8(tmp_p
     assert code == 3
     row = next(c for c in json.loads(captured.out)["candidates"] if c["name"] == "int8-minmax")
     if row["speedup_ci"][0] >= NOISE_MARGIN:   # measurably faster here: only the fidelity limit blocks it
-        want = f"int8-minmax: {row['speedup']:.2f}x faster; allow --min-fidelity {int(row['fidelity'] * 1e4) / 1e4:g}"
+        relax = Constraints(min_fidelity=0.99999).relaxations(row, {})[0]
+        assert relax.value <= row["fidelity"] and not Constraints(min_fidelity=relax.value).failures(row, {})
+        want = f"int8-minmax: {row['speedup']:.2f}x faster; allow {relax.text()}"
         assert f"Closest: {want} to choose it" in captured.err
     else:
         assert "Closest: int8-minmax (" in captured.err

@@ -29,13 +29,20 @@ def test_a_long_silent_step_keeps_talking():
         bar.close()
 
 
-def test_quiet_sink_hears_nothing_and_close_stops_the_heartbeat():
+def test_a_sink_hears_the_heartbeat_and_nothing_after_close():
     lines = []
-    bar = ProgressBar(sink=lambda line: None, heartbeat_s=0.05)
-    bar.note("training")
-    bar.close()
-    assert not bar._beat.join(timeout=5) and not bar._beat.is_alive()
-    bar2 = ProgressBar(sink=lines.append, heartbeat_s=0.05)
-    bar2.note("training epoch 1/8")
+    bar = ProgressBar(sink=lines.append, heartbeat_s=0.05)
+    assert bar._beat is None   # no thread until there is something to repeat
+    bar.note("training epoch 1/8")
     assert _wait_for(lambda: any("still training epoch 1/8" in line for line in lines))
-    bar2.close()
+    bar.close()
+    assert not bar._beat.is_alive()
+    heard = len(lines)
+    time.sleep(0.2)   # several heartbeat periods: nothing may arrive after close()
+    assert len(lines) == heard
+
+
+def test_an_unused_bar_starts_no_thread():
+    bar = ProgressBar(stream=io.StringIO(), heartbeat_s=0.05)
+    bar.close()
+    assert bar._beat is None

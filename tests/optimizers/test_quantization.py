@@ -218,3 +218,28 @@ def test_static_int8_defaults_to_u8s8_and_every_op(convnet, convnet_data, tmp_pa
     assert {i.data_type for i in zero_points} >= {onnx.TensorProto.UINT8}   # unsigned activations
     every = static_op_types(Quantizer("int8").config)   # every op quantize_static knows
     assert {"Add", "Mul", "Sigmoid", "Conv"} <= set(every) and "LayerNormalization" not in every
+
+
+def test_float_islands_follow_float_data_not_shape_computations():
+    """Pow -> Add -> Reshape -> Sqrt between float ops is an island even when its Reshape takes its shape
+    from the same shape computation as the Conv path; the int64 shape ops themselves are never islands."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    f = np.float32
+    inits = [numpy_helper.from_array(np.ones((4, 3, 1, 1), f), "w"), numpy_helper.from_array(np.asarray(2.0, f), "two"),
+             numpy_helper.from_array(np.asarray([0], np.int64), "zero")]
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w"], ["c"], name="conv"), n("Shape", ["c"], ["shape"], name="shape"),
+             n("Gather", ["shape", "zero"], ["batch"], name="gather_batch"),
+             n("Concat", ["batch", "batch"], ["dims"], axis=0, name="concat_dims"),
+             n("Reshape", ["c", "dims"], ["cr"], name="conv_reshape"),
+             n("Pow", ["x", "two"], ["p"], name="pow"), n("Add", ["p", "p"], ["a"], name="island_add"),
+             n("Reshape", ["a", "dims"], ["ar"], name="island_reshape"), n("Sqrt", ["ar"], ["y"], name="sqrt")]
+    graph = helper.make_graph(nodes, "islands", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 2, 2])],
+                              [helper.make_tensor_value_info("cr", TensorProto.FLOAT, None),
+                               helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    ops = set(static_op_types(Quantizer("int8").config))
+    assert sorted(float_islands(model, ops)) == ["island_add", "island_reshape"]
+    # a user's exclusion walls an island in as well
+    assert "conv_reshape" in float_islands(model, ops, {"conv"})

@@ -103,3 +103,25 @@ def test_real_detector_activation_rewrite_is_output_equal(example, rewrite, site
 def test_unknown_rewrite_lists_the_known_ones():
     with pytest.raises(UnknownOption, match="constant_folding, gelu, swish"):
         OperatorOptimizer(["fold_everything"])
+
+
+def test_all_rewrites_on_an_old_opset_with_silu_and_hardswish(tmp_path):
+    """Swish leaves a com.microsoft QuickGelu before hard-swish raises the opset to 14: the converter must
+    know that domain (it raised 'No opset import for domain com.microsoft' before)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    c = lambda v, n: numpy_helper.from_array(np.asarray(v, np.float32), n)  # noqa: E731
+    nodes = [helper.make_node("Sigmoid", ["x"], ["s"], name="sig"), helper.make_node("Mul", ["x", "s"], ["m"], name="silu"),
+             helper.make_node("Add", ["m", "three"], ["a"], name="add"),
+             helper.make_node("Clip", ["a", "zero", "six"], ["cl"], name="clip"),
+             helper.make_node("Mul", ["m", "cl"], ["p"], name="mul"), helper.make_node("Div", ["p", "six"], ["y"], name="div")]
+    graph = helper.make_graph(nodes, "old", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 8])],
+                              [c(3.0, "three"), c(0.0, "zero"), c(6.0, "six")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 12)])
+    model.ir_version = 7
+    onnx.save(model, str(tmp_path / "old.onnx"))
+    out = OperatorOptimizer().optimize(tmp_path / "old.onnx", output=tmp_path / "new.onnx")
+    assert out.record.changes["swish"] == 1 and out.record.changes["hardswish"] == 1
+    x = np.random.default_rng(0).standard_normal((3, 2, 8)).astype(np.float32)
+    assert evaluate(out.path, [{"x": v} for v in x], reference=tmp_path / "old.onnx").fidelity.max_abs_error < 1e-5
