@@ -18,6 +18,7 @@ _EXPORTS = {
     "MeasuredPrecisionOptimizer": "optimizers.measured_precision",
     "OperatorFuser": "optimizers.fusion",
     "OperatorOptimizer": "optimizers.rewrites",
+    "matching_rewrites": "optimizers.rewrites",
     "Profiler": "optimizers.profiler",
     "ModelProfile": "optimizers.profiler",
     "evaluate": "optimizers.evaluation",

@@ -3,6 +3,8 @@ the graph-level techniques (fusion, operator rewrites)."""
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import numpy as np
 
 MS_DOMAIN = "com.microsoft"  # ONNX Runtime's contrib ops (FusedConv, FusedGemm, Gelu, QuickGelu)
@@ -88,3 +90,14 @@ class Graph:
         del self.g.initializer[:]
         self.g.initializer.extend(keep)
         self.refresh()
+
+
+class Rewrite(ABC):
+    """One rewrite; apply() edits the graph in place and returns how many sites it changed."""
+
+    name: str = ""
+    description: str = ""
+
+    @abstractmethod
+    def apply(self, graph: Graph) -> int:
+        """Rewrite every match; return the count."""
