@@ -36,8 +36,9 @@ PER_CHANNEL_MIN_OPSET = 13
 ENTROPY_BINS = 2048
 # Static INT8 quantizes by default every op quantize_static knows (op_types=()): its QLinear kernels then
 # keep a CNN in INT8 end to end, where a float Add/Mul/Sigmoid (hard-swish and SiLU as exported)
-# dequantizes and requantizes every Conv output (YOLOv8n, U8S8: 1.65x FP32 with every op vs 1.29x with
-# the compute set, and faster than ONNX Runtime's plain quantize_static). What the graph shows is fragile
+# dequantizes and requantizes every Conv output (YOLOv8n at 1 thread, U8S8, benchmarks/detectors.py: every
+# op 1.61x FP32 and 1.02x ONNX Runtime's plain per-channel U8S8 quantize_static, paired; the compute set
+# 0.86x of that plain form; S8S8 0.40x). What the graph shows is fragile
 # stays float (quant_protection): LayerNormalization (transformer outlier channels: all-MiniLM-L6-v2's
 # cosine 0.935 -> 0.83 with it in INT8), the residual Adds feeding it, attention masks (one 8-bit scale
 # over -3.4e38..0 took MiniLM's cosine to 0.43), and float islands (Silero VAD's STFT magnitude: 0.54
@@ -324,9 +325,10 @@ class Quantizer:
     algorithm="minmax"|"kl"|"percentile")` -> OptimizedModel (the new file and its record).
 
     Static INT8's defaults follow what ran fastest at equal fidelity on the targets we measure (x86 here):
-    U8S8 (activation_type="uint8"; S8S8 ran YOLOv8n 2-3x slower) on every op ONNX Runtime can quantize
-    (op_types=(); COMPUTE_OP_TYPES ran YOLOv8n 0.86x), which makes the default as fast as ONNX Runtime's
-    plain per-channel U8S8 quantize_static on CNNs, with the fragile nodes the graph shows kept float
+    U8S8 (activation_type="uint8"; S8S8 ran YOLOv8n at 0.40x its speed) on every op ONNX Runtime can
+    quantize (op_types=(); COMPUTE_OP_TYPES ran YOLOv8n at 0.86x), which makes the default at least as fast
+    as ONNX Runtime's plain per-channel U8S8 quantize_static on CNNs (YOLOv8n: 1.02x, paired; numbers in
+    the README's detector table), with the fragile nodes the graph shows kept float
     (quant_protection: attention masks, residual Adds before LayerNorm, float islands). Other targets may
     prefer other types: `farmctl optimize` measures S8S8 and the compute-op set as candidates there."""
 
