@@ -140,10 +140,15 @@ def fuse(source_path: Path) -> Callable[[Path], dict]:
 
 
 def _torch_builders(source: Source, plan: list[Candidate], techniques: list[str], work: Path,
-                    layer_ratios: Callable[[float], dict[str, float]] | None) -> None:
-    """Candidates made by training: pruning, QAT, distillation, low-rank (each exported to ONNX)."""
+                    layer_ratios: Callable[[float], dict[str, float]] | None,
+                    progress: Callable[[str], None] | None = None) -> None:
+    """Candidates made by training: pruning, QAT, distillation, low-rank (each exported to ONNX). Each
+    training epoch is reported to `progress` with its loss and accuracy."""
     parts = source.torch
     assert parts is not None
+
+    def epochs(name: str):
+        return None if progress is None else (lambda line: progress(f"{name}: {line}"))
 
     def export(model, out: Path) -> None:
         from optimizers.torch_helpers import export_onnx, export_tflite
@@ -172,7 +177,8 @@ def _torch_builders(source: Source, plan: list[Candidate], techniques: list[str]
                 pruner = Pruner("structured", fine_tune_epochs=FINE_TUNE_EPOCHS)
                 model = pruner.prune(parts.model, pruning_ratio=ratio, layer_ratios=ratios or None)
                 with training_threads():
-                    pruner.fine_tune(model, parts.train, epochs=FINE_TUNE_EPOCHS, learning_rate=2e-3)
+                    pruner.fine_tune(model, parts.train, epochs=FINE_TUNE_EPOCHS, learning_rate=2e-3,
+                                     progress=epochs(f"fine-tuning {name}"))
                 export(model, out)
                 return {"params_before": pruner.report.params_before, "params_after": pruner.report.params_after,
                         "layer_ratios": ratios, "fine_tune_epochs": FINE_TUNE_EPOCHS}
@@ -195,7 +201,7 @@ def _torch_builders(source: Source, plan: list[Candidate], techniques: list[str]
             torch.manual_seed(0)
             trainer = QATTrainer(copy.deepcopy(parts.model), "int8")
             with training_threads():
-                qat = trainer.train(parts.train, epochs=1)
+                qat = trainer.train(parts.train, epochs=1, progress=epochs("quantization-aware training"))
             convert_to_int8(qat, calib(), output=out)
             return {"epochs": 1}
 
@@ -213,7 +219,8 @@ def _torch_builders(source: Source, plan: list[Candidate], techniques: list[str]
             with training_threads():
                 student = KnowledgeDistiller(parts.model, digits_student(), temperature=DISTILL_TEMPERATURE,
                                              alpha=DISTILL_ALPHA).train(parts.train, epochs=DISTILL_EPOCHS,
-                                                                        learning_rate=DISTILL_LEARNING_RATE)
+                                                                        learning_rate=DISTILL_LEARNING_RATE,
+                                                                        progress=epochs("distilling the student"))
             export(student, out)
             return {"epochs": DISTILL_EPOCHS, "temperature": DISTILL_TEMPERATURE, "alpha": DISTILL_ALPHA,
                     "learning_rate": DISTILL_LEARNING_RATE}
@@ -234,7 +241,8 @@ def _torch_builders(source: Source, plan: list[Candidate], techniques: list[str]
             model = factorizer.factorize(parts.model, rank_ratio=0.5,
                                          inputs=torch.as_tensor(parts.train[0][:64]))
             with training_threads():
-                fine_tune(model, parts.train, epochs=FINE_TUNE_EPOCHS, learning_rate=2e-3)
+                fine_tune(model, parts.train, epochs=FINE_TUNE_EPOCHS, learning_rate=2e-3,
+                          progress=epochs("fine-tuning low-rank-50"))
             export(model, out)
             return factorizer.report.to_json()
 
@@ -294,7 +302,7 @@ def _after(dependency: Path, build: Callable[[Path], dict]) -> Callable[[Path], 
 
 def plan(source: Source, techniques: list[str], work: Path,
          layer_ratios: Callable[[float], dict[str, float]] | None = None,
-         tflite: bool = False) -> tuple[list[Candidate], list[dict]]:
+         tflite: bool = False, progress: Callable[[str], None] | None = None) -> tuple[list[Candidate], list[dict]]:
     """Candidates in build order, and the techniques skipped with the reason. With tflite, every PyTorch
     candidate that is exported (not the INT8 ONNX ones) also gets a `-tflite` twin converted by litert-torch,
     and the original model one named `tflite`, measured with the LiteRT backend."""
@@ -330,7 +338,7 @@ def plan(source: Source, techniques: list[str], work: Path,
     trainable = [t for t in techniques if t in TRAINING]
     if source.torch is not None:
         first = len(candidates)
-        _torch_builders(source, candidates, techniques, work, layer_ratios)
+        _torch_builders(source, candidates, techniques, work, layer_ratios, progress)
         if tflite:
             candidates += _tflite_twins(source, candidates[first:])
     else:

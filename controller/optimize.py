@@ -506,7 +506,8 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
             modules = _conv_modules(source.torch.model) if source.torch else set()
             cands, skipped = plan_mod.plan(
                 source, techniques, loop.work,
-                layer_ratios=lambda r: ratios_from_profile(loop.layers[first], modules, r), tflite=tflite)
+                layer_ratios=lambda r: ratios_from_profile(loop.layers[first], modules, r), tflite=tflite,
+                progress=bar.note)
             bar.total += len(cands) * len(devices)
             loop.run_candidates(scheduler, [c for c in cands if not c.refinement])
             skipped += refine.mixed_precision(loop, scheduler, bar)
