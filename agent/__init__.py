@@ -20,3 +20,20 @@ def child_env() -> dict[str, str]:
     root = str(Path(__file__).resolve().parents[1])
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
+
+
+def die_with_parent(sig: int) -> None:
+    """In a child between fork and exec (preexec_fn), Linux: receive `sig` when the parent dies, even by
+    SIGKILL, so no child outlives it (an embedded agent its farmctl, a runner its agent). The signal is tied
+    to the parent *thread* that forked, so fork from a thread that lives as long as the parent."""
+    import os
+    import sys
+
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        parent = os.getppid()
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, sig)
+        if os.getppid() != parent:   # the parent died before the request took hold
+            os.kill(os.getpid(), sig)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
 import re
+import shutil
 import threading
 import time
 import uuid
@@ -24,7 +26,7 @@ STALE_PART_SECONDS = 3600
 
 def check_digest(digest: str) -> str:
     """Return digest if it is a sha256 hex string, else raise InvalidDigest."""
-    if not isinstance(digest, str) or not _DIGEST.match(digest):
+    if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
         raise InvalidDigest(
             f"'{digest[:80]}' is not a model digest: expected the sha256 of the file as 64 "
             "lowercase hex characters")
@@ -81,7 +83,7 @@ class ModelCache:
         return sum(p.stat().st_size for p in self._entries())
 
     def _entries(self) -> list[Path]:
-        return [p for p in self.models.iterdir() if p.is_file() and _DIGEST.match(p.name)]
+        return [p for p in self.models.iterdir() if p.is_file() and _DIGEST.fullmatch(p.name)]
 
     def touch(self, digest: str) -> None:
         """Mark a model as just used (LRU order is file mtime)."""
@@ -133,8 +135,8 @@ class ModelCache:
             received = sum(len(c) for c in chunks)  # drain; a client that knows sends none
             self.touch(digest)
             return StoredModel(digest, size, True, received)
-        with self._lock:
-            self._make_room(size)
+        # nothing is evicted before the bytes have arrived and proved to be the model (a header alone
+        # declaring the cap's size must not empty the cache): room is made at commit
         part = self.tmp / f"{uuid.uuid4().hex}.part"
         hasher = hashlib.sha256()
         received = 0
@@ -163,5 +165,11 @@ class ModelCache:
                 os.replace(part, self.path(digest))
             log.info("stored model %s (%d bytes)", digest, size)
             return StoredModel(digest, size, False, received)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                free = shutil.disk_usage(self.root).free
+                raise CacheFull(f"cache disk full: {free} bytes free under {self.root}, {size} needed; free "
+                                "space there or start farm-agent with another --cache-dir") from None
+            raise
         finally:
             part.unlink(missing_ok=True)

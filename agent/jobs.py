@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from agent import child_env
+from agent import child_env, die_with_parent
 from agent.backends import BACKENDS
 from agent.cache import ModelCache
-from agent.errors import JobError
+from agent.errors import InvalidDigest, JobError
 from agent.telemetry import read_telemetry, result_flags
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,8 @@ class JobQueue:
 
 
 class JobManager:
-    """Runs jobs one at a time, each in `python -m agent.runner`, enforcing its limits."""
+    """Runs jobs one at a time, each in `python -m agent.runner`, enforcing its limits. The agent's time and
+    memory limits are defaults and ceilings: a job may ask for less, never more."""
 
     def __init__(self, cache: ModelCache, default_time_limit_s: float = 600.0,
                  default_memory_limit_bytes: int = 0, default_threads: int = 0) -> None:
@@ -136,6 +137,7 @@ class JobManager:
         self.default_threads = default_threads or psutil.cpu_count(logical=False) or os.cpu_count() or 1
         self.work_root = cache.root / "jobs"
         self.work_root.mkdir(parents=True, exist_ok=True)
+        clean_leftovers(self.work_root)
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
 
@@ -191,8 +193,20 @@ class JobManager:
         if spec.backend not in BACKENDS:
             raise JobError("BACKEND_UNAVAILABLE", f"unknown backend '{spec.backend}'; this agent knows: "
                                                   f"{', '.join(sorted(BACKENDS))}")
+        if not spec.digest:
+            raise JobError("INVALID_INPUT", "the job names no model: set model_digest to the sha256 of a model "
+                                            "uploaded to this agent")
         if spec.kind == "EVALUATE" and not spec.inputs:
             raise JobError("INVALID_INPUT", "an EVALUATE job needs input tensors")
+        if spec.time_limit_s > self.default_time_limit_s:
+            raise JobError("INVALID_INPUT", f"the job asks for a time limit of {spec.time_limit_s:g} s, above this "
+                                            f"agent's ceiling of {self.default_time_limit_s:g} s (farm-agent "
+                                            "--job-time-limit); ask for at most that, or leave it unset")
+        if spec.memory_limit_bytes > self.default_memory_limit_bytes:
+            raise JobError("INVALID_INPUT", f"the job asks for a memory limit of {spec.memory_limit_bytes / 2**20:.0f} "
+                                            f"MiB, above this agent's ceiling of "
+                                            f"{self.default_memory_limit_bytes / 2**20:.0f} MiB (farm-agent "
+                                            "--job-memory-limit-mb); ask for at most that, or leave it unset")
         if spec.reference_digest and spec.kind != "BENCHMARK":
             raise JobError("INVALID_INPUT", f"a reference model is timed alongside a BENCHMARK job only, not a "
                                             f"{spec.kind} job; leave reference_digest empty")
@@ -206,6 +220,8 @@ class JobManager:
                 except FileNotFoundError:
                     raise JobError("MODEL_NOT_FOUND", f"{what} {digest} is not in this agent's cache; upload it "
                                                       "first (MissingModels, then UploadModel)") from None
+                except InvalidDigest as exc:
+                    raise JobError("INVALID_INPUT", f"{what}: {exc}") from None
             self.queue.submit(job)
             for position in self.queue.wait_turn(job):
                 yield {"queued": {"position": position}}
@@ -229,14 +245,14 @@ class JobManager:
         spec = job.spec
         time_limit = spec.time_limit_s or self.default_time_limit_s
         mem_limit = spec.memory_limit_bytes or self.default_memory_limit_bytes
-        work = Path(tempfile.mkdtemp(prefix="job-", dir=self.work_root))
+        work = Path(tempfile.mkdtemp(prefix=f"job-{os.getpid()}-", dir=self.work_root))
         try:
             desc = self._job_description(job, model_path, work, reference_path)
             before = read_telemetry()
             with open(work / "stderr.txt", "wb") as stderr:
                 proc = subprocess.Popen([sys.executable, "-m", "agent.runner"], stdin=subprocess.PIPE,
-                                        stdout=subprocess.PIPE, stderr=stderr, cwd=work, env=child_env(),
-                                        start_new_session=True)
+                                        stdout=subprocess.PIPE, stderr=stderr, cwd=work, env=runner_env(),
+                                        start_new_session=True, preexec_fn=_runner_dies_with_agent)
             try:
                 yield from self._supervise(job, proc, desc, time_limit, mem_limit, before, work)
             finally:
@@ -310,6 +326,36 @@ class JobManager:
         if rss > mem_limit:
             return _error("OUT_OF_MEMORY", _memory_message(rss, mem_limit))
         return None
+
+
+def _runner_dies_with_agent() -> None:
+    die_with_parent(signal.SIGKILL)   # a killed agent leaves no runner burning a core
+
+
+def runner_env() -> dict[str, str]:
+    """The runner's environment: the agent's, without its secrets (the bearer token)."""
+    env = child_env()
+    env.pop("EDGEFARM_TOKEN", None)
+    return env
+
+
+def clean_leftovers(work_root: Path) -> None:
+    """At start: stop the runners a killed agent left orphaned (working folder under work_root, adopted by
+    init) and remove the job folders of agents no longer running (named job-PID-...; another live agent
+    sharing this cache keeps its own)."""
+    root = str(work_root.resolve())
+    for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
+        try:
+            if proc.info["ppid"] == 1 and "agent.runner" in " ".join(proc.info["cmdline"] or []) \
+                    and proc.cwd().startswith(root):
+                log.warning("stopping runner %d left orphaned by an earlier agent", proc.pid)
+                proc.kill()
+        except (psutil.Error, OSError):
+            continue
+    for folder in work_root.glob("job-*"):
+        owner = folder.name.split("-")[1]
+        if not (owner.isdigit() and psutil.pid_exists(int(owner))):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _rss(child: psutil.Process | None) -> int:

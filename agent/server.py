@@ -27,6 +27,9 @@ from protos import agent_pb2_grpc as pb_grpc
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 2**20  # evaluation outputs; uploads are chunked well below gRPC's 4 MB
+# Each open Run stream holds a server thread for its whole life (queued or running). The pool has this many
+# threads beyond --max-jobs, so health checks, Cancel, GetInfo and uploads answer whatever the job load.
+RESERVED_WORKERS = 8
 
 
 def default_cache_dir() -> Path:
@@ -52,7 +55,7 @@ class AgentConfig:
     job_time_limit_s: float = 600.0
     job_memory_limit_bytes: int = 0
     threads: int = 0
-    workers: int = 16
+    max_jobs: int = 64          # open Run streams (queued + running); more get RESOURCE_EXHAUSTED
     advertise: bool = False
 
 
@@ -86,10 +89,11 @@ class AgentServer:
         self.info = device_info(config.name, available_backends(), config.device_class)
         interceptors = [TokenAuthInterceptor(config.token)] if config.token else []
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.workers), interceptors=interceptors,
+            futures.ThreadPoolExecutor(max_workers=config.max_jobs + RESERVED_WORKERS), interceptors=interceptors,
             options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
-        pb_grpc.add_AgentServicer_to_server(AgentServicer(self.cache, self.jobs, self.info), self.server)
+        pb_grpc.add_AgentServicer_to_server(AgentServicer(self.cache, self.jobs, self.info, config.max_jobs),
+                                            self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
@@ -143,6 +147,14 @@ def parse_cpus(text: str) -> set[int]:
     return cpus
 
 
+def read_token(path: Path | None) -> str | None:
+    """The bearer token: the first line of --token-file, else $EDGEFARM_TOKEN, else none."""
+    if path is not None:
+        lines = Path(path).read_text().splitlines()
+        return lines[0].strip() or None if lines else None
+    return os.environ.get("EDGEFARM_TOKEN") or None
+
+
 def build_parser() -> argparse.ArgumentParser:
     """farm-agent's command line."""
     parser = argparse.ArgumentParser(prog="farm-agent", description="edgefarm device agent")
@@ -158,8 +170,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "used models are evicted beyond it (default 2048)")
     serve.add_argument("--name", default=None, help="device name reported by GetInfo (default hostname)")
     serve.add_argument("--device-class", default=None, help="override the detected class (rpi4, x86 ...)")
-    serve.add_argument("--token", default=os.environ.get("EDGEFARM_TOKEN"),
-                       help="bearer token clients must send (default $EDGEFARM_TOKEN)")
+    serve.add_argument("--token-file", type=Path, default=None,
+                       help="a file whose first line is the bearer token clients must send (or set "
+                            "$EDGEFARM_TOKEN; a token is never taken from the command line, where `ps` shows it)")
+    serve.add_argument("--token", help=argparse.SUPPRESS)
     serve.add_argument("--tls-ca", type=Path, default=os.environ.get("EDGEFARM_TLS_CA"),
                        help="farm CA certificate: only clients it signed are served (`farmctl ca init`)")
     serve.add_argument("--tls-cert", type=Path, default=os.environ.get("EDGEFARM_TLS_CERT"),
@@ -174,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--job-time-limit", type=float, default=600, help="seconds a job may run (default 600)")
     serve.add_argument("--job-memory-limit-mb", type=float, default=0,
                        help="memory a job's runner may use (default 80%% of RAM)")
+    serve.add_argument("--max-jobs", type=int, default=64,
+                       help="jobs a client may have open at once, queued or running (default 64); beyond it Run "
+                            "answers RESOURCE_EXHAUSTED, and health checks always answer")
     serve.add_argument("--threads", type=int, default=0,
                        help="threads when a job does not say (default: physical cores)")
     return parser
@@ -182,6 +199,16 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the farm-agent console script."""
     args = build_parser().parse_args(argv)
+    if args.token is not None:
+        print("farm-agent: --token would show the secret to every user of this machine (ps); put it in a file "
+              "and pass --token-file FILE, or set EDGEFARM_TOKEN", file=sys.stderr)
+        return 2
+    try:
+        token = read_token(args.token_file)
+    except OSError as exc:
+        print(f"farm-agent: cannot read the token file {args.token_file} ({exc.strerror}); give a readable file "
+              "whose first line is the token", file=sys.stderr)
+        return 2
     if args.cpus:
         try:
             os.sched_setaffinity(0, args.cpus)   # the runner children inherit it
@@ -193,10 +220,11 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = AgentConfig(host=args.host, port=args.port, cache_dir=args.cache_dir,
                          cache_max_bytes=int(args.cache_max_mb * 2**20), name=args.name,
-                         device_class=args.device_class, token=args.token,
+                         device_class=args.device_class, token=token,
                          advertise=args.advertise, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
                          job_time_limit_s=args.job_time_limit,
-                         job_memory_limit_bytes=int(args.job_memory_limit_mb * 2**20), threads=args.threads)
+                         job_memory_limit_bytes=int(args.job_memory_limit_mb * 2**20), threads=args.threads,
+                         max_jobs=args.max_jobs)
     server = AgentServer(config)
     port = server.start()
     # The first stdout line is machine-read by the controller's local agent: keep its format.

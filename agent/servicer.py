@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterator
 
@@ -82,10 +83,12 @@ def event_to_proto(job_id: str, event: dict) -> pb.RunEvent:
 class AgentServicer(pb_grpc.AgentServicer):
     """Implements agent.proto's Agent service over a ModelCache and a JobManager."""
 
-    def __init__(self, cache: ModelCache, jobs: JobManager, info: dict) -> None:
+    def __init__(self, cache: ModelCache, jobs: JobManager, info: dict, max_jobs: int = 64) -> None:
         self.cache = cache
         self.jobs = jobs
         self.info = info
+        self.max_jobs = max_jobs
+        self.open_jobs = threading.BoundedSemaphore(max_jobs)   # each open Run holds one server thread
 
     def GetInfo(self, request: pb.GetInfoRequest, context: grpc.ServicerContext) -> pb.DeviceInfo:
         reply = pb.DeviceInfo()
@@ -123,6 +126,16 @@ class AgentServicer(pb_grpc.AgentServicer):
                               already_present=stored.already_present, bytes_received=stored.bytes_received)
 
     def Run(self, request: pb.RunRequest, context: grpc.ServicerContext) -> Iterator[pb.RunEvent]:
+        if not self.open_jobs.acquire(blocking=False):
+            context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
+                          f"this agent already holds {self.max_jobs} open jobs (its --max-jobs): wait for some to "
+                          "finish, or start farm-agent with a larger --max-jobs")
+        try:
+            yield from self._run(request, context)
+        finally:
+            self.open_jobs.release()
+
+    def _run(self, request: pb.RunRequest, context: grpc.ServicerContext) -> Iterator[pb.RunEvent]:
         try:
             spec = spec_from_request(request)
             spec.job_id = spec.job_id or uuid.uuid4().hex

@@ -5,12 +5,13 @@ from __future__ import annotations
 import logging
 import os
 import selectors
+import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from agent import child_env
+from agent import child_env, die_with_parent
 from controller.client import AgentClient, TLSFiles
 from controller.errors import DeviceError
 from controller.paths import cache_root
@@ -25,13 +26,8 @@ def local_agent_dir() -> Path:
 
 
 def _die_with_parent() -> None:
-    """In the agent child (Linux): get SIGTERM when farmctl dies, even by kill -9, so no agent is orphaned."""
-    if sys.platform.startswith("linux"):
-        import ctypes
-        import signal
-
-        PR_SET_PDEATHSIG = 1
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    """In the agent child: get SIGTERM when farmctl dies, even by kill -9, so no agent is orphaned."""
+    die_with_parent(signal.SIGTERM)
 
 
 class LocalAgent:

@@ -82,6 +82,21 @@ class StoreError(Exception):
     """The store file cannot be used (newer schema, not SQLite)."""
 
 
+def _retry_locked(step, seconds: float = 30.0):
+    """Run a statement SQLite may refuse with 'database is locked' without calling its busy handler (the
+    switch to WAL of a file another process is creating), retrying for up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    delay = 0.01
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
 class ResultsStore:
     """A SQLite file holding runs and their per-layer rows."""
 
@@ -93,7 +108,7 @@ class ResultsStore:
         self.lock = threading.RLock()
         self.conn.row_factory = sqlite3.Row
         try:
-            self.conn.execute("PRAGMA journal_mode=WAL")
+            _retry_locked(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
             self.conn.execute("PRAGMA foreign_keys=ON")
             self._migrate()
         except sqlite3.DatabaseError as exc:
@@ -102,21 +117,23 @@ class ResultsStore:
                              "another file") from None
 
     def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > SCHEMA_VERSION:
-            raise StoreError(f"'{self.path}' has schema version {version}, newer than this edgefarm "
-                             f"({SCHEMA_VERSION}); upgrade edgefarm")
-        for i in range(version, SCHEMA_VERSION):
-            self.conn.execute("BEGIN IMMEDIATE")
-            try:
+        """Bring the schema up to date in one write transaction, the version read inside it: two processes
+        opening a new store at once cannot both create it."""
+        self.conn.execute("BEGIN IMMEDIATE")   # waits (busy timeout) for another process's migration
+        try:
+            version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"'{self.path}' has schema version {version}, newer than this edgefarm "
+                                 f"({SCHEMA_VERSION}); upgrade edgefarm")
+            for i in range(version, SCHEMA_VERSION):
                 for stmt in (s.strip() for s in MIGRATIONS[i].split(";")):
                     if stmt:
                         self.conn.execute(stmt)
                 self.conn.execute(f"PRAGMA user_version = {i + 1}")
-                self.conn.execute("COMMIT")
-            except BaseException:
-                self.conn.execute("ROLLBACK")
-                raise
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         """Close the connection."""

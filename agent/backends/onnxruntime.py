@@ -13,6 +13,8 @@ import onnxruntime as ort
 from agent.backends import Backend, InputSpec
 from agent.errors import JobError
 
+ort.disable_telemetry_events()   # ONNX Runtime's own usage telemetry: nothing leaves or is kept on a device
+
 _ORT_TYPES = {
     "tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
     "tensor(int8)": np.int8, "tensor(uint8)": np.uint8, "tensor(int16)": np.int16,
@@ -39,6 +41,11 @@ def classify_load_error(exc: Exception) -> JobError:
                             f"the model uses operator '{m.group('op')}' (domain '{domain}'), which onnxruntime "
                             f"{ort.__version__} does not implement; replace the op, export with a standard "
                             "opset, or register its custom-op library")
+    if "External data" in text or "external data" in text:
+        return JobError("INVALID_MODEL",
+                        "the model keeps tensors in external data files, which an agent never reads (they could "
+                        "name any file on the device): save it as one self-contained .onnx file "
+                        "(onnx.save(model, path, save_as_external_data=False))")
     if "INVALID_PROTOBUF" in text or "Protobuf parsing failed" in text:
         return JobError("INVALID_MODEL",
                         "the file is not a valid ONNX model (protobuf parsing failed): it may be "
@@ -72,8 +79,8 @@ class OnnxRuntimeBackend(Backend):
         if profile_dir is not None:
             so.enable_profiling = True
             so.profile_file_prefix = str(profile_dir / "ort_profile")
-        try:
-            self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+        try:   # from bytes: ORT then resolves no external data beside the cached file (other models live there)
+            self.session = ort.InferenceSession(Path(path).read_bytes(), so, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph/... types
             raise classify_load_error(exc) from exc
 

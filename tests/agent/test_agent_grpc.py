@@ -271,8 +271,9 @@ def test_one_job_at_a_time_with_queue_positions_and_cancel(shared_agent, conv_on
     assert client.info().queue_length == 0
 
 
-def test_token_is_required_when_set(start_agent, conv_onnx):
-    _, agent = start_agent("--token", "s3cret")
+def test_token_is_required_when_set(start_agent, conv_onnx, tmp_path):
+    (tmp_path / "token").write_text("s3cret\n")
+    _, agent = start_agent("--token-file", str(tmp_path / "token"))
     anonymous = AgentClient(f"127.0.0.1:{agent.port}")
     assert anonymous.health()  # health stays open for supervisors
     with pytest.raises(DeviceError, match="no bearer token was sent"):

@@ -128,8 +128,9 @@ def test_inventory(tmp_path, monkeypatch):
         load_inventory(inv)
 
 
-def test_connect_to_a_remote_entry_uses_its_token(start_agent, monkeypatch):
-    _, agent = start_agent("--token", "abc")
+def test_connect_to_a_remote_entry_uses_its_token(start_agent, monkeypatch, tmp_path):
+    (tmp_path / "token").write_text("abc\n")
+    _, agent = start_agent("--token-file", str(tmp_path / "token"))
     devices = {"pi": resolve_device(f"127.0.0.1:{agent.port}", {})}
     devices["pi"].token_env = "MY_TOKEN"
     monkeypatch.setenv("MY_TOKEN", "abc")

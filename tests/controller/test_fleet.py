@@ -193,7 +193,7 @@ def test_farmctl_ca_cli_and_tls_from_the_inventory(tmp_path, monkeypatch):
 
 def test_agent_refuses_to_listen_beyond_loopback_without_tls(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "agent", "serve", "--host", "0.0.0.0", "--port", "0",
-                           "--cache-dir", str(tmp_path), "--token", "t"], capture_output=True, text=True, timeout=60)
+                           "--cache-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "refusing to listen on 0.0.0.0 without TLS" in proc.stderr and "farmctl ca issue" in proc.stderr
 
