@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import socket
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -110,6 +111,12 @@ class AgentClient:
                    "`farmctl ca`) in inventory.yaml or set EDGEFARM_TLS_CA/_CERT/_KEY")
             return DeviceError(f"farm-agent '{self.name}' at {self.address} refused the TLS handshake "
                                f"({details.splitlines()[0][:160]}); {how}")
+        if code == grpc.StatusCode.UNAVAILABLE and _listening(self.address):
+            return AgentUnavailable(
+                f"farm-agent '{self.name}' at {self.address} accepts connections but the gRPC session failed "
+                f"({details.splitlines()[0][:200]}); if it serves mutual TLS, this client needs its certificate "
+                "(`tls:` in inventory.yaml or EDGEFARM_TLS_CA/_CERT/_KEY); if not, check that the port is the "
+                "agent's and not another program's")
         if code == grpc.StatusCode.UNAVAILABLE:
             return AgentUnavailable(
                 f"cannot reach farm-agent '{self.name}' at {self.address} ({details.splitlines()[0][:200]}); "
@@ -167,7 +174,7 @@ class AgentClient:
 
         def chunks() -> Iterator[pb.UploadChunk]:
             nonlocal sent
-            yield pb.UploadChunk(header=pb.UploadHeader(digest=digest, size_bytes=size, filename=path.name))
+            yield pb.UploadChunk(header=pb.UploadHeader(digest=digest, size_bytes=size, filename=path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")))
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(CHUNK_BYTES), b""):
                     sent += len(block)
@@ -218,3 +225,13 @@ class AgentClient:
 def token_from_env() -> str | None:
     """EDGEFARM_TOKEN, if set."""
     return os.environ.get("EDGEFARM_TOKEN") or None
+
+
+def _listening(address: str) -> bool:
+    """Whether something accepts TCP connections at HOST:PORT (an agent up, but a session that failed)."""
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=1.0):
+            return True
+    except (OSError, ValueError):
+        return False

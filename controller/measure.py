@@ -18,7 +18,7 @@ from controller.client import AgentClient
 from controller.errors import JobFailed, ModelError
 from controller.flops import GraphFlops, graph_flops, row_flops
 from controller.inventory import LOCAL, connect, load_inventory, resolve_device
-from controller.models import ModelRef, check_model, resolve_model
+from controller.models import ModelRef, check_model, display_path, resolve_model
 from controller.settings import MeasureSettings
 from controller.store import ResultsStore
 from optimizers.layer_names import layer_label
@@ -184,7 +184,7 @@ def _record(store: ResultsStore | None, kind: str, ref: ModelRef, settings: Meas
     backend_version = job.result.get("backend_version") or next(
         (b.version for b in job.info.backends if b.name == ref.backend), "")
     return store.record(
-        kind=kind, model={"name": ref.name, "path": str(ref.path), "digest": job.digest,
+        kind=kind, model={"name": ref.name, "path": display_path(ref.path), "digest": job.digest,
                           "size": ref.path.stat().st_size},
         device=to_dict(job.info), backend=ref.backend, backend_version=backend_version,
         settings=settings.as_dict(), settings_key=settings.key(threads), result=job.result or None,

@@ -28,6 +28,17 @@ class ModelRef:
     model: Any = field(default=None, repr=False)  # the parsed onnx.ModelProto
 
 
+def display_name(path: Path) -> str:
+    """The model's name for tables, the store and the wire: its file stem, with bytes that are not UTF-8
+    (a Linux file name may hold any) shown as U+FFFD instead of failing every later step."""
+    return path.stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def display_path(path: Path) -> str:
+    """A path as text for the store and messages (non-UTF-8 bytes as U+FFFD, as display_name)."""
+    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
 def resolve_model(arg: str | None) -> Path:
     """A path, 'example:NAME', or None (the built-in MobileNetV2 example)."""
     if arg is None or arg in EXAMPLES or arg.startswith("example:"):
@@ -98,7 +109,7 @@ def check_model(path: Path, input_shapes: dict[str, list[int]] | None = None) ->
         shapes = resolve_shapes(onnx_input_specs(model), input_shapes or {})
     except JobError as exc:
         raise ModelError(f"{path.name}: {exc.message}") from None
-    return ModelRef(path=path, name=path.stem, backend=backend, input_shapes=shapes, model=model)
+    return ModelRef(path=path, name=display_name(path), backend=backend, input_shapes=shapes, model=model)
 
 
 def check_tflite_model(path: Path, input_shapes: dict[str, list[int]] | None = None) -> ModelRef:
@@ -121,4 +132,4 @@ def check_tflite_model(path: Path, input_shapes: dict[str, list[int]] | None = N
         pass
     except JobError as exc:
         raise ModelError(f"{path.name}: {exc.message}") from None
-    return ModelRef(path=path, name=path.stem, backend="tflite", input_shapes=shapes)
+    return ModelRef(path=path, name=display_name(path), backend="tflite", input_shapes=shapes)

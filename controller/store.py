@@ -9,6 +9,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from controller.errors import FarmError
+
 SCHEMA_VERSION = 3
 
 # Migrations: index i brings a store from user_version i to i+1.
@@ -78,8 +80,8 @@ RUN_COLUMNS = ("id", "created_at", "kind", "status", "error_code", "error", "mod
                "peak_memory_bytes", "flags")
 
 
-class StoreError(Exception):
-    """The store file cannot be used (newer schema, not SQLite)."""
+class StoreError(FarmError):
+    """The store file cannot be used (newer schema, not SQLite): one line from farmctl, exit status 2."""
 
 
 def _retry_locked(step, seconds: float = 30.0):
