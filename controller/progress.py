@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable
 
 WIDTH = 24
-HEARTBEAT_S = 10.0   # with nothing to report for this long, say what is still running (logs, CI)
+HEARTBEAT_S = 8.0    # with nothing to report for this long, say what is still running: a line every <= 9 s
 
 
 class ProgressBar:
@@ -44,7 +44,7 @@ class ProgressBar:
             self._beat.start()
 
     def _heartbeat(self) -> None:
-        while not self._stop.wait(1.0 if self._tty else min(1.0, self._heartbeat_s / 4)):
+        while not self._stop.wait(min(1.0, self._heartbeat_s / 4)):
             with self._lock:
                 if self._stop.is_set():
                     return

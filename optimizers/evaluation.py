@@ -62,10 +62,21 @@ def session(model, threads: int = 1):
 def run_outputs(model, data: Dataset, threads: int = 1) -> list[list[np.ndarray]]:
     """Outputs of every feed dict, as [sample][output] arrays."""
     sess = session(model, threads)
+    batch_one = {i.name for i in sess.get_inputs() if i.shape and i.shape[0] == 1}
     try:
-        return [sess.run(None, feed) for feed in data.feeds]
+        return [_run_feed(sess, feed, batch_one) for feed in data.feeds]
     except Exception as exc:
         raise ModelError(f"onnxruntime failed to run the model: {str(exc).strip()[:300]}") from None
+
+
+def _run_feed(sess, feed: dict[str, np.ndarray], batch_one: set[str]) -> list[np.ndarray]:
+    """One feed dict; rows of a stacked feed run one by one where the model fixes its batch to 1 (the
+    PyTorch example's 750 validation digits are one feed of [750, 1, 28, 28])."""
+    rows = {len(v) for k, v in feed.items() if k in batch_one and np.ndim(v)}
+    if not rows or rows == {1}:
+        return sess.run(None, feed)
+    parts = [sess.run(None, {k: v[j:j + 1] for k, v in feed.items()}) for j in range(max(rows))]
+    return [np.concatenate([part[o] for part in parts]) for o in range(len(parts[0]))]
 
 
 def _flat(arrays) -> np.ndarray:

@@ -148,3 +148,18 @@ def test_evaluate_a_perturbed_model_scores_below_one(tmp_path, detector_data):
     assert fid.zero_norm_samples == 6  # counted on the reference
     assert 0.9 < fid.cosine < 1.0 and all(0.9 < c < 1.0 for c in fid.per_output_cosine)
     assert fid.max_abs_error == pytest.approx(0.2, abs=1e-5)
+
+
+def test_a_stacked_feed_runs_row_by_row_on_a_batch_one_model(tmp_path):
+    """The PyTorch example's validation set is one feed of 750 rows for a model whose batch is fixed to 1
+    (int8-measured failed on it with 'Got: 750 Expected: 1')."""
+    from optimizers.data import Dataset
+    from optimizers.evaluation import run_outputs
+    from tests import models
+
+    path = models.conv_model(tmp_path / "b1.onnx")     # input [1, 3, 32, 32]
+    x = np.random.default_rng(0).standard_normal((5, 3, 32, 32)).astype(np.float32)
+    stacked = run_outputs(str(path), Dataset([{"x": x}]))
+    one_by_one = run_outputs(str(path), Dataset([{"x": x[i:i + 1]} for i in range(5)]))
+    assert stacked[0][0].shape == (5, 4)
+    np.testing.assert_allclose(stacked[0][0], np.concatenate([o[0] for o in one_by_one]), rtol=1e-6)
