@@ -24,6 +24,23 @@ _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 STALE_PART_SECONDS = 3600
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:   # an upload finished or was dropped meanwhile
+        return 0
+
+
 def check_digest(digest: str) -> str:
     """Return digest if it is a sha256 hex string, else raise InvalidDigest."""
     if not isinstance(digest, str) or not _DIGEST.fullmatch(digest):
@@ -58,10 +75,13 @@ class ModelCache:
         self._clean_stale_parts()
 
     def _clean_stale_parts(self) -> None:
+        """Remove the partial uploads of agents no longer running (named PID-UUID.part) and any older than
+        an hour (another live agent sharing this cache keeps its own)."""
         now = time.time()
         for part in self.tmp.glob("*.part"):
+            owner = part.name.split("-", 1)[0]
             try:
-                if now - part.stat().st_mtime > STALE_PART_SECONDS:
+                if not (owner.isdigit() and _alive(int(owner))) or now - part.stat().st_mtime > STALE_PART_SECONDS:
                     part.unlink()
             except FileNotFoundError:
                 pass
@@ -79,8 +99,8 @@ class ModelCache:
         return [d for d in (check_digest(x) for x in digests) if not self.has(d)]
 
     def total_bytes(self) -> int:
-        """Bytes held by complete models."""
-        return sum(p.stat().st_size for p in self._entries())
+        """Bytes held by complete models and by uploads in progress."""
+        return sum(_size(p) for p in [*self._entries(), *self.tmp.glob("*.part")])
 
     def _entries(self) -> list[Path]:
         return [p for p in self.models.iterdir() if p.is_file() and _DIGEST.fullmatch(p.name)]
@@ -137,7 +157,7 @@ class ModelCache:
             return StoredModel(digest, size, True, received)
         # nothing is evicted before the bytes have arrived and proved to be the model (a header alone
         # declaring the cap's size must not empty the cache): room is made at commit
-        part = self.tmp / f"{uuid.uuid4().hex}.part"
+        part = self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}.part"
         hasher = hashlib.sha256()
         received = 0
         try:

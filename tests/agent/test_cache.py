@@ -82,10 +82,18 @@ def test_full_of_pinned_models_is_refused(tmp_path):
 
 
 def test_stale_partial_files_are_removed_at_start(tmp_path):
+    import subprocess
+    import sys
+
     cache = ModelCache(tmp_path, 100)
-    old, fresh = cache.tmp / "old.part", cache.tmp / "fresh.part"
-    old.write_bytes(b"x")
-    fresh.write_bytes(b"x")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    live = os.getpid()
+    old, fresh, orphan = (cache.tmp / f"{live}-old.part", cache.tmp / f"{live}-fresh.part",
+                          cache.tmp / f"{dead.stdout.strip()}-orphan.part")
+    for part in (old, fresh, orphan):
+        part.write_bytes(b"x")
     os.utime(old, (1, 1))
+    assert cache.total_bytes() == 3   # uploads in progress count toward the cache size
     ModelCache(tmp_path, 100)
-    assert leftovers(cache) == ["fresh.part"]  # another agent may still be writing it
+    # kept: a live agent's upload in progress; gone: an hour-old one and one whose agent died
+    assert leftovers(cache) == [fresh.name]
