@@ -77,15 +77,23 @@ def init_ca(ca_dir: Path | None = None, name: str = "edgefarm farm CA", days: in
     return ca_dir / CA_CERT
 
 
+ROLES = ("agent", "client")
+
+
 def issue(name: str, hosts: list[str] | None = None, ca_dir: Path | None = None, days: int = 825,
-          out_dir: Path | None = None) -> Issued:
+          out_dir: Path | None = None, role: str | None = None) -> Issued:
     """A certificate for an agent or a controller, signed by the farm CA. `hosts` (names or IP addresses)
-    go into subjectAltName: a client checks the agent's address against them."""
+    go into subjectAltName: a client checks the agent's address against them. `role` ("agent": TLS server
+    only; "client": TLS client only; default: agent when hosts are given) is the certificate's extended key
+    usage, which both ends check: an agent's certificate cannot act as a client of another agent."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import ec
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+    role = role or ("agent" if hosts else "client")
+    if role not in ROLES:
+        raise FarmError(f"certificate role '{role}' is not one of {', '.join(ROLES)}")
     if not NAME_RE.match(name):
         raise FarmError(f"certificate name '{name}' must be letters, digits, '.', '_' or '-' (it names the files)")
     ca_dir = Path(ca_dir or default_ca_dir())
@@ -111,8 +119,8 @@ def issue(name: str, hosts: list[str] | None = None, ca_dir: Path | None = None,
             .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=days))
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if role == "agent"
+                                                  else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
             .sign(ca_key, hashes.SHA256()))
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_private(key_path, _key_pem(key))

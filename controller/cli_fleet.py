@@ -21,7 +21,7 @@ def cmd_ca_issue(args: argparse.Namespace) -> int:
     from controller.ca import default_ca_dir, issue
 
     got = issue(args.name, args.host or None, ca_dir=args.dir or default_ca_dir(), days=args.days,
-                out_dir=args.out)
+                out_dir=args.out, role=args.role)
     print(f"issued '{got.name}' for {', '.join(got.hosts)}: {got.cert} and {got.key}")
     print(f"an agent uses it as:  farm-agent serve --host 0.0.0.0 --tls-ca {got.ca} --tls-cert {got.cert} "
           f"--tls-key {got.key}")
@@ -80,6 +80,9 @@ def add_parsers(sub) -> None:
     q.add_argument("--host", action="append", default=[],
                    help="a name or IP address the agent is reached at (repeatable; goes into subjectAltName)")
     q.add_argument("--days", type=int, default=825, help="validity (default 825 days)")
+    q.add_argument("--role", choices=["agent", "client"], default=None,
+                   help="agent (TLS server) or client (farmctl); default: agent when --host is given, else client. "
+                        "Each end checks the other's role")
     q.add_argument("--dir", type=Path, default=None, help="the CA's folder")
     q.add_argument("--out", type=Path, default=None, help="where to write NAME.pem/.key (default: the CA's folder)")
     q.set_defaults(func=cmd_ca_issue)

@@ -157,6 +157,9 @@ def test_mutual_tls_serves_certified_clients_and_refuses_others(farm_ca, tmp_pat
         ca.issue("intruder", ca_dir=other)
         with pytest.raises(DeviceError, match="secure|TLS"):
             AgentClient(address, name="secure", tls=_tls(other, "intruder")).info(timeout=5)
+        # an agent's certificate (role agent: TLS server only) cannot act as a client of another agent
+        with pytest.raises(DeviceError, match="secure"):
+            AgentClient(address, name="secure", tls=_tls(farm_ca, "agent-1")).info(timeout=5)
         # HOST:PORT with the certificate from the environment (EDGEFARM_TLS_CA/_CERT/_KEY)
         for k, f in (("CA", "ca.pem"), ("CERT", "farmctl.pem"), ("KEY", "farmctl.key")):
             monkeypatch.setenv(f"EDGEFARM_TLS_{k}", str(farm_ca / f))
