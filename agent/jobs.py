@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 import psutil
 
-from agent import child_env, die_with_parent
 from agent.backends import BACKENDS
 from agent.cache import ModelCache
 from agent.errors import InvalidDigest, JobError
+from agent.process import clean_leftovers, kill_group, pump, rss_bytes, runner_dies_with_agent, runner_env
 from agent.telemetry import read_telemetry, result_flags
 
 log = logging.getLogger(__name__)
@@ -252,12 +252,12 @@ class JobManager:
             with open(work / "stderr.txt", "wb") as stderr:
                 proc = subprocess.Popen([sys.executable, "-m", "agent.runner"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=stderr, cwd=work, env=runner_env(),
-                                        start_new_session=True, preexec_fn=_runner_dies_with_agent)
+                                        start_new_session=True, preexec_fn=runner_dies_with_agent)
             try:
                 yield from self._supervise(job, proc, desc, time_limit, mem_limit, before, work)
             finally:
                 if proc.poll() is None:
-                    _kill(proc)
+                    kill_group(proc)
                 proc.wait()
         finally:
             shutil.rmtree(work, ignore_errors=True)
@@ -267,7 +267,7 @@ class JobManager:
         proc.stdin.write(json.dumps(desc).encode())
         proc.stdin.close()
         lines: queue.Queue = queue.Queue()
-        threading.Thread(target=_pump, args=(proc.stdout, lines), daemon=True).start()
+        threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True).start()
         deadline = time.monotonic() + time_limit
         try:
             child = psutil.Process(proc.pid)
@@ -295,11 +295,11 @@ class JobManager:
             elif name == "error":
                 error = _error(ev["code"], ev["message"])
             if error is None:
-                rss = _rss(child)
+                rss = rss_bytes(child)
                 peak_rss = max(peak_rss, rss)
                 error = self._check_limits(job, deadline, time_limit, rss, mem_limit)
             if error and proc.poll() is None:
-                _kill(proc)
+                kill_group(proc)
         proc.wait()
         if error:
             yield error
@@ -326,59 +326,6 @@ class JobManager:
         if rss > mem_limit:
             return _error("OUT_OF_MEMORY", _memory_message(rss, mem_limit))
         return None
-
-
-def _runner_dies_with_agent() -> None:
-    die_with_parent(signal.SIGKILL)   # a killed agent leaves no runner burning a core
-
-
-def runner_env() -> dict[str, str]:
-    """The runner's environment: the agent's, without its secrets (the bearer token)."""
-    env = child_env()
-    env.pop("EDGEFARM_TOKEN", None)
-    return env
-
-
-def clean_leftovers(work_root: Path) -> None:
-    """At start: stop the runners a killed agent left orphaned (working folder under work_root, adopted by
-    init) and remove the job folders of agents no longer running (named job-PID-...; another live agent
-    sharing this cache keeps its own)."""
-    root = str(work_root.resolve())
-    for proc in psutil.process_iter(["pid", "ppid", "cmdline"]):
-        try:
-            if proc.info["ppid"] == 1 and "agent.runner" in " ".join(proc.info["cmdline"] or []) \
-                    and proc.cwd().startswith(root):
-                log.warning("stopping runner %d left orphaned by an earlier agent", proc.pid)
-                proc.kill()
-        except (psutil.Error, OSError):
-            continue
-    for folder in work_root.glob("job-*"):
-        owner = folder.name.split("-")[1]
-        if not (owner.isdigit() and psutil.pid_exists(int(owner))):
-            shutil.rmtree(folder, ignore_errors=True)
-
-
-def _rss(child: psutil.Process | None) -> int:
-    try:
-        return child.memory_info().rss if child else 0
-    except psutil.Error:
-        return 0
-
-
-def _pump(stream, lines: queue.Queue) -> None:
-    for raw in stream:
-        try:
-            lines.put(json.loads(raw))
-        except ValueError:
-            log.warning("runner printed a non-event line: %r", raw[:200])
-    lines.put(None)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _error(code: str, message: str) -> dict:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from agent.jobs import runner_env
+from agent.process import runner_env
 
 
 def test_a_token_on_the_command_line_is_refused(tmp_path):
