@@ -19,9 +19,9 @@ from optimizers.quant_protection import protected_nodes
 from optimizers.quantization import (
     QuantizeConfig,
     _calibration,
-    _check_algorithm,
     _prepare,
     calibrate_ranges,
+    check_algorithm,
     quantize_qdq,
     static_op_types,
 )
@@ -65,7 +65,7 @@ class MixedPrecisionOptimizer:
             raise UnknownOption("mixed-precision metric", metric, METRICS)
         if not 0 < accuracy_threshold <= 1:
             raise OptimizerError(f"accuracy_threshold must be in (0, 1] (a ratio), got {accuracy_threshold}")
-        _check_algorithm(algorithm)
+        check_algorithm(algorithm)
         self.threshold = accuracy_threshold
         self.metric = metric
         self.sensitive = tuple(sensitive_layers or ())

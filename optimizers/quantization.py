@@ -4,13 +4,11 @@ dynamic, FP16 (float32 inputs/outputs kept) and INT4 weight-only (MatMulNBits fo
 
 from __future__ import annotations
 
-import contextlib
-import io
 import logging
 import tempfile
 import time
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -27,66 +25,20 @@ from optimizers.onnx_model import (
     require_float_weights,
     upgrade_opset,
 )
-from optimizers.quant_protection import FLOAT_OP_TYPES, protected_nodes
+from optimizers.quant_config import (  # noqa: F401  (re-exported: QuantizeConfig & co. live there)
+    ALGORITHMS,
+    COMPUTE_OP_TYPES,
+    ENTROPY_BINS,
+    PER_CHANNEL_MIN_OPSET,
+    QuantizeConfig,
+    check_algorithm,
+    static_op_types,
+)
+from optimizers.quant_protection import protected_nodes
+from optimizers.quant_static import FeedReader, calibrate_ranges, quantize_qdq  # noqa: F401
 from optimizers.record import OptimizationRecord, OptimizedModel, Skipped, write_result
 
 log = logging.getLogger(__name__)
-
-PER_CHANNEL_MIN_OPSET = 13
-ENTROPY_BINS = 2048
-# Static INT8 quantizes by default every op quantize_static knows (op_types=()): its QLinear kernels then
-# keep a CNN in INT8 end to end, where a float Add/Mul/Sigmoid (hard-swish and SiLU as exported)
-# dequantizes and requantizes every Conv output (YOLOv8n at 1 thread, U8S8, benchmarks/detectors.py: every
-# op 1.61x FP32 and 1.02x ONNX Runtime's plain per-channel U8S8 quantize_static, paired; the compute set
-# 0.86x of that plain form; S8S8 0.40x). What the graph shows is fragile
-# stays float (quant_protection): LayerNormalization (transformer outlier channels: all-MiniLM-L6-v2's
-# cosine 0.935 -> 0.83 with it in INT8), the residual Adds feeding it, attention masks (one 8-bit scale
-# over -3.4e38..0 took MiniLM's cosine to 0.43), and float islands (Silero VAD's STFT magnitude: 0.54
-# in INT8, 0.89 float). COMPUTE_OP_TYPES, the earlier default, stays an option and a `farmctl optimize`
-# candidate (int8-minmax-compute-ops): measurements decide per model and device.
-COMPUTE_OP_TYPES = ("Conv", "ConvTranspose", "MatMul", "Gemm", "Gather", "MaxPool", "AveragePool",
-                    "GlobalAveragePool", "Relu", "Clip", "Reshape", "Transpose", "Squeeze", "Unsqueeze",
-                    "Flatten", "Resize", "Concat", "Split", "Pad", "Slice")
-ALGORITHMS = ("minmax", "kl", "entropy", "percentile")  # "kl" and "entropy" are the same method
-
-
-@dataclass(frozen=True)
-class QuantizeConfig:
-    """Settings of one quantization run (those that do not apply to a method are ignored by it)."""
-
-    method: str = "int8"
-    algorithm: str = "minmax"
-    per_channel: bool = True
-    # "uint8" (U8S8) or "int8" (S8S8, ONNX Runtime's own default): on x86 with VNNI U8S8 ran YOLOv8n 2.8x
-    # and MobileNetV2 1.3x faster than S8S8 at the same fidelity (ONNX Runtime picks its fast integer
-    # kernels by type); `farmctl optimize` also measures S8S8, since an ARM board may prefer it
-    activation_type: str = "uint8"
-    percentile: float = 99.999          # for algorithm="percentile"
-    max_calibration_samples: int = 128
-    preprocess: bool = True              # ONNX Runtime's quant_pre_process (shape inference + optimization)
-    exclude_nodes: tuple[str, ...] = ()  # node names kept in float
-    op_types: tuple[str, ...] = ()  # static INT8: the op types to quantize; () = every op ONNX Runtime
-    #                                 knows but FLOAT_OP_TYPES (e.g. COMPUTE_OP_TYPES for the compute ops)
-    protect_attention_masks: bool = True  # keep the protected nodes (quant_protection) in float
-    block_size: int = 128                # INT4: weights per scale
-    symmetric: bool = True               # INT4: symmetric blocks (no zero points)
-
-    def settings(self) -> dict:
-        return asdict(self)
-
-
-def _calibration_method(name: str):
-    from onnxruntime.quantization import CalibrationMethod
-
-    table = {"minmax": CalibrationMethod.MinMax, "kl": CalibrationMethod.Entropy,
-             "entropy": CalibrationMethod.Entropy, "percentile": CalibrationMethod.Percentile}
-    return table[name]
-
-
-def _quant_type(name: str):
-    from onnxruntime.quantization import QuantType
-
-    return {"int8": QuantType.QInt8, "uint8": QuantType.QUInt8}[name]
 
 
 @dataclass
@@ -133,79 +85,6 @@ class Int8Static(QuantMethod):
                 job.record.changes[f"{what} kept float"] = len(names)
         quantize_qdq(job.prepared, out, job.config, cache, protected=[n for names in kept.values() for n in names])
         return onnx.load(str(out))
-
-
-class FeedReader:
-    """ONNX Runtime CalibrationDataReader over a list of feed dicts (rewindable)."""
-
-    def __new__(cls, feeds):
-        from onnxruntime.quantization import CalibrationDataReader
-
-        class Reader(CalibrationDataReader):
-            def __init__(self) -> None:
-                self._it = iter(feeds)
-
-            def get_next(self):
-                return next(self._it, None)
-
-            def rewind(self) -> None:
-                self._it = iter(feeds)
-
-        return Reader()
-
-
-def calibrate_ranges(prepared: Path, feeds: list[dict], cfg: QuantizeConfig, workdir: Path) -> Path:
-    """Activation ranges from ONNX Runtime's calibrator, saved as its calibration cache (JSON).
-
-    For entropy (KL) we set the histogram to 2048 bins: quantize_static builds that calibrator with
-    128 bins and 128 quantized bins, which leaves a single threshold candidate (the full range, i.e.
-    MinMax); 2048/128 is the TensorRT recipe the calibrator implements."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
-
-    extra: dict = {}
-    if cfg.algorithm in ("kl", "entropy"):
-        extra = {"num_bins": ENTROPY_BINS, "num_quantized_bins": 128}
-    elif cfg.algorithm == "percentile":
-        extra = {"percentile": cfg.percentile}
-    calibrator = create_calibrator(prepared, list(cfg.op_types) or None,
-                                   augmented_model_path=str(workdir / "augmented.onnx"),
-                                   calibrate_method=_calibration_method(cfg.algorithm),
-                                   providers=["CPUExecutionProvider"], extra_options=extra)
-    with contextlib.redirect_stdout(io.StringIO()) as chatter:  # the calibrators print() their progress
-        calibrator.collect_data(FeedReader(feeds))
-        ranges = calibrator.compute_data()
-    log.debug("calibration: %s", chatter.getvalue().strip())
-    cache = workdir / f"ranges-{cfg.algorithm}.json"
-    save_tensors_data(ranges, cache)
-    return cache
-
-
-def quantize_qdq(prepared: Path, out: Path, cfg: QuantizeConfig, ranges: Path,
-                 nodes_to_quantize: list[str] | None = None, protected: list[str] | None = None) -> None:
-    """ONNX Runtime's quantize_static (QDQ, per-channel weights) with precomputed activation ranges.
-    `protected`: the prepared model's protected_nodes, when the caller found them already (found here
-    otherwise, if cfg.protect_attention_masks)."""
-    from onnxruntime.quantization import QuantFormat, quantize_static
-
-    if protected is None:
-        import onnx
-
-        found = (protected_nodes(onnx.load(str(prepared)), static_op_types(cfg), cfg.exclude_nodes)
-                 if cfg.protect_attention_masks else {})
-        protected = [n for names in found.values() for n in names]
-    quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ,
-                    per_channel=cfg.per_channel, activation_type=_quant_type(cfg.activation_type),
-                    weight_type=_quant_type("int8"), calibrate_method=_calibration_method(cfg.algorithm),
-                    op_types_to_quantize=static_op_types(cfg), nodes_to_quantize=nodes_to_quantize,
-                    nodes_to_exclude=[*cfg.exclude_nodes, *protected] or None, calibration_cache_path=str(ranges))
-
-
-def static_op_types(cfg: QuantizeConfig) -> list[str]:
-    """The op types static INT8 quantizes: cfg.op_types, or every op ONNX Runtime's quantize_static knows
-    (its QDQ and QLinear registries, as it does for op_types_to_quantize=None) except FLOAT_OP_TYPES."""
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    return list(cfg.op_types) or sorted((set(QDQRegistry) | set(QLinearOpsRegistry)) - set(FLOAT_OP_TYPES))
 
 
 class Int8Dynamic(QuantMethod):
@@ -341,7 +220,7 @@ class Quantizer:
             raise OptimizerError(f"Quantizer: {exc}; options are: "
                                  f"{', '.join(f for f in QuantizeConfig.__dataclass_fields__ if f != 'method')}"
                                  ) from None
-        _check_algorithm(self.config.algorithm)
+        check_algorithm(self.config.algorithm)
 
     def quantize(self, model: ModelLike, calibration_data=None, algorithm: str | None = None,
                  output: str | Path | None = None, preprocess: ImagePreprocess | None = None,
@@ -353,7 +232,7 @@ class Quantizer:
         a weak calibration, said in the record). Only static INT8 reads it."""
         cfg = self.config
         if algorithm is not None:
-            _check_algorithm(algorithm)
+            check_algorithm(algorithm)
             cfg = replace(cfg, algorithm=algorithm)
         if exclude_nodes:
             cfg = replace(cfg, exclude_nodes=tuple(exclude_nodes))
@@ -394,11 +273,6 @@ class Quantizer:
             result = write_result(quantized, out, record, started)
         log.info("%s: %s -> %s (%.2fx smaller)", record.technique, record.source, out, result.size_ratio)
         return result
-
-
-def _check_algorithm(name: str) -> None:
-    if name not in ALGORITHMS:
-        raise UnknownOption("calibration algorithm", name, ALGORITHMS)
 
 
 def _check_node_names(model, names) -> None:
