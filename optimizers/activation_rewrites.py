@@ -24,37 +24,32 @@ class GeluFusion(Rewrite):
             scale = graph.producer.get(erf.input[0])
             if scale is None or scale.op_type not in ("Div", "Mul"):
                 continue
-            c = graph.scalar(scale.input[1])
             want = math.sqrt(2.0) if scale.op_type == "Div" else 1 / math.sqrt(2.0)
-            if c is None or not math.isclose(c, want, rel_tol=1e-3):
+            if not graph.is_scalar(scale.input[1], want, rel_tol=1e-3):
                 continue
             x = scale.input[0]
             add = graph.sole_user(erf.output[0])
             if add is None or add.op_type != "Add":
                 continue
-            one = add.input[1] if add.input[0] == erf.output[0] else add.input[0]
-            if graph.scalar(one) is None or not math.isclose(graph.scalar(one), 1.0):
+            if not graph.is_scalar(graph.other_input(add, erf.output[0]), 1.0):
                 continue
             # two orders: Mul(x, add) then Mul(., 0.5), or Mul(add, 0.5)... covered as chains of two Muls
             m1 = graph.sole_user(add.output[0])
             if m1 is None or m1.op_type != "Mul":
                 continue
-            other = m1.input[1] if m1.input[0] == add.output[0] else m1.input[0]
+            other = graph.other_input(m1, add.output[0])
             m2 = graph.sole_user(m1.output[0])
             if other == x and m2 is not None and m2.op_type == "Mul":
-                half = m2.input[1] if m2.input[0] == m1.output[0] else m2.input[0]
-                if graph.scalar(half) is None or not math.isclose(graph.scalar(half), 0.5):
+                if not graph.is_scalar(graph.other_input(m2, m1.output[0]), 0.5):
                     continue
                 last, chain = m2, [scale, erf, add, m1, m2]
-            elif graph.scalar(other) is not None and math.isclose(graph.scalar(other), 0.5) and \
-                    m2 is not None and m2.op_type == "Mul" and x in m2.input:
+            elif graph.is_scalar(other, 0.5) and m2 is not None and m2.op_type == "Mul" and x in m2.input:
                 last, chain = m2, [scale, erf, add, m1, m2]
             else:
                 half_x = graph.producer.get(other)  # Mul(x, 0.5) computed separately
                 if half_x is None or half_x.op_type != "Mul" or x not in half_x.input:
                     continue
-                h = half_x.input[1] if half_x.input[0] == x else half_x.input[0]
-                if graph.scalar(h) is None or not math.isclose(graph.scalar(h), 0.5):
+                if not graph.is_scalar(graph.other_input(half_x, x), 0.5):
                     continue
                 last, chain = m1, [scale, erf, add, m1]  # prune drops Mul(x, 0.5) if nothing else reads it
             if len(graph.consumers.get(scale.output[0], [])) != 1:
@@ -81,8 +76,7 @@ class SwishFusion(Rewrite):
             if mul is None or mul.op_type != "Mul":
                 continue
             x = sig.input[0]
-            other = mul.input[1] if mul.input[0] == sig.output[0] else mul.input[0]
-            if other != x:
+            if graph.other_input(mul, sig.output[0]) != x:
                 continue
             node = helper.make_node("QuickGelu", [x], [mul.output[0]], name=mul.name + "_swish",
                                     domain=MS_DOMAIN, alpha=1.0)
@@ -119,11 +113,13 @@ class HardSwishFusion(Rewrite):
     def _match(graph: Graph, gate):
         """(x, the nodes to replace, the last of them) when `gate` is the middle of a hard-swish."""
         def const_is(name: str, value: float) -> bool:
-            c = graph.scalar(name)
-            return c is not None and math.isclose(c, value, rel_tol=1e-4)
+            return graph.is_scalar(name, value, rel_tol=1e-4)
 
-        def other(node, tensor: str) -> str:
-            return node.input[1] if node.input[0] == tensor else node.input[0]
+        def divides_by_six(node, tensor: str) -> bool:
+            """node is `tensor / 6` or `tensor * 1/6`."""
+            return node is not None and len(node.input) == 2 and (
+                (node.op_type == "Div" and const_is(node.input[1], 6.0))
+                or (node.op_type == "Mul" and const_is(graph.other_input(node, tensor), 1 / 6)))
 
         if gate.op_type == "HardSigmoid":
             attrs = {a.name: a.f for a in gate.attribute}
@@ -141,21 +137,18 @@ class HardSwishFusion(Rewrite):
             three = [i for i in add.input if const_is(i, 3.0)]
             if len(three) != 1 or graph.sole_user(add.output[0]) is None:
                 return None
-            x, chain, head = other(add, three[0]), [add, gate], gate
+            x, chain, head = graph.other_input(add, three[0]), [add, gate], gate
             scale = graph.sole_user(gate.output[0])   # the / 6 may come before the * x
-            if scale is not None and len(scale.input) == 2 and (
-                    (scale.op_type == "Div" and const_is(scale.input[1], 6.0))
-                    or (scale.op_type == "Mul" and const_is(other(scale, gate.output[0]), 1 / 6))):
+            if divides_by_six(scale, gate.output[0]):
                 chain, head = [*chain, scale], scale
         mul = graph.sole_user(head.output[0])
-        if mul is None or mul.op_type != "Mul" or other(mul, head.output[0]) != x or len(set(mul.input)) != 2:
+        if mul is None or mul.op_type != "Mul" or graph.other_input(mul, head.output[0]) != x \
+                or len(set(mul.input)) != 2:
             return None
         chain.append(mul)
         if head is gate and gate.op_type == "Clip":   # x * clip(...) then / 6 or * 1/6
             scale = graph.sole_user(mul.output[0])
-            if scale is None or len(scale.input) != 2 or not (
-                    (scale.op_type == "Div" and const_is(scale.input[1], 6.0))
-                    or (scale.op_type == "Mul" and const_is(other(scale, mul.output[0]), 1 / 6))):
+            if not divides_by_six(scale, mul.output[0]):
                 return None
             chain.append(scale)
         if any(o in graph.graph_outputs for n in chain[:-1] for o in n.output):

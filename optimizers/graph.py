@@ -3,6 +3,7 @@ the graph-level techniques (fusion, operator rewrites)."""
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 
 import numpy as np
@@ -53,6 +54,16 @@ class Graph:
     def scalar(self, name: str) -> float | None:
         c = self.const(name)
         return float(c.reshape(-1)[0]) if c is not None and c.size == 1 else None
+
+    def is_scalar(self, name: str, value: float, rel_tol: float = 1e-9) -> bool:
+        """Whether `name` is a constant scalar close to `value`."""
+        c = self.scalar(name)
+        return c is not None and math.isclose(c, value, rel_tol=rel_tol)
+
+    @staticmethod
+    def other_input(node, tensor: str) -> str:
+        """The input of a two-input node that is not `tensor`."""
+        return node.input[1] if node.input[0] == tensor else node.input[0]
 
     def sole_user(self, tensor: str):
         users = self.consumers.get(tensor, [])
