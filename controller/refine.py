@@ -15,7 +15,8 @@ from controller.progress import ProgressBar
 from controller.quality import DEFAULT_FIDELITY
 from controller.scheduler import JobLost, Scheduler
 from optimizers.errors import OptimizerError
-from optimizers.measured_precision import MeasuredPrecisionOptimizer, float_layer_times, least_disturbed
+from optimizers.layer_names import node_times
+from optimizers.measured_precision import MeasuredPrecisionOptimizer, least_disturbed
 from optimizers.mixed_precision import MixedPrecisionOptimizer
 
 PROFILE_ROUNDS = 2   # profiles of each model for int8-measured, alternating
@@ -73,7 +74,7 @@ def mixed_precision(loop, scheduler: Scheduler, bar: ProgressBar) -> list[dict]:
     best = max(fast, key=lambda r: (r.get("accuracy") or 0, r.get("fidelity") or 0))
     algorithm, options = _quant_options(best)
     threshold, metric = _threshold(loop)
-    times = float_layer_times(loop.layers[first])
+    times = node_times(loop.layers[first])
     source = loop.source
 
     def build(out: Path) -> dict:

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from optimizers.layer_names import RUNTIME_SUFFIX
+from optimizers.graph import Graph
+from optimizers.layer_names import RUNTIME_SUFFIX, row_nodes
 from optimizers.mixed_precision import MixedPrecisionOptimizer
 from optimizers.onnx_model import ModelLike, load_model
 from optimizers.record import OptimizedModel
@@ -62,29 +63,14 @@ def least_disturbed(rounds: list[list[dict]]) -> list[dict]:
     return list(best.values())
 
 
-def float_layer_times(rows: list[dict]) -> dict[str, float]:
-    """{graph node: ms} from a float model's profile rows (`name`, `time_ms`, optional `source_nodes`: a
-    row the runtime fused from several nodes is split evenly over them)."""
-    out: dict[str, float] = {}
-    for row in rows:
-        nodes = row.get("source_nodes") or [RUNTIME_SUFFIX.sub("", row["name"])]
-        for node in nodes:
-            out[node] = out.get(node, 0.0) + row["time_ms"] / len(nodes)
-    return out
-
-
 def int8_layer_times(rows: list[dict], quantized: ModelLike, float_nodes: set[str]) -> dict[str, float]:
     """{float graph node: ms} from the INT8 (QDQ) model's profile rows. ONNX Runtime runs a quantized node
     as a QLinear kernel named after it ('Conv_3_token_12'); a QuantizeLinear/DequantizeLinear left
     standing between INT8 and float is charged to the quantized node that needs it (the consumer of a
     Quantize, the producer behind a Dequantize): keeping that node float removes it."""
-    graph = load_model(quantized).proto.graph
-    nodes = {n.name: n for n in graph.node if n.name}
-    producer = {o: n for n in graph.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in graph.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    graph = Graph(load_model(quantized).proto)
+    nodes = {n.name: n for n in graph.g.node if n.name}
+    producer, consumers = graph.producer, graph.consumers
 
     def owner(name: str) -> list[str] | None:
         node = nodes.get(name)
@@ -114,7 +100,7 @@ def measured_timings(float_rows: list[dict], int8_rows: list[dict], quantized: M
     """Every float profile row the INT8 profile could be mapped to, with both times, compared row by row (a
     Conv+Relu fused in float against the QLinearConv and whatever of the Relu INT8 ran), slowest INT8
     first."""
-    groups = [(row.get("source_nodes") or [RUNTIME_SUFFIX.sub("", row["name"])], row["time_ms"]) for row in float_rows]
+    groups = [(row_nodes(row), row["time_ms"]) for row in float_rows]
     int8 = int8_layer_times(int8_rows, quantized, {n for nodes, _ in groups for n in nodes})
     worth = SLOWER_SHARE * sum(r["time_ms"] for r in int8_rows)
     out = []

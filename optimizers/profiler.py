@@ -10,7 +10,7 @@ from pathlib import Path
 
 from optimizers.data import load_data, synthetic_data
 from optimizers.errors import OptimizerError
-from optimizers.layer_names import layer_label
+from optimizers.layer_names import layer_label, node_times
 from optimizers.onnx_model import ModelLike, load_model
 
 log = logging.getLogger(__name__)
@@ -51,14 +51,9 @@ class ModelProfile:
         return [layer for layer in self.layers if layer.percentage >= threshold * 100]
 
     def layer_times(self) -> dict[str, float]:
-        """{graph node name: ms}, a fused row's time split over its source nodes by FLOPs share
-        (what MixedPrecisionOptimizer's layer_times_ms takes)."""
-        out: dict[str, float] = {}
-        for layer in self.layers:
-            names = layer.source_nodes or [layer.name]
-            for n in names:
-                out[n] = out.get(n, 0.0) + layer.time_ms / len(names)
-        return out
+        """{graph node name: ms}, a fused row's time split evenly over its source nodes
+        (layer_names.node_times: what MixedPrecisionOptimizer's layer_times_ms takes)."""
+        return node_times([asdict(layer) for layer in self.layers])
 
     def to_json(self) -> dict:
         return asdict(self)

@@ -4,6 +4,8 @@ islands (quantizable ops with no compute op among them, walled in by float ops).
 
 from __future__ import annotations
 
+from optimizers.graph import Graph
+
 FLOAT_OP_TYPES = ("LayerNormalization",)
 MASK_VALUE = -1e4   # a constant at or below this, added to scores, is an attention mask
 # the ops whose INT8 kernels save time; a group of quantized ops without one only adds Q/DQ pairs
@@ -18,7 +20,7 @@ def protected_nodes(model, op_types: list[str] | None = None, excluded=()) -> di
     - with `op_types` (the op types to quantize), the float islands (float_islands), counting the nodes
       `excluded` by the user as float walls too.
     A plain CNN has none of them."""
-    consumers = _consumers(model)
+    consumers = Graph(model).consumers
     residual = [n.name for n in model.graph.node if n.op_type == "Add" and n.name and
                 any(c.op_type in FLOAT_OP_TYPES for o in n.output for c in consumers.get(o, []))]
     found = {"attention-mask Add/Softmax": attention_mask_nodes(model),
@@ -107,11 +109,3 @@ def attention_mask_nodes(model) -> list[str]:
     outputs = {o for n in adds for o in n.output}
     softmax = [n for n in model.graph.node if n.op_type == "Softmax" and n.input[0] in outputs]
     return [n.name for n in adds + softmax if n.name]
-
-
-def _consumers(model) -> dict[str, list]:
-    out: dict[str, list] = {}
-    for n in model.graph.node:
-        for i in n.input:
-            out.setdefault(i, []).append(n)
-    return out
