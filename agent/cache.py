@@ -16,22 +16,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
+
 from agent.errors import CacheFull, InvalidDigest, UploadRejected
 
 log = logging.getLogger(__name__)
 
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 STALE_PART_SECONDS = 3600
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _size(path: Path) -> int:
@@ -81,7 +73,7 @@ class ModelCache:
         for part in self.tmp.glob("*.part"):
             owner = part.name.split("-", 1)[0]
             try:
-                if not (owner.isdigit() and _alive(int(owner))) or now - part.stat().st_mtime > STALE_PART_SECONDS:
+                if not (owner.isdigit() and psutil.pid_exists(int(owner))) or now - part.stat().st_mtime > STALE_PART_SECONDS:
                     part.unlink()
             except FileNotFoundError:
                 pass
