@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controller.errors import AgentUnavailable, DeviceError
+from controller.paths import printable
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc as pb_grpc
 
@@ -174,7 +175,7 @@ class AgentClient:
 
         def chunks() -> Iterator[pb.UploadChunk]:
             nonlocal sent
-            yield pb.UploadChunk(header=pb.UploadHeader(digest=digest, size_bytes=size, filename=path.name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")))
+            yield pb.UploadChunk(header=pb.UploadHeader(digest=digest, size_bytes=size, filename=printable(path.name)))
             with open(path, "rb") as f:
                 for block in iter(lambda: f.read(CHUNK_BYTES), b""):
                     sent += len(block)

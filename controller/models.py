@@ -13,6 +13,7 @@ from agent.errors import JobError
 from agent.inputs import resolve_shapes
 from controller.errors import ModelError
 from controller.examples import EXAMPLES, example_model
+from controller.paths import printable
 
 SUPPORTED = {".onnx": "onnxruntime", ".tflite": "tflite"}
 
@@ -29,14 +30,13 @@ class ModelRef:
 
 
 def display_name(path: Path) -> str:
-    """The model's name for tables, the store and the wire: its file stem, with bytes that are not UTF-8
-    (a Linux file name may hold any) shown as U+FFFD instead of failing every later step."""
-    return path.stem.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """The model's name for tables, the store and the wire: its file stem, printable."""
+    return printable(path.stem)
 
 
 def display_path(path: Path) -> str:
-    """A path as text for the store and messages (non-UTF-8 bytes as U+FFFD, as display_name)."""
-    return str(path).encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    """A path as text for the store and messages, printable."""
+    return printable(str(path))
 
 
 def resolve_model(arg: str | None) -> Path:
