@@ -137,14 +137,16 @@ def closest(rows: list[dict], constraints: Constraints, baseline: dict, n: int =
     """The candidates nearest to being chosen, nearest first, each with what would let it be chosen:
     those measurably faster than the baseline by the summed normalised distance of the constraints they
     break (with the flag values that would admit them), then the others with why they cannot be."""
+    measured = [r for r in rows if r.get("latency_ms")]
+    relaxed = {id(r): constraints.relaxations(r, baseline) for r in measured}
+
     def key(row: dict) -> tuple:
         fast = not row.get("speed_failure")
-        return (not fast, sum(r.distance for r in constraints.relaxations(row, baseline)) if fast
-                else -(row.get("speedup") or 0))
+        return (not fast, sum(r.distance for r in relaxed[id(row)]) if fast else -(row.get("speedup") or 0))
 
     out = []
-    for row in sorted([r for r in rows if r.get("latency_ms")], key=key)[:n]:
-        relax = constraints.relaxations(row, baseline)
+    for row in sorted(measured, key=key)[:n]:
+        relax = relaxed[id(row)]
         if row.get("speed_failure") or not relax:
             out.append(f"{row['name']} ({row.get('reason', '')})")
             continue
