@@ -1,3 +1,52 @@
-"""farmctl: the controller that builds candidates, ships them to farm-agents and compares the results."""
+"""farmctl: the controller that builds candidates, ships them to farm-agents and compares the results.
+
+The public Python API, importable from here wherever the module that defines it lives:
+
+    from controller import bench, profile, MeasureSettings, LocalAgent, optimize, Constraints, run_nas
+
+Names are imported lazily, so `import controller` stays cheap (no torch, no onnx)."""
+
+from __future__ import annotations
+
+import importlib
 
 import agent  # noqa: F401  (turns gRPC's fork handlers off before grpc is imported; see agent/__init__.py)
+
+_EXPORTS = {
+    "bench": "controller.measure",
+    "profile": "controller.measure",
+    "BenchResult": "controller.measure",
+    "ProfileResult": "controller.measure",
+    "default_store_path": "controller.measure",
+    "MeasureSettings": "controller.settings",
+    "LocalAgent": "controller.local",
+    "AgentClient": "controller.client",
+    "ResultsStore": "controller.store",
+    "StoreError": "controller.store",
+    "optimize": "controller.optimize",
+    "OptimizeResult": "controller.optimize",
+    "DeviceResult": "controller.optimize",
+    "Constraints": "controller.quality",
+    "run_nas": "controller.nas",
+    "farm_latency_table": "controller.nas",
+    "example_model": "controller.examples",
+    "FarmError": "controller.errors",
+    "ModelError": "controller.errors",
+    "DeviceError": "controller.errors",
+    "AgentUnavailable": "controller.errors",
+    "JobFailed": "controller.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'controller' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
