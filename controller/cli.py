@@ -109,9 +109,21 @@ def flag_text(flag: str, cv: float | None) -> str:
     return flag
 
 
+EXAMPLE_NOTE = ("model: the built-in bench example, a MobileNetV2 on 1x3x224x224 with random weights (a speed "
+                "test: `farmctl optimize` without a model uses its own trained 1x28x28 digits example; give a "
+                "model file or example:NAME to measure another)")
+
+
+def say_example(args: argparse.Namespace) -> None:
+    """Bench and profile without a model say which example they measure, so it is never taken for optimize's."""
+    if args.model is None and not args.quiet:
+        print(EXAMPLE_NOTE, file=sys.stderr, flush=True)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from controller.measure import bench
 
+    say_example(args)
     res = bench(args.model, args.device, measure_settings(args), store=args.store, inventory=args.inventory,
                 progress=None if args.quiet else progress_printer())
     if args.json:
@@ -135,6 +147,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from controller.measure import profile
 
+    say_example(args)
     res = profile(args.model, args.device, measure_settings(args), store=args.store, inventory=args.inventory,
                   progress=None if args.quiet else progress_printer(),
                   bottleneck_percent=args.bottleneck_percent)

@@ -173,3 +173,13 @@ def test_report_plot_gives_each_model_its_own_latency_axis():
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == ["digits: latency p50 (ms), whisker to p90", "mobilenetv2: latency p50 (ms), whisker to p90"]
     plt.close(fig)
+
+
+def test_bench_without_a_model_says_which_example_it_measures(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    out = subprocess.run([sys.executable, "-m", "controller", "--store", str(tmp_path / "r.db"), "bench", "--json",
+                          *FAST], capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 0, out.stderr
+    assert "built-in bench example, a MobileNetV2 on 1x3x224x224" in out.stderr
+    assert "digits example" in out.stderr  # and that optimize's example is another one
+    assert json.loads(out.stdout)["input_shapes"]
