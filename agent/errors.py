@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from core.errors import FarmError, JobError
 
-class AgentError(Exception):
-    """Base class: a problem a client can act on, with a sentence that says how."""
+__all__ = ["AgentError", "InvalidDigest", "UploadRejected", "CacheFull", "JobError"]
+
+AgentError = FarmError  # the agent's errors are FarmErrors: one root, a sentence that says what to do
 
 
 class InvalidDigest(AgentError):
@@ -17,12 +19,3 @@ class UploadRejected(AgentError):
 
 class CacheFull(AgentError):
     """A model larger than the cache cap, or a cache full of models in use."""
-
-
-class JobError(AgentError):
-    """A job that ended without a result; `code` is an ErrorCode name from agent.proto."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message

@@ -15,9 +15,9 @@ import numpy as np
 
 from agent.backends import Backend, InputSpec, backend_class
 from agent.errors import JobError
-from agent.inputs import make_feeds, resolve_shapes
 from agent.stats import latency_stats
 from agent.telemetry import PowerMeter
+from core.inputs import make_feeds, resolve_shapes
 
 PROGRESS_EVERY_S = 1.0
 MAX_TIMES = 100_000   # per-inference times sent back with a result (the first of a longer loop)

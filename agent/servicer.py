@@ -8,7 +8,6 @@ import uuid
 from collections.abc import Iterator
 
 import grpc
-import numpy as np
 from google.protobuf import json_format
 
 from agent.cache import ModelCache
@@ -16,6 +15,7 @@ from agent.errors import AgentError, CacheFull, InvalidDigest, JobError, UploadR
 from agent.jobs import JobManager, JobSpec
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc as pb_grpc
+from protos.tensors import array_to_tensor, tensor_to_array
 
 log = logging.getLogger(__name__)
 
@@ -30,19 +30,6 @@ STATUS_FOR = {
 def _abort(context: grpc.ServicerContext, exc: AgentError) -> None:
     code = next((c for t, c in STATUS_FOR.items() if isinstance(exc, t)), grpc.StatusCode.FAILED_PRECONDITION)
     context.abort(code, str(exc))
-
-
-def tensor_to_array(t: pb.Tensor) -> np.ndarray:
-    """Decode a Tensor message (raw little-endian C-order bytes)."""
-    dtype = np.dtype(t.dtype).newbyteorder("<")
-    return np.frombuffer(t.data, dtype=dtype).reshape(tuple(t.shape)).astype(dtype.newbyteorder("="))
-
-
-def array_to_tensor(name: str, a: np.ndarray) -> pb.Tensor:
-    """Encode a numpy array as a Tensor message."""
-    a = np.ascontiguousarray(a)
-    return pb.Tensor(name=name, dtype=a.dtype.name, shape=list(a.shape),
-                     data=a.astype(a.dtype.newbyteorder("<")).tobytes())
 
 
 _DEFAULTS = JobSpec(kind="", digest="")  # what a request leaves unset

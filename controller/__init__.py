@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 
 import agent  # noqa: F401  (turns gRPC's fork handlers off before grpc is imported; see agent/__init__.py)
+from optimizers import on_device
 
 _EXPORTS = {
     "bench": "controller.measure",
@@ -18,6 +19,7 @@ _EXPORTS = {
     "BenchResult": "controller.measure",
     "ProfileResult": "controller.measure",
     "default_store_path": "controller.measure",
+    "profile_for_optimizers": "controller.measure",
     "MeasureSettings": "controller.settings",
     "LocalAgent": "controller.local",
     "AgentClient": "controller.client",
@@ -50,3 +52,10 @@ def __getattr__(name: str):
 
 def __dir__():
     return sorted(set(globals()) | set(_EXPORTS))
+
+
+def _profile_on_farm(request: on_device.FarmProfileRequest):
+    return __getattr__("profile_for_optimizers")(request)
+
+
+on_device.register_farm(_profile_on_farm)  # optimizers' Profiler(...).profile(device=NAME) runs on the farm

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import FarmError
-from controller.paths import cache_root
+from core.paths import cache_root
 
 CA_CERT, CA_KEY = "ca.pem", "ca.key"
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")

@@ -15,7 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from controller.errors import AgentUnavailable, DeviceError
-from controller.paths import printable
+from core.paths import printable
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc as pb_grpc
 

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
+from core.errors import FarmError, ModelError
 
-class FarmError(Exception):
-    """Base class for errors a user can act on."""
-
-
-class ModelError(FarmError):
-    """The model file is missing, malformed, or needs input shapes."""
+__all__ = ["FarmError", "ModelError", "DeviceError", "AgentUnavailable", "JobFailed"]
 
 
 class DeviceError(FarmError):

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.paths import cache_root
+from core.paths import cache_root
+from optimizers.digits import make_divisible
 
 log = logging.getLogger(__name__)
 
@@ -26,12 +27,6 @@ PPOCR_DET_SIZE = 320
 YOLOV8N_SIZE = 320
 MINILM_SEQ_LEN = 128
 EXAMPLES_VERSION = "v1"  # bump when a generator changes, so cached files are rebuilt
-
-
-def make_divisible(v: float, divisor: int = 8) -> int:
-    """Round channels to a multiple of divisor, never dropping more than 10 % (MobileNet rule)."""
-    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
-    return new_v + divisor if new_v < 0.9 * v else new_v
 
 
 class _GraphBuilder:

@@ -14,7 +14,7 @@ from pathlib import Path
 from agent import child_env, die_with_parent
 from controller.client import AgentClient, TLSFiles
 from controller.errors import DeviceError
-from controller.paths import cache_root
+from core.paths import cache_root
 
 log = logging.getLogger(__name__)
 START_TIMEOUT_S = 60.0

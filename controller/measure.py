@@ -12,17 +12,18 @@ from pathlib import Path
 import numpy as np
 from google.protobuf import json_format
 
-from agent.servicer import array_to_tensor, tensor_to_array
 from agent.stats import PairedRatio, paired_ratio
 from controller.client import AgentClient
 from controller.errors import JobFailed, ModelError
-from controller.flops import GraphFlops, graph_flops, row_flops
 from controller.inventory import LOCAL, connect, load_inventory, resolve_device
 from controller.models import ModelRef, check_model, display_path, resolve_model
 from controller.settings import MeasureSettings
 from controller.store import ResultsStore
+from optimizers.flops import GraphFlops, graph_flops, row_flops
 from optimizers.layer_names import layer_label
+from optimizers.on_device import FarmProfileRequest
 from protos import agent_pb2 as pb
+from protos.tensors import array_to_tensor, tensor_to_array
 
 log = logging.getLogger(__name__)
 
@@ -282,6 +283,16 @@ def profile(model: str | Path | ModelRef | None = None, device: str | AgentClien
         bottlenecks=[r["name"] for r in rows if r["percent"] >= bottleneck_percent],
         bottleneck_percent=bottleneck_percent, total_flops=graph.total,
         run_id=run_id)
+
+
+def profile_for_optimizers(request: FarmProfileRequest) -> ProfileResult:
+    """The farm profiler the optimizers call for `Profiler(model).profile(device=NAME)` (registered in
+    optimizers.on_device when the controller is imported)."""
+    settings = MeasureSettings(threads=request.threads, warmup=request.warmup,
+                               profile_iterations=request.iterations, min_iterations=1, min_seconds=0.0,
+                               input_shapes=request.input_shapes)
+    return profile(request.path, device=request.device, settings=settings, store=request.store,
+                   inventory=request.inventory)
 
 
 def evaluate_outputs(model: str | Path | ModelRef, inputs: dict, device: str | AgentClient = LOCAL,

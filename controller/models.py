@@ -6,14 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from agent.backends import InputSpec
-from agent.errors import JobError
-from agent.inputs import resolve_shapes
 from controller.errors import ModelError
 from controller.examples import EXAMPLES, example_model
-from controller.paths import printable
+from core.errors import JobError
+from core.inputs import resolve_shapes
+from core.paths import printable
+from optimizers.onnx_model import onnx_input_specs
 
 SUPPORTED = {".onnx": "onnxruntime", ".tflite": "tflite"}
 
@@ -54,26 +52,6 @@ def resolve_model(arg: str | None) -> Path:
     if not path.is_file():
         raise ModelError(f"'{arg}' is not a file; give the path of an .onnx model")
     return path
-
-
-def onnx_input_specs(model) -> list[InputSpec]:
-    """Inputs of an onnx ModelProto (initializers excluded), dynamic dims as names or None."""
-    from onnx import helper
-
-    inits = {i.name for i in model.graph.initializer}
-    specs = []
-    for inp in model.graph.input:
-        if inp.name in inits:
-            continue
-        tt = inp.type.tensor_type
-        dims = []
-        for d in tt.shape.dim:
-            if d.HasField("dim_value") and d.dim_value > 0:
-                dims.append(int(d.dim_value))
-            else:
-                dims.append(d.dim_param or None)
-        specs.append(InputSpec(inp.name, np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)), dims))
-    return specs
 
 
 def load_onnx(path: Path):

@@ -11,8 +11,10 @@ from typing import Any, Union
 
 import numpy as np
 
-from agent.backends import InputSpec
+from core.errors import JobError
+from core.inputs import InputSpec, make_feeds, resolve_shapes
 from optimizers.errors import DataMismatch
+from optimizers.onnx_model import onnx_input_specs
 
 log = logging.getLogger(__name__)
 
@@ -38,8 +40,6 @@ class ImagePreprocess:
 
 def model_inputs(model) -> list[InputSpec]:
     """Graph inputs that are not initializers (the controller's pre-flight reading of them)."""
-    from controller.models import onnx_input_specs
-
     return onnx_input_specs(model)
 
 
@@ -236,9 +236,6 @@ def _image_folder(path: Path, inputs: list[InputSpec], pre: ImagePreprocess,
 def synthetic_data(model, n: int = 8, seed: int = 0, input_shapes: dict[str, list[int]] | None = None) -> Dataset:
     """Random inputs (normal floats, small integers) for when no data is given; fidelity on these is a
     weaker check than on real data, and records say so."""
-    from agent.errors import JobError
-    from agent.inputs import make_feeds, resolve_shapes
-
     specs = model_inputs(model)
     try:
         shapes = resolve_shapes(specs, input_shapes or {})

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.paths import cache_root
+
 log = logging.getLogger(__name__)
 
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics
@@ -77,6 +79,12 @@ def load_digits_data(seed: int = SEED) -> DigitsData:
     return DigitsData(*splits, source=source)
 
 
+def make_divisible(v: float, divisor: int = 8) -> int:
+    """Round channels to a multiple of divisor, never dropping more than 10 % (MobileNet rule)."""
+    new_v = max(divisor, int(v + divisor / 2) // divisor * divisor)
+    return new_v + divisor if new_v < 0.9 * v else new_v
+
+
 def _torch():
     import torch
 
@@ -85,8 +93,6 @@ def _torch():
 
 def digits_mobilenetv2(width: float = 1.0, num_classes: int = 10):
     """MobileNetV2 (inverted residuals, linear bottlenecks, ReLU6) sized for 1x28x28 digits."""
-    from controller.examples import make_divisible
-
     torch = _torch()
     nn = torch.nn
 
@@ -152,8 +158,6 @@ def digits_student(num_classes: int = 10, width: float = 1.0):
 
 def weights_path(epochs: int = 8, train_size: int = 3500) -> Path:
     """Cached weights, keyed by what changes them (recipe version, epochs, training-set size)."""
-    from controller.paths import cache_root
-
     return cache_root() / "examples" / WEIGHTS_VERSION / f"digits-mobilenetv2-e{epochs}-n{train_size}.pt"
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from controller.errors import FarmError, ModelError
+from core.errors import FarmError, ModelError
 
 
 class OptimizerError(FarmError):

@@ -10,6 +10,7 @@ from typing import Union
 
 import numpy as np
 
+from core.inputs import InputSpec
 from optimizers.errors import ModelError
 
 log = logging.getLogger(__name__)
@@ -156,3 +157,23 @@ def topological_sort(graph) -> None:
             c.CopyFrom(n)
         del graph.node[:]
         graph.node.extend(copies)
+
+
+def onnx_input_specs(model) -> list[InputSpec]:
+    """Inputs of an onnx ModelProto (initializers excluded), dynamic dims as names or None."""
+    from onnx import helper
+
+    inits = {i.name for i in model.graph.initializer}
+    specs = []
+    for inp in model.graph.input:
+        if inp.name in inits:
+            continue
+        tt = inp.type.tensor_type
+        dims = []
+        for d in tt.shape.dim:
+            if d.HasField("dim_value") and d.dim_value > 0:
+                dims.append(int(d.dim_value))
+            else:
+                dims.append(d.dim_param or None)
+        specs.append(InputSpec(inp.name, np.dtype(helper.tensor_dtype_to_np_dtype(tt.elem_type)), dims))
+    return specs

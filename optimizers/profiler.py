@@ -10,7 +10,9 @@ from pathlib import Path
 
 from optimizers.data import load_data, synthetic_data
 from optimizers.errors import OptimizerError
+from optimizers.flops import graph_flops, row_flops
 from optimizers.layer_names import layer_label, node_times
+from optimizers.on_device import FarmProfileRequest, profile_here, profile_on_farm
 from optimizers.onnx_model import ModelLike, load_model
 
 log = logging.getLogger(__name__)
@@ -90,26 +92,13 @@ class Profiler:
         return load_data(input_data, model, max_samples=1).feeds[0]
 
     def _profile_cpu(self, input_data, iterations: int, warmup: int) -> ModelProfile:
-        from agent.backends.onnxruntime import OnnxRuntimeBackend
-        from agent.errors import JobError
-        from controller.flops import graph_flops, row_flops
-
         feed = self._feed(input_data)
         with tempfile.TemporaryDirectory(prefix="edgefarm-profile-") as tmp:
             path = self.source.path
             if path is None:
                 path = Path(tmp) / "model.onnx"
                 path.write_bytes(self.source.proto.SerializeToString())
-            backend = OnnxRuntimeBackend()  # the agent's own backend: same session settings and parser
-            try:
-                backend.load(path, self.threads, profile_dir=Path(tmp))
-                for _ in range(warmup + iterations):
-                    backend.run(feed)
-                rows, total_ms, n = backend.layer_profile(skip_runs=warmup)
-            except JobError as exc:
-                raise OptimizerError(exc.message) from None
-            except Exception as exc:  # ORT's exception types from run()
-                raise OptimizerError(f"onnxruntime could not run the model: {str(exc).strip()[:300]}") from None
+            rows, total_ms, n = profile_here(path, self.threads, feed, warmup, iterations, Path(tmp))
         shapes = {k: list(v.shape) for k, v in feed.items()}
         graph = graph_flops(self.source.proto, shapes)
         layers = []
@@ -120,9 +109,6 @@ class Profiler:
         return ModelProfile("cpu", total_ms, n, self.threads, layers)
 
     def _profile_farm(self, device: str, iterations: int, warmup: int, inventory, store, input_data) -> ModelProfile:
-        from controller.measure import profile
-        from controller.settings import MeasureSettings
-
         shapes = dict(self.input_shapes)
         if input_data is not None:  # the agent generates its inputs; the data fix dynamic shapes
             shapes.update({k: list(v.shape) for k, v in self._feed(input_data).items()})
@@ -134,9 +120,8 @@ class Profiler:
             tmp.close()
             path = Path(tmp.name)
         try:
-            settings = MeasureSettings(threads=self.threads, warmup=warmup, profile_iterations=iterations,
-                                       min_iterations=1, min_seconds=0.0, input_shapes=shapes)
-            result = profile(path, device=device, settings=settings, store=store, inventory=inventory)
+            result = profile_on_farm(FarmProfileRequest(path, device, self.threads, warmup, iterations, shapes,
+                                                        inventory, store))
         finally:
             if tmp is not None:
                 Path(tmp.name).unlink(missing_ok=True)

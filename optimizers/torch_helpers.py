@@ -50,7 +50,7 @@ def calculate_flops(model, input_shape: tuple[int, ...] = DIGITS_INPUT) -> int:
     """FLOPs of one inference, counted on the exported ONNX graph (the controller's FLOP rules)."""
     import onnx
 
-    from controller.flops import graph_flops
+    from optimizers.flops import graph_flops
 
     with tempfile.TemporaryDirectory() as tmp:
         path = export_onnx(model, Path(tmp) / "m.onnx", input_shape)

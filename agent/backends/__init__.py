@@ -4,21 +4,14 @@ from __future__ import annotations
 
 import importlib
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from agent.errors import JobError
+from core.inputs import InputSpec
 
-
-@dataclass
-class InputSpec:
-    """One model input: name, numpy dtype and shape (ints, or a str/None for a dynamic dimension)."""
-
-    name: str
-    dtype: np.dtype
-    shape: list
+__all__ = ["Backend", "InputSpec", "available_backends", "backend_class"]
 
 
 class Backend(ABC):

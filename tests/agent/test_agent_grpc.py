@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from agent.servicer import array_to_tensor, tensor_to_array
+from protos.tensors import array_to_tensor, tensor_to_array
 from controller.client import AgentClient, file_digest
 from controller.errors import DeviceError
 from protos import agent_pb2 as pb

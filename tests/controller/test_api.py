@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from controller.errors import DeviceError, JobFailed, ModelError
-from controller.flops import graph_flops, node_flops, parse_shape_strings
+from optimizers.flops import graph_flops, node_flops, parse_shape_strings
 from controller.inventory import connect, load_inventory, resolve_device
 from controller.measure import bench, profile
 from controller.settings import MeasureSettings, parse_input_shape
@@ -93,7 +93,7 @@ def test_node_flops(op, ins, outs, attrs, flops):
 
 
 def test_fused_rows_map_back_to_graph_nodes(model_dir):
-    from controller.flops import row_flops
+    from optimizers.flops import row_flops
 
     graph = graph_flops(models.conv_model(model_dir / "fused.onnx"), {})
     fused = {"name": "r_nchwc", "op_type": "Conv", "input_shapes": [], "output_shapes": []}

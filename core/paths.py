@@ -1,4 +1,4 @@
-"""Where the controller keeps its caches."""
+"""Where edgefarm keeps its caches, and file names as printable text."""
 
 from __future__ import annotations
 

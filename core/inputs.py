@@ -1,12 +1,22 @@
-"""Model inputs: resolving concrete shapes (fixed dims + --input-shape) and synthetic input data.
-Shared by the agent's runner and the controller's pre-flight check."""
+"""Model inputs: their specs, resolving concrete shapes (fixed dims + --input-shape) and synthetic input data.
+Shared by the agent's runner, the optimizers' data loading and the controller's pre-flight check."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
-from agent.backends import InputSpec
-from agent.errors import JobError
+from core.errors import JobError
+
+
+@dataclass
+class InputSpec:
+    """One model input: name, numpy dtype and shape (ints, or a str/None for a dynamic dimension)."""
+
+    name: str
+    dtype: np.dtype
+    shape: list
 
 
 def resolve_shapes(specs: list[InputSpec], given: dict[str, list[int]]) -> dict[str, list[int]]:
