@@ -15,7 +15,7 @@ from agent.errors import AgentError, CacheFull, InvalidDigest, JobError, UploadR
 from agent.jobs import JobManager, JobSpec
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc as pb_grpc
-from protos.tensors import array_to_tensor, tensor_to_array
+from protos.codec import array_to_tensor, tensor_to_array
 
 log = logging.getLogger(__name__)
 

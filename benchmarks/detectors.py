@@ -90,8 +90,8 @@ def variants_of(source, out: Path, optimized, log) -> tuple[list[Row], list[str]
 
 def paired(client, base_ref, path: Path, settings, store, rounds: int, first=None):
     """PairedRounds of `path` against base_ref: `first` (a measure_on result's pair) plus more loops."""
-    from controller.models import check_model
-    from controller.paired import PairedRounds, paired_loop
+    from controller.measure.paired import PairedRounds, paired_loop
+    from controller.measure.preflight import check_model
 
     pairs = PairedRounds()
     cand = check_model(path, settings.input_shapes)
@@ -126,13 +126,13 @@ def main() -> int:
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
 
-    from controller.local import LocalAgent
-    from controller.models import check_model
-    from controller.optimize import measure_on, optimize
-    from controller.quality import stack_inputs
-    from controller.settings import MeasureSettings
-    from controller.sources import onnx_source
-    from controller.store import ResultsStore
+    from controller.fleet.local import LocalAgent
+    from controller.measure.preflight import check_model
+    from controller.measure.settings import MeasureSettings
+    from controller.measure.store import ResultsStore
+    from controller.optimization.api import measure_on, optimize
+    from controller.optimization.constraints import stack_inputs
+    from controller.optimization.sources import onnx_source
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

@@ -72,7 +72,7 @@ def main() -> int:
         print(plain_loop(args.plain_once, args.threads, args.warmup, args.min_iterations, args.min_seconds))
         return 0
 
-    from controller.examples import example_model
+    from controller.measure.examples import example_model
 
     model = example_model()
     flags = ["--threads", str(args.threads), "--warmup", str(args.warmup), "--min-iterations",

@@ -31,12 +31,12 @@ def main() -> int:
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
 
-    from controller.examples import example_model
-    from controller.local import LocalAgent
-    from controller.measure import bench, profile
-    from controller.scheduler import Scheduler
-    from controller.settings import MeasureSettings
-    from controller.store import ResultsStore
+    from controller.fleet.local import LocalAgent
+    from controller.fleet.scheduler import Scheduler
+    from controller.measure.api import bench, profile
+    from controller.measure.examples import example_model
+    from controller.measure.settings import MeasureSettings
+    from controller.measure.store import ResultsStore
 
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("this benchmark pins one agent per core and needs 2 CPUs")
@@ -83,7 +83,7 @@ def main() -> int:
 
 
 def _litert(client, store, bench, profile) -> list[str]:
-    from controller.settings import MeasureSettings
+    from controller.measure.settings import MeasureSettings
 
     models = Path(sys.prefix) / "share" / "edgefarm-models"
     rows = []

@@ -32,10 +32,10 @@ def main() -> int:
     args = parser.parse_args()
 
 
-    from controller.local import LocalAgent
+    from controller.fleet.local import LocalAgent
+    from controller.measure.store import ResultsStore
     from controller.nas import LUT_SETTINGS, farm_latency_table, measure_undisturbed, run_nas
     from controller.nas import prediction_errors as check_predictor
-    from controller.store import ResultsStore
     from optimizers import count_params, export_onnx, pretrained_example
     from optimizers.nas import MobileNetV3Space
     from optimizers.training import accuracy

@@ -55,14 +55,14 @@ def main() -> int:
     parser.add_argument("--write-readme", action="store_true")
     args = parser.parse_args()
 
-    from controller.local import LocalAgent
-    from controller.models import check_model
-    from controller.optimize import Constraints, measure_on, optimize
-    from controller.paired import PairedRounds, paired_loop
-    from controller.quality import stack_inputs
-    from controller.settings import MeasureSettings
-    from controller.sources import example_source, onnx_source
-    from controller.store import ResultsStore
+    from controller.fleet.local import LocalAgent
+    from controller.measure.paired import PairedRounds, paired_loop
+    from controller.measure.preflight import check_model
+    from controller.measure.settings import MeasureSettings
+    from controller.measure.store import ResultsStore
+    from controller.optimization.api import Constraints, measure_on, optimize
+    from controller.optimization.constraints import stack_inputs
+    from controller.optimization.sources import example_source, onnx_source
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

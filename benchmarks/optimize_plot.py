@@ -18,8 +18,8 @@ from types import SimpleNamespace
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from controller.optimize_plot import plot_png  # noqa: E402
-from controller.quality import Constraints  # noqa: E402
+from controller.optimization.constraints import Constraints  # noqa: E402
+from controller.optimization.plot import plot_png  # noqa: E402
 
 
 def main() -> int:

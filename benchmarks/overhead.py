@@ -30,8 +30,8 @@ def main() -> int:
     args = parser.parse_args()
     flags = ["--threads", "1", "--warmup", "10", "--min-iterations", "100", "--min-seconds", "1"]
 
-    from controller.examples import example_model
-    from controller.local import LocalAgent
+    from controller.fleet.local import LocalAgent
+    from controller.measure.examples import example_model
 
     model = example_model()
     size = model.stat().st_size

@@ -30,9 +30,9 @@ def main() -> int:
 
     import torch
 
-    from controller.local import LocalAgent
-    from controller.measure import bench
-    from controller.settings import MeasureSettings
+    from controller.fleet.local import LocalAgent
+    from controller.measure.api import bench
+    from controller.measure.settings import MeasureSettings
     from optimizers import (
         KnowledgeDistiller,
         Pruner,

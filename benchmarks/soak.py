@@ -31,7 +31,7 @@ class Farm:
     """The agent under test and the client everyone uses; restarted after each kill."""
 
     def __init__(self, cache: Path) -> None:
-        from controller.local import LocalAgent
+        from controller.fleet.local import LocalAgent
 
         self.cache = cache
         self.lock = threading.Lock()
@@ -45,7 +45,7 @@ class Farm:
         return psutil.Process(self.agent.proc.pid).memory_info().rss
 
     def kill_and_restart(self) -> None:
-        from controller.local import LocalAgent
+        from controller.fleet.local import LocalAgent
 
         with self.lock:
             self.lives[-1]["rss_end"] = self.rss()

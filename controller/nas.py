@@ -16,13 +16,13 @@ from typing import Any
 
 import numpy as np
 
-from controller.client import AgentClient
 from controller.errors import FarmError
-from controller.inventory import LOCAL, connect, load_inventory, resolve_device
-from controller.measure import bench
-from controller.models import ModelRef, check_model
-from controller.settings import MeasureSettings
-from controller.store import ResultsStore
+from controller.fleet.client import AgentClient
+from controller.fleet.inventory import LOCAL, connect, load_inventory, resolve_device
+from controller.measure.api import bench
+from controller.measure.preflight import ModelRef, check_model
+from controller.measure.settings import MeasureSettings
+from controller.measure.store import ResultsStore
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,11 @@
-"""The tensor codec of the wire contract: numpy arrays to and from agent.proto's Tensor message
-(raw little-endian C-order bytes). Used by the agent's servicer and the controller's client."""
+"""The codec of the wire contract: numpy arrays to and from agent.proto's Tensor message (raw
+little-endian C-order bytes), and messages as plain dicts. Used by the agent's servicer and the
+controller."""
 
 from __future__ import annotations
 
 import numpy as np
+from google.protobuf import json_format
 
 from protos import agent_pb2 as pb
 
@@ -19,3 +21,9 @@ def array_to_tensor(name: str, a: np.ndarray) -> pb.Tensor:
     a = np.ascontiguousarray(a)
     return pb.Tensor(name=name, dtype=a.dtype.name, shape=list(a.shape),
                      data=a.astype(a.dtype.newbyteorder("<")).tobytes())
+
+
+def to_dict(msg) -> dict:
+    """A protobuf message as a plain dict with the proto's field names."""
+    return json_format.MessageToDict(msg, preserving_proto_field_name=True,
+                                     always_print_fields_with_no_presence=True)

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from controller.client import AgentClient
-from controller.local import LocalAgent
+from controller.fleet.client import AgentClient
+from controller.fleet.local import LocalAgent
 from tests import models
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 
 def cmd_ca_init(args: argparse.Namespace) -> int:
-    from controller.ca import default_ca_dir, init_ca
+    from controller.fleet.ca import default_ca_dir, init_ca
 
     cert = init_ca(args.dir or default_ca_dir())
     print(f"farm CA created: {cert} (its key {cert.with_name('ca.key')} stays on this machine, mode 0600)")
@@ -18,7 +18,7 @@ def cmd_ca_init(args: argparse.Namespace) -> int:
 
 
 def cmd_ca_issue(args: argparse.Namespace) -> int:
-    from controller.ca import default_ca_dir, issue
+    from controller.fleet.ca import default_ca_dir, issue
 
     got = issue(args.name, args.host or None, ca_dir=args.dir or default_ca_dir(), days=args.days,
                 out_dir=args.out, role=args.role)
@@ -31,7 +31,7 @@ def cmd_ca_issue(args: argparse.Namespace) -> int:
 
 def _entry(args: argparse.Namespace):
     from controller.errors import DeviceError
-    from controller.inventory import load_inventory
+    from controller.fleet.inventory import load_inventory
 
     inv = load_inventory(args.inventory)
     if args.name not in inv:
@@ -45,7 +45,7 @@ def _say(line: str) -> None:
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    from controller.deploy import deploy
+    from controller.fleet.deploy import deploy
 
     target = deploy(_entry(args), accept_new_host_key=args.accept_new_host_key, progress=_say,
                     ready_timeout=args.timeout, pip_args=args.pip_arg)
@@ -55,14 +55,14 @@ def cmd_deploy(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from controller.deploy import logs
+    from controller.fleet.deploy import logs
 
     print(logs(_entry(args), args.lines), end="")
     return 0
 
 
 def cmd_undeploy(args: argparse.Namespace) -> int:
-    from controller.deploy import undeploy
+    from controller.fleet.deploy import undeploy
 
     undeploy(_entry(args), progress=_say)
     return 0

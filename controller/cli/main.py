@@ -10,7 +10,7 @@ from pathlib import Path
 
 from agent.telemetry import NOISY_CV
 from controller.errors import FarmError
-from controller.settings import MeasureSettings, parse_input_shape
+from controller.measure.settings import MeasureSettings, parse_input_shape
 from protos import agent_pb2 as pb
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def progress_printer(stream=sys.stderr):
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from controller.inventory import device_rows
+    from controller.fleet.inventory import device_rows
 
     interfaces = args.interface or None
     rows = device_rows(args.inventory, timeout=args.timeout, discover=args.discover or bool(interfaces),
@@ -121,7 +121,7 @@ def say_example(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from controller.measure import bench
+    from controller.measure.api import bench
 
     say_example(args)
     res = bench(args.model, args.device, measure_settings(args), store=args.store, inventory=args.inventory,
@@ -145,14 +145,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from controller.measure import profile
+    from controller.measure.api import profile
 
     say_example(args)
     res = profile(args.model, args.device, measure_settings(args), store=args.store, inventory=args.inventory,
                   progress=None if args.quiet else progress_printer(),
                   bottleneck_percent=args.bottleneck_percent)
     if args.plot:
-        from controller.report import layer_plot_png
+        from controller.measure.report import layer_plot_png
 
         Path(args.plot).write_bytes(layer_plot_png(res.layers, args.top))
     if args.json:
@@ -177,8 +177,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from controller.report import render
-    from controller.store import ResultsStore
+    from controller.measure.report import render
+    from controller.measure.store import ResultsStore
 
     if not Path(args.store).exists():
         raise FarmError(f"no results store at '{args.store}'; run `farmctl bench` first or pass --store")
@@ -199,7 +199,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def cmd_example(args: argparse.Namespace) -> int:
     import shutil
 
-    from controller.examples import example_model
+    from controller.measure.examples import example_model
 
     src = example_model(args.name)
     if args.output:
@@ -212,7 +212,7 @@ def cmd_example(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """farmctl's command line."""
-    from controller.measure import BOTTLENECK_PERCENT, default_store_path
+    from controller.measure.api import BOTTLENECK_PERCENT, default_store_path
 
     parser = argparse.ArgumentParser(prog="farmctl", description="edgefarm controller: measure models on "
                                      "real devices")
@@ -257,10 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=int, default=None)
     p.set_defaults(func=cmd_report)
 
-    from controller.cli_fleet import add_parsers as add_fleet
-    from controller.cli_nas import add_parser as add_nas
-    from controller.cli_optimize import add_parser as add_optimize
-    from controller.cli_techniques import add_parsers
+    from controller.cli.fleet import add_parsers as add_fleet
+    from controller.cli.nas import add_parser as add_nas
+    from controller.cli.optimize import add_parser as add_optimize
+    from controller.cli.techniques import add_parsers
 
     add_optimize(sub)
     add_nas(sub)

@@ -7,14 +7,14 @@ import json
 import sys
 from pathlib import Path
 
-from controller.candidates import TECHNIQUES
+from controller.optimization.candidates import TECHNIQUES
 
 EXIT_NO_CANDIDATE = 3
 
 
 def add_parser(sub) -> None:
     """Register `farmctl optimize`."""
-    from controller.cli import add_measure_flags
+    from controller.cli.main import add_measure_flags
 
     p = sub.add_parser("optimize", help="make candidates, measure them on the device(s), choose the fastest "
                                         "that meets the constraints",
@@ -82,9 +82,9 @@ def _preprocess(args: argparse.Namespace):
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from controller.cli import measure_settings
-    from controller.optimize import Constraints, optimize, result_summary
-    from controller.sources import check_pytorch_only
+    from controller.cli.main import measure_settings
+    from controller.optimization.api import Constraints, optimize, result_summary
+    from controller.optimization.sources import check_pytorch_only
 
     check_pytorch_only(args.model)
     constraints = Constraints(args.max_latency_ms, args.max_size_mb, args.max_accuracy_drop, args.min_fidelity,

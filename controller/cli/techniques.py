@@ -8,7 +8,7 @@ import json
 import sys
 from pathlib import Path
 
-from controller.examples import EXAMPLES
+from controller.measure.examples import EXAMPLES
 from optimizers.quantization import COMPUTE_OP_TYPES
 
 
@@ -25,7 +25,7 @@ def _data(text: str | None):
 
 
 def _source(model: str) -> Path:
-    from controller.models import resolve_model
+    from controller.measure.preflight import resolve_model
 
     return resolve_model(model)
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from controller.errors import DeviceError
-from controller.inventory import DeviceEntry, check_version
+from controller.fleet.inventory import DeviceEntry, check_version
 
 log = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ def deploy(entry: DeviceEntry, accept_new_host_key: bool = False, progress: Call
 def _copy_agent_certificate(remote: Remote, entry: DeviceEntry, home: str) -> dict:
     """Issue (once) a certificate for the device from the farm CA that signed the controller's, and copy it
     with the CA certificate to the device."""
-    from controller import ca
+    from controller.fleet import ca
 
     ca_dir = Path(entry.tls.ca).parent
     cert, key = ca_dir / f"{entry.name}.pem", ca_dir / f"{entry.name}.key"

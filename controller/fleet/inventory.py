@@ -10,9 +10,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.client import AgentClient, TLSFiles, tls_from_env
 from controller.errors import DeviceError
-from controller.local import LocalAgent
+from controller.fleet.client import AgentClient, TLSFiles, tls_from_env
+from controller.fleet.local import LocalAgent
+from protos.codec import to_dict
 
 LOCAL = "local"
 KNOWN_CLASSES = ("rpi3", "rpi4", "rpi5", "rpi", "jetson-nano", "jetson-orin", "jetson", "x86", "arm64")
@@ -336,12 +337,10 @@ def device_rows(inventory: Path | None = None, timeout: float = 5.0, discover: b
                 interfaces: list[str] | None = None, discover_seconds: float = 2.0) -> list[dict]:
     """`farmctl devices`: every inventory device and (with discover) every agent found on zeroconf,
     merged by address, each with its health and what it reports."""
-    from controller.measure import to_dict
-
     entries = list(load_inventory(inventory).values())
     found = []
     if discover:
-        from controller.discovery import discover as browse
+        from controller.fleet.discovery import discover as browse
 
         found = browse(discover_seconds, interfaces)
     by_address = {e.address: e for e in entries if e.address}

@@ -12,8 +12,8 @@ import time
 from pathlib import Path
 
 from agent import child_env, die_with_parent
-from controller.client import AgentClient, TLSFiles
 from controller.errors import DeviceError
+from controller.fleet.client import AgentClient, TLSFiles
 from core.paths import cache_root
 
 log = logging.getLogger(__name__)

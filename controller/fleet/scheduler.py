@@ -14,8 +14,8 @@ from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.client import AgentClient
 from controller.errors import AgentUnavailable, DeviceError
+from controller.fleet.client import AgentClient
 
 log = logging.getLogger(__name__)
 

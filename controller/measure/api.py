@@ -10,20 +10,19 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
-from google.protobuf import json_format
 
 from agent.stats import PairedRatio, paired_ratio
-from controller.client import AgentClient
 from controller.errors import JobFailed, ModelError
-from controller.inventory import LOCAL, connect, load_inventory, resolve_device
-from controller.models import ModelRef, check_model, display_path, resolve_model
-from controller.settings import MeasureSettings
-from controller.store import ResultsStore
+from controller.fleet.client import AgentClient
+from controller.fleet.inventory import LOCAL, connect, load_inventory, resolve_device
+from controller.measure.preflight import ModelRef, check_model, display_path, resolve_model
+from controller.measure.settings import MeasureSettings
+from controller.measure.store import ResultsStore
 from optimizers.flops import GraphFlops, graph_flops, row_flops
 from optimizers.layer_names import layer_label
 from optimizers.on_device import FarmProfileRequest
 from protos import agent_pb2 as pb
-from protos.tensors import array_to_tensor, tensor_to_array
+from protos.codec import array_to_tensor, tensor_to_array, to_dict
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +34,6 @@ TIMES = ("times_ms", "reference_times_ms")
 def default_store_path() -> Path:
     """$EDGEFARM_STORE, else edgefarm-results.db in the current folder."""
     return Path(os.environ.get("EDGEFARM_STORE") or "edgefarm-results.db")
-
-
-def to_dict(msg) -> dict:
-    """A protobuf message as a plain dict with the proto's field names."""
-    return json_format.MessageToDict(msg, preserving_proto_field_name=True,
-                                     always_print_fields_with_no_presence=True)
 
 
 @dataclass

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.stats import PairedRatio, paired_ratio
-from controller.measure import bench
+from controller.measure.api import bench
 
 NOISE_MARGIN = 1.02   # "faster" = the paired interval's lower end at least 2 % above the baseline
 

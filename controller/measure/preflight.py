@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from controller.errors import ModelError
-from controller.examples import EXAMPLES, example_model
+from controller.measure.examples import EXAMPLES, example_model
 from core.errors import JobError
 from core.inputs import resolve_shapes
 from core.paths import printable

@@ -16,15 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from controller import candidates as plan_mod
-from controller import refine
-from controller.candidates import REUSE_ALL, REUSE_CHOICES, REUSE_NOTHING
-from controller.client import file_digest
 from controller.errors import AgentUnavailable, FarmError
-from controller.inventory import LOCAL, connect_pool, load_inventory, resolve_devices
-from controller.measure import bench, evaluate_outputs, profile
-from controller.models import ModelRef, check_model
-from controller.paired import (
+from controller.fleet.client import file_digest
+from controller.fleet.inventory import LOCAL, connect_pool, load_inventory, resolve_devices
+from controller.fleet.scheduler import JobLost, Scheduler
+from controller.measure.api import bench, evaluate_outputs, profile
+from controller.measure.paired import (
     PairedRounds,
     could_be_faster,
     least_disturbed_baseline,
@@ -33,12 +30,15 @@ from controller.paired import (
     ratio_to_json,
     speed_failure,
 )
+from controller.measure.preflight import ModelRef, check_model
+from controller.measure.settings import MeasureSettings
+from controller.measure.store import ResultsStore
+from controller.optimization import candidates as plan_mod
+from controller.optimization import refine
+from controller.optimization.candidates import REUSE_ALL, REUSE_CHOICES, REUSE_NOTHING
+from controller.optimization.constraints import Constraints, closest, judge, metric_or_error, stack_inputs
+from controller.optimization.sources import Source, example_source, onnx_source, optimize_key
 from controller.progress import ProgressBar
-from controller.quality import Constraints, closest, judge, metric_or_error, stack_inputs
-from controller.scheduler import JobLost, Scheduler
-from controller.settings import MeasureSettings
-from controller.sources import Source, example_source, onnx_source, optimize_key
-from controller.store import ResultsStore
 from optimizers.metrics import Metric
 
 log = logging.getLogger(__name__)
@@ -450,7 +450,7 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
     `max_metric_drop`. `reuse`: what an earlier run with the same key (model, data, techniques, settings)
     gives: "all" (its builds and measurements: a rerun resumes), "builds" (`--remeasure`: time and
     evaluate again) or "nothing" (`--fresh`: build and measure everything again). See the README."""
-    from controller.optimize_report import write_reports
+    from controller.optimization.report import write_reports
 
     started = time.monotonic()
     if reuse not in REUSE_CHOICES:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.errors import FarmError
-from controller.sources import Source
+from controller.optimization.sources import Source
 from optimizers.quantization import COMPUTE_OP_TYPES
 
 log = logging.getLogger(__name__)

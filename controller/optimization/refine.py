@@ -1,19 +1,19 @@
 """The candidates `farmctl optimize` makes only after the first measurements ask for them: mixed precision
 (INT8 breaks the quality constraint while running faster) and int8-measured (the fastest INT8 with the
 layers the device measured slower in INT8 kept float). Each takes the optimize run's loop
-(controller.optimize._Loop), adds its candidate there, or returns why it was skipped."""
+(controller.optimization.api._Loop), adds its candidate there, or returns why it was skipped."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from controller import candidates as plan_mod
-from controller.candidates import REUSE_NOTHING
 from controller.errors import FarmError
-from controller.measure import profile
+from controller.fleet.scheduler import JobLost, Scheduler
+from controller.measure.api import profile
+from controller.optimization import candidates as plan_mod
+from controller.optimization.candidates import REUSE_NOTHING
+from controller.optimization.constraints import DEFAULT_FIDELITY
 from controller.progress import ProgressBar
-from controller.quality import DEFAULT_FIDELITY
-from controller.scheduler import JobLost, Scheduler
 from optimizers.errors import OptimizerError
 from optimizers.layer_names import node_times
 from optimizers.measured_precision import MeasuredPrecisionOptimizer, least_disturbed

@@ -10,7 +10,7 @@ import io
 import json
 from pathlib import Path
 
-from controller.optimize_plot import plot_png
+from controller.optimization.plot import plot_png
 
 HEADER = ["device", "candidate", "techniques", "status", "p50 ms", "p90 ms", "p99 ms", "speedup", "speedup 95 % CI",
           "size MB", "accuracy", "fidelity", "metric", "meets", "reason"]
@@ -78,7 +78,7 @@ def to_html(result, png: bytes | None) -> str:
                    + "".join(f"<td>{html.escape(_fmt(h, r[h]))}</td>" for h in HEADER) + "</tr>" for r in rows)
     img = (f'<img alt="latency vs quality" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
            if png else "")
-    from controller.optimize import result_summary
+    from controller.optimization.api import result_summary
 
     skipped = "".join(f"<li>{html.escape(s['technique'])}: {html.escape(s['reason'])}</li>" for s in result.skipped)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from controller.client import file_digest
 from controller.errors import FarmError, ModelError
-from controller.models import check_model, resolve_model
+from controller.fleet.client import file_digest
+from controller.measure.preflight import check_model, resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -93,13 +93,13 @@ def _default_data(model_arg: str, proto, input_shapes: dict) -> tuple[Any, str]:
     from optimizers.data import load_data, synthetic_data
 
     if model_arg in ("minilm", "example:minilm"):
-        from controller.examples import minilm_texts, minilm_tokens
+        from controller.measure.examples import minilm_texts, minilm_tokens
 
         return load_data(minilm_tokens(minilm_texts()), proto), "the minilm example's real sentences"
     if model_arg in ("yolov8n", "example:yolov8n"):
         import tempfile
 
-        from controller.examples import sample_photos
+        from controller.measure.examples import sample_photos
         from optimizers.data import ImagePreprocess
 
         with tempfile.TemporaryDirectory() as tmp:   # YOLO's input: RGB scaled to [0, 1], no mean/std
@@ -109,7 +109,7 @@ def _default_data(model_arg: str, proto, input_shapes: dict) -> tuple[Any, str]:
     if model_arg in ("ppocr-det", "example:ppocr-det"):
         import tempfile
 
-        from controller.examples import sample_photos
+        from controller.measure.examples import sample_photos
         from optimizers.data import ImagePreprocess
 
         with tempfile.TemporaryDirectory() as tmp:   # PaddleOCR's detector: ImageNet mean/std on x/255

@@ -13,10 +13,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from protos.tensors import array_to_tensor, tensor_to_array
-from controller.client import AgentClient, file_digest
 from controller.errors import DeviceError
+from controller.fleet.client import AgentClient, file_digest
 from protos import agent_pb2 as pb
+from protos.codec import array_to_tensor, tensor_to_array
 from tests import models
 
 FAST = pb.MeasureSettings(warmup=2, min_iterations=5, min_seconds=0.0, max_seconds=5.0, threads=1)

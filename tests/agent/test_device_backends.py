@@ -15,8 +15,8 @@ from agent import telemetry
 from agent.backends import available_backends, backend_class
 from agent.errors import JobError
 from controller.errors import JobFailed, ModelError
-from controller.measure import bench, profile
-from controller.settings import MeasureSettings
+from controller.measure.api import bench, profile
+from controller.measure.settings import MeasureSettings
 
 DATA = Path(__file__).parent / "data"
 MODELS = Path(sys.prefix) / "share" / "edgefarm-models"
@@ -108,7 +108,7 @@ def test_tensorrt_absent_is_reported_not_crashed(shared_agent, conv_onnx, tmp_pa
     with pytest.raises(JobError, match="backend 'tensorrt' is not installed on this device"):
         backend_class("tensorrt")
     client, _ = shared_agent
-    from controller.models import check_model
+    from controller.measure.preflight import check_model
 
     ref = check_model(conv_onnx)
     ref.backend = "tensorrt"

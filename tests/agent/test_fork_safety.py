@@ -10,7 +10,7 @@ import sys
 
 SCRIPT = """
 import subprocess, sys, threading
-from controller.local import LocalAgent
+from controller.fleet.local import LocalAgent
 agent = LocalAgent(cache_dir=sys.argv[1], name="fork")
 client = agent.start()
 stop = threading.Event()

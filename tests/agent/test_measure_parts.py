@@ -5,12 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.inputs import InputSpec
 from agent.backends.onnxruntime import parse_ort_profile
 from agent.errors import JobError
-from core.inputs import make_feeds, resolve_shapes
 from agent.stats import latency_stats
 from agent.telemetry import cpu_frequencies, is_throttled, result_flags, thermal_zones
+from core.inputs import InputSpec, make_feeds, resolve_shapes
 
 
 def test_latency_stats():

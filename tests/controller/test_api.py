@@ -1,4 +1,4 @@
-"""The Python API (controller.measure) against real agents; the store; FLOPs; the inventory."""
+"""The Python API (controller.measure.api) against real agents; the store; FLOPs; the inventory."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import sqlite3
 import pytest
 
 from controller.errors import DeviceError, JobFailed, ModelError
+from controller.fleet.inventory import connect, load_inventory, resolve_device
+from controller.measure.api import bench, profile
+from controller.measure.settings import MeasureSettings, parse_input_shape
+from controller.measure.store import SCHEMA_VERSION, ResultsStore, StoreError
 from optimizers.flops import graph_flops, node_flops, parse_shape_strings
-from controller.inventory import connect, load_inventory, resolve_device
-from controller.measure import bench, profile
-from controller.settings import MeasureSettings, parse_input_shape
-from controller.store import SCHEMA_VERSION, ResultsStore, StoreError
 from tests import models
 
 FAST = MeasureSettings(threads=1, warmup=1, min_iterations=5, min_seconds=0.0, profile_iterations=5)
@@ -38,8 +38,8 @@ def test_failed_job_raises_and_is_stored(start_agent, model_dir, tmp_path):
 
 
 def test_builtin_example_is_a_mobilenetv2(tmp_path):
-    from controller.examples import example_model
-    from controller.models import check_model
+    from controller.measure.examples import example_model
+    from controller.measure.preflight import check_model
 
     path = example_model()
     ref = check_model(path)
@@ -47,7 +47,7 @@ def test_builtin_example_is_a_mobilenetv2(tmp_path):
     total = graph_flops(path, ref.input_shapes).total
     assert 0.55e9 < total < 0.7e9  # MobileNetV2 1.0 at 224: ~300M multiply-adds
     with pytest.raises(ModelError, match="built-in examples are: mobilenetv2"):
-        from controller.models import resolve_model
+        from controller.measure.preflight import resolve_model
         resolve_model("example:resnet9000")
 
 
@@ -149,8 +149,8 @@ def test_yolov8n_example_is_the_real_detector_with_a_fixed_input():
     fixed to 1x3x320x320; its default data are scikit-image's sample photos."""
     import onnxruntime as ort
 
-    from controller.models import check_model, resolve_model
-    from controller.sources import onnx_source
+    from controller.measure.preflight import check_model, resolve_model
+    from controller.optimization.sources import onnx_source
 
     ref = check_model(resolve_model("example:yolov8n"), {})
     assert ref.input_shapes == {"images": [1, 3, 320, 320]}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from controller.store import ResultsStore
+from controller.measure.store import ResultsStore
 from tests import models
 
 FAST = ["--warmup", "2", "--min-iterations", "10", "--min-seconds", "0.05", "--threads", "1"]
@@ -155,7 +155,7 @@ def test_progress_lines_on_stderr(tmp_path, conv_onnx):
 
 
 def test_a_result_flag_is_explained_where_it_is_printed():
-    from controller.cli import flag_text
+    from controller.cli.main import flag_text
 
     assert flag_text("noisy", 0.123).startswith("noisy: the timing varied (CV 12.3% > 10%)")
     assert "rerun" in flag_text("noisy", 0.2) and "frequency" in flag_text("throttled", 0.01)
@@ -164,7 +164,7 @@ def test_a_result_flag_is_explained_where_it_is_printed():
 def test_report_plot_gives_each_model_its_own_latency_axis():
     import matplotlib.pyplot as plt
 
-    from controller.report import latency_figure
+    from controller.measure.report import latency_figure
 
     runs = [{"id": i, "model_name": m, "device_name": "local", "kind": "benchmark", "threads": 1, "status": "ok",
              "p50_ms": p, "p90_ms": p * 1.1} for i, (m, p) in enumerate([("digits", 0.4), ("mobilenetv2", 14.0),

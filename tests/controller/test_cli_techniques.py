@@ -7,7 +7,7 @@ import json
 import numpy as np
 import onnxruntime as ort
 
-from controller.cli import main
+from controller.cli.main import main
 from tests.optimizers import graphs
 
 

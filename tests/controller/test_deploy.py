@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from controller.errors import DeviceError
-from controller.inventory import parse_inventory
+from controller.fleet.inventory import parse_inventory
 
 SSHD = "/usr/sbin/sshd"
 
@@ -159,7 +159,7 @@ def test_an_unknown_host_key_and_a_refused_login_are_clear(sshd, tmp_path):
 
 
 def test_unreachable_ssh_and_missing_tls_are_clear(tmp_path):
-    from controller.deploy import deploy
+    from controller.fleet.deploy import deploy
 
     devices = parse_inventory(f"devices:\n  pi:\n    address: 10.1.2.3:50551\n    ssh: {{user: pi}}\n"
                               f"  near:\n    address: 127.0.0.1:{_free_port()}\n"

@@ -13,21 +13,21 @@ from types import SimpleNamespace
 
 import pytest
 
-from controller import ca
-from controller.client import AgentClient, TLSFiles
 from controller.errors import DeviceError, FarmError
-from controller.inventory import (
+from controller.fleet import ca
+from controller.fleet.client import AgentClient, TLSFiles
+from controller.fleet.inventory import (
     InventoryError,
     check_version,
     load_inventory,
     parse_inventory,
     resolve_devices,
 )
-from controller.local import LocalAgent
-from controller.measure import bench
-from controller.scheduler import JobLost, Scheduler
-from controller.settings import MeasureSettings
-from controller.store import ResultsStore
+from controller.fleet.local import LocalAgent
+from controller.fleet.scheduler import JobLost, Scheduler
+from controller.measure.api import bench
+from controller.measure.settings import MeasureSettings
+from controller.measure.store import ResultsStore
 
 FAST = MeasureSettings(threads=1, warmup=2, min_iterations=20, min_seconds=0.05)
 
@@ -205,7 +205,7 @@ def test_agent_refuses_to_listen_beyond_loopback_without_tls(tmp_path):
 # ---- discovery on the loopback interface --------------------------------------------------------
 
 def test_discovery_finds_advertised_agents_and_devices_merges_them(start_agent, tmp_path):
-    from controller.discovery import discover
+    from controller.fleet.discovery import discover
 
     start_agent("--advertise", "--device-class", "rpi5", name="found-me")
     found = {a.name: a for a in discover(timeout=10, interfaces=["127.0.0.1"], expect={"found-me"})}

@@ -11,9 +11,9 @@ import pytest
 
 pytest.importorskip("torch")
 
-from controller.cli import main  # noqa: E402
+from controller.cli.main import main  # noqa: E402
+from controller.measure.settings import MeasureSettings  # noqa: E402
 from controller.nas import Undisturbed, run_nas  # noqa: E402
-from controller.settings import MeasureSettings  # noqa: E402
 from optimizers import OptimizerError, UnknownOption  # noqa: E402
 from optimizers.nas import MobileNetV3Space, NASOptimizer  # noqa: E402
 

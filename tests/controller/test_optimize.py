@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.cli import main
-from controller.optimize import Constraints, module_name, ratios_from_profile
-from controller.optimize_plot import pareto_front
-from controller.paired import NOISE_MARGIN
+from controller.cli.main import main
+from controller.measure.paired import NOISE_MARGIN
+from controller.optimization.api import Constraints, module_name, ratios_from_profile
+from controller.optimization.plot import pareto_front
 
 FAST = ["--threads", "1", "--warmup", "3", "--min-iterations", "20", "--min-seconds", "0.5"]
 TECHNIQUES = "int8-minmax,int8-percentile,int8-dynamic,fp16"
@@ -204,7 +204,7 @@ def test_tflite_twins_say_what_they_need(tmp_path, capsys):
 def test_the_plan_adds_tflite_twins_of_the_exported_pytorch_candidates(tmp_path):
     from types import SimpleNamespace
 
-    from controller.candidates import plan
+    from controller.optimization.candidates import plan
 
     source = SimpleNamespace(baseline=tmp_path / "m.onnx", calibration=None, torch=SimpleNamespace(
         model=None, train=None, input_shape=(1, 1, 28, 28)))
@@ -246,7 +246,7 @@ def test_constraint_failures_say_by_how_much():
 
 
 def test_closest_names_the_fast_candidate_and_the_one_relaxation_that_admits_it():
-    from controller.quality import closest
+    from controller.optimization.constraints import closest
 
     c = Constraints(max_accuracy_drop=1.0, max_latency_ms=5.0)
     base = {"accuracy": 0.9747, "latency_ms": {"p50": 6.0}}
@@ -297,8 +297,8 @@ def test_profile_guides_pruning_ratios_and_the_pareto_front():
 def test_builtin_pytorch_example_prunes_with_the_device_profile(tmp_path):
     """No MODEL: the trained digits example, labelled validation data (accuracy measured on the device),
     structured pruning uniform and with per-layer ratios from the baseline's device profile."""
-    from controller.optimize import optimize
-    from controller.settings import MeasureSettings
+    from controller.measure.settings import MeasureSettings
+    from controller.optimization.api import optimize
 
     result = optimize(None, ["local"], techniques=["prune"], out_dir=tmp_path / "out", store=tmp_path / "r.db",
                       settings=MeasureSettings(threads=1, warmup=3, min_iterations=50, min_seconds=0.3),
@@ -320,8 +320,8 @@ def test_builtin_pytorch_example_prunes_with_the_device_profile(tmp_path):
 
 def test_several_devices_one_table_a_choice_each(tmp_path, start_agent):
     """The embedded agent and a second agent at HOST:PORT: the same candidates measured on both."""
-    from controller.optimize import optimize
-    from controller.settings import MeasureSettings
+    from controller.measure.settings import MeasureSettings
+    from controller.optimization.api import optimize
 
     client, _ = start_agent(name="second")
     result = optimize("example:mobilenetv2", ["local", client.address], techniques="int8-minmax,int8-dynamic",

@@ -7,8 +7,8 @@ from __future__ import annotations
 import onnx
 import pytest
 
-from controller.optimize import optimize
-from controller.settings import MeasureSettings
+from controller.measure.settings import MeasureSettings
+from controller.optimization.api import optimize
 from optimizers.measured_precision import SLOWER_MARGIN
 
 FAST = MeasureSettings(threads=1, warmup=3, min_iterations=20, min_seconds=0.5)
@@ -70,8 +70,8 @@ def test_int8_measured_keeps_float_what_the_device_measured_slower(detector_run)
 
 def test_rewrite_candidates_are_planned_where_a_pattern_matches(tmp_path):
     """`rewrite`: each activation rewrite the model has, alone and under INT8; none on a model without."""
-    from controller.candidates import plan
-    from controller.sources import onnx_source
+    from controller.optimization.candidates import plan
+    from controller.optimization.sources import onnx_source
 
     cands, skipped = plan(onnx_source("example:yolov8n"), ["rewrite", "int8-minmax"], tmp_path)
     names = [c.name for c in cands]

@@ -11,8 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from controller.optimize_plot import _panel, plot_png, quality_limit  # noqa: E402
-from controller.quality import Constraints  # noqa: E402
+from controller.optimization.constraints import Constraints  # noqa: E402
+from controller.optimization.plot import _panel, plot_png, quality_limit  # noqa: E402
 
 SUMMARY = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "demo-optimize-summary.json"
 

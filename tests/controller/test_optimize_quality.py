@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.cli import main
-from controller.optimize import Constraints, optimize
-from controller.quality import judge
-from controller.settings import MeasureSettings
+from controller.cli.main import main
+from controller.measure.settings import MeasureSettings
+from controller.optimization.api import Constraints, optimize
+from controller.optimization.constraints import judge
 from tests import models
 
 FAST = ["--threads", "1", "--warmup", "2", "--min-iterations", "20", "--min-seconds", "0.3"]

@@ -16,10 +16,10 @@ import onnx
 import pytest
 
 from agent.stats import paired_ratio
-from controller.examples import build_mobilenetv2
-from controller.measure import bench
-from controller.paired import NOISE_MARGIN, paired_loop
-from controller.settings import MeasureSettings
+from controller.measure.api import bench
+from controller.measure.examples import build_mobilenetv2
+from controller.measure.paired import NOISE_MARGIN, paired_loop
+from controller.measure.settings import MeasureSettings
 
 SETTINGS = MeasureSettings(threads=1, warmup=5, min_iterations=100, min_seconds=1.0)
 ROUNDS = 4

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller import examples
+from controller.measure import examples
 from tests.optimizers import graphs
 
 

@@ -12,7 +12,7 @@ from optimizers.measured_precision import SLOWER_MARGIN, least_disturbed, profil
 
 @pytest.fixture(scope="module")
 def yolo():
-    from controller.sources import onnx_source
+    from controller.optimization.sources import onnx_source
 
     return onnx_source("example:yolov8n")
 

@@ -89,7 +89,7 @@ def test_real_detector_activation_rewrite_is_output_equal(example, rewrite, site
     preprocessing): every site found, the pattern gone, outputs equal within 1e-5, or within what ONNX
     Runtime's own float graph optimizations change on the unmodified model when that is more (PP-OCRv4's
     probability map moves by 2.1e-5 between ORT_DISABLE_ALL and ORT_ENABLE_ALL; the rewrite by 2.1e-5)."""
-    from controller.sources import onnx_source
+    from controller.optimization.sources import onnx_source
 
     source = onnx_source(example)
     out = OperatorOptimizer([rewrite]).optimize(source.baseline, output=tmp_path / "rewritten.onnx")

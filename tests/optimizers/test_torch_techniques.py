@@ -8,7 +8,6 @@ import time
 import numpy as np
 import pytest
 
-
 torch = pytest.importorskip("torch")
 
 from optimizers import (  # noqa: E402
@@ -26,7 +25,6 @@ from optimizers import (  # noqa: E402
 from optimizers.digits import load_digits_data, pretrained_example  # noqa: E402
 from optimizers.torch_helpers import calculate_flops_reduction, get_size  # noqa: E402
 from optimizers.training import accuracy, train  # noqa: E402
-
 
 # the teacher fixture trains the built-in example once (8 epochs: 5-20 minutes on a busy 2-core VM)
 pytestmark = pytest.mark.timeout(1800)

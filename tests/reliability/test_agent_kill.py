@@ -9,7 +9,7 @@ import signal
 import psutil
 import pytest
 
-from controller.local import LocalAgent
+from controller.fleet.local import LocalAgent
 from protos import agent_pb2 as pb
 from tests.reliability.conftest import LONG, Streams, wait_until
 

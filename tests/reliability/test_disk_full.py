@@ -29,7 +29,7 @@ def small_disk(tmp_path):
 
 
 def test_a_full_cache_disk_is_one_sentence(small_disk, tmp_path):
-    from controller.local import LocalAgent
+    from controller.fleet.local import LocalAgent
 
     w = numpy_helper.from_array(np.random.default_rng(0).standard_normal(600_000).astype(np.float32), "w")
     graph = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "big", [],

@@ -9,7 +9,7 @@ import pytest
 
 
 def _open(path: str, barrier, results) -> None:
-    from controller.store import ResultsStore
+    from controller.measure.store import ResultsStore
 
     barrier.wait(30)
     try:

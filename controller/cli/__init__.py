@@ -1,0 +1,1 @@
+"""The farmctl command line: one module per command family, shared flags in flags.py."""
