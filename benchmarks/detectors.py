@@ -77,11 +77,11 @@ def variants_of(source, out: Path, optimized, log) -> tuple[list[Row], list[str]
     dev = optimized.devices[0]
     shown = {"int8-minmax-s8s8": "Quantizer S8S8", "int8-minmax-compute-ops": "Quantizer compute ops only"}
     for c in dev.candidates:
-        if c["status"] in ("ok", "rejected") and c.get("path") and (
-                c["name"] in shown or c["name"].startswith("rewrite-") or c["name"] == "int8-measured"):
-            rows.append(Row(shown.get(c["name"], c["name"]), Path(c["path"]), "int8" in c["techniques"]))
+        if c.status in ("ok", "rejected") and c.path and (
+                c.name in shown or c.name.startswith("rewrite-") or c.name == "int8-measured"):
+            rows.append(Row(shown.get(c.name, c.name), Path(c.path), "int8" in c.techniques))
     chosen = Path(dev.artifact) if dev.artifact else source.baseline
-    techniques = next((c["techniques"] for c in dev.candidates if c["name"] == dev.chosen), [])
+    techniques = dev.row(dev.chosen).techniques if dev.chosen else []
     rows.append(Row(f"farmctl optimize's choice: {dev.chosen or 'none (FP32)'}", chosen, "int8" in techniques))
     notes = [f"{s['technique']}: {s['reason']}" for s in optimized.skipped
              if s["technique"] in ("int8-measured", "rewrite")]
@@ -130,8 +130,9 @@ def main() -> int:
     from controller.measure.preflight import check_model
     from controller.measure.settings import MeasureSettings
     from controller.measure.store import ResultsStore
-    from controller.optimization.api import measure_on, optimize
-    from controller.optimization.constraints import stack_inputs
+    from controller.optimization.api import optimize
+    from controller.optimization.quality import stack_inputs
+    from controller.optimization.run import measure_on
     from controller.optimization.sources import onnx_source
 
     def log(line: str) -> None:
@@ -165,10 +166,10 @@ def main() -> int:
                 base = measure_on(client, source.baseline, settings, store, inputs, None, None)
                 strong_ref = check_model(next(r.path for r in rows if r.name == STRONG), source.input_shapes)
                 for row in rows:
-                    m = measure_on(client, row.path, settings, store, inputs, base["outputs"], None,
+                    m = measure_on(client, row.path, settings, store, inputs, base.outputs, None,
                                    baseline=base_ref)
-                    pairs = paired(client, base_ref, row.path, settings, store, args.rounds, m["pair"])
-                    row.p50, row.ratio, row.fidelity = pairs.least_disturbed()["p50"], pairs.ratio(), m["fidelity"]
+                    pairs = paired(client, base_ref, row.path, settings, store, args.rounds, m.pair)
+                    row.p50, row.ratio, row.fidelity = pairs.least_disturbed()["p50"], pairs.ratio(), m.quality.fidelity
                     if (row.int8 or row is rows[-1]) and row.name != STRONG:   # INT8 rows and the choice
                         row.vs_plain = paired(client, strong_ref, row.path, settings, store, args.rounds).ratio()
                     log(f"{model}: {row.name}: {row.ratio.text()}, fidelity {row.fidelity:.4f}"

@@ -60,8 +60,9 @@ def main() -> int:
     from controller.measure.preflight import check_model
     from controller.measure.settings import MeasureSettings
     from controller.measure.store import ResultsStore
-    from controller.optimization.api import Constraints, measure_on, optimize
-    from controller.optimization.constraints import stack_inputs
+    from controller.optimization.api import Constraints, optimize
+    from controller.optimization.quality import stack_inputs
+    from controller.optimization.run import measure_on
     from controller.optimization.sources import example_source, onnx_source
 
     def log(line: str) -> None:
@@ -84,7 +85,7 @@ def main() -> int:
             source = example_source(out) if arg is None else onnx_source(arg)
             settings_shaped = MeasureSettings(**{**settings.as_dict(), "input_shapes": source.input_shapes})
             plain = plain_quantize_static(source, out / "plain-quantize-static.onnx")
-            chosen_row = next((r for r in dev.candidates if r["name"] == dev.chosen), None)
+            chosen_row = dev.row(dev.chosen) if dev.chosen else None
             variants = {"baseline": source.baseline, "plain quantize_static": plain}
             if chosen_row:
                 variants[f"chosen: {dev.chosen}"] = Path(dev.artifact)
@@ -94,16 +95,16 @@ def main() -> int:
             client = agent.start()
             store = ResultsStore(work / "paired.db")
             paired = {name: PairedRounds() for name in variants if name != "baseline"}
-            quality: dict[str, dict] = {}
+            quality: dict = {}
             try:
                 base_ref = check_model(source.baseline, settings_shaped.input_shapes)
                 quality["baseline"] = m = measure_on(client, source.baseline, settings_shaped, store, inputs, None,
                                                      labels)
-                base_p50 = m["latency_ms"]["p50"]
+                base_p50 = m.latency_ms["p50"]
                 for name in paired:
                     quality[name] = measure_on(client, variants[name], settings_shaped, store, inputs,
-                                               quality["baseline"]["outputs"], labels, baseline=base_ref)
-                    paired[name].add(*quality[name]["pair"])
+                                               quality["baseline"].outputs, labels, baseline=base_ref)
+                    paired[name].add(*quality[name].pair)
                 for rnd in range(1, args.rounds):
                     for name in paired:
                         cand = check_model(variants[name], settings_shaped.input_shapes)
@@ -122,7 +123,7 @@ def main() -> int:
                 rows.append({"model": label, "variant": name,
                              "p50": paired[name].least_disturbed()["p50"] if ratio else base_p50,
                              "speedup": ratio.text() if ratio else "1.00x",
-                             "accuracy": q.get("accuracy"), "fidelity": q.get("fidelity"),
+                             "accuracy": q.quality.accuracy, "fidelity": q.quality.fidelity,
                              "size": path.stat().st_size, "wall": wall if name.startswith("chosen") else None,
                              "candidates": len(dev.candidates) if name.startswith("chosen") else None})
             if not chosen_row:

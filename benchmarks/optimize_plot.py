@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 from controller.optimization.constraints import Constraints  # noqa: E402
 from controller.optimization.plot import plot_png  # noqa: E402
+from controller.optimization.rows import CandidateRow  # noqa: E402
 
 
 def main() -> int:
@@ -32,7 +33,8 @@ def main() -> int:
     parser.add_argument("--date", default="2026-11-30")
     args = parser.parse_args()
     doc = json.loads(args.summary.read_text())
-    devices = [SimpleNamespace(device=d["device"], baseline=d["baseline"], candidates=d["candidates"],
+    devices = [SimpleNamespace(device=d["device"], baseline=CandidateRow(**d["baseline"]),
+                               candidates=[CandidateRow(**c) for c in d["candidates"]],
                                chosen=d["chosen"]) for d in doc.get("devices", [doc])]
     result = SimpleNamespace(model=doc["model"], metric=doc.get("metric"), devices=devices, threads=args.threads,
                              created=args.date, constraints=Constraints(max_accuracy_drop=args.max_accuracy_drop,

@@ -1,5 +1,5 @@
 """`python -m controller` is `farmctl`."""
 
-from controller.cli.main import main
+from controller.cli import main
 
 raise SystemExit(main())

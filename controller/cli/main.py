@@ -1,219 +1,19 @@
-"""farmctl: the controller's command line."""
+"""farmctl: the controller's command line (the command families are the sibling modules)."""
 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
 
-from agent.telemetry import NOISY_CV
+from controller.cli import fleet, measure, nas, optimize, techniques
 from controller.errors import FarmError
-from controller.measure.settings import MeasureSettings, parse_input_shape
-from protos import agent_pb2 as pb
-
-log = logging.getLogger(__name__)
-
-
-def add_measure_flags(p: argparse.ArgumentParser, model_help: str | None = None,
-                       many_devices: bool = False) -> None:
-    d = MeasureSettings()
-    p.add_argument("model", nargs="?", default=None, help=model_help or
-                   "an .onnx file (default: the built-in MobileNetV2 example; 'example:mobilenetv2')")
-    if many_devices:
-        p.add_argument("--device", action="append", default=None, help="inventory name or HOST:PORT, "
-                       "repeatable (default: local, an agent farmctl starts on 127.0.0.1)")
-    else:
-        p.add_argument("--device", default="local", help="inventory name or HOST:PORT (default: local, an "
-                       "agent farmctl starts on 127.0.0.1)")
-    p.add_argument("--threads", type=int, default=d.threads, help="intra-op threads (default: the "
-                   "device's physical cores; the number used is recorded)")
-    p.add_argument("--warmup", type=int, default=d.warmup, help=f"warm-up runs (default {d.warmup})")
-    p.add_argument("--min-iterations", type=int, default=d.min_iterations,
-                   help=f"measure at least this many runs (default {d.min_iterations})")
-    p.add_argument("--min-seconds", type=float, default=d.min_seconds,
-                   help=f"... and at least this long (default {d.min_seconds})")
-    p.add_argument("--max-seconds", type=float, default=d.max_seconds,
-                   help=f"stop measuring after this long (default {d.max_seconds})")
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
-                   help="fix an input's dynamic dimensions, e.g. images=1,3,640,640 (repeatable)")
-    p.add_argument("--time-limit", type=float, default=0.0, help="seconds the job may run on the agent "
-                   "(default: the agent's, 600)")
-    p.add_argument("--memory-limit-mb", type=float, default=0.0,
-                   help="memory the job may use on the agent (default: the agent's, 80%% of RAM)")
-    p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
-
-
-def measure_settings(args: argparse.Namespace) -> MeasureSettings:
-    shapes = dict(parse_input_shape(s) for s in args.input_shape)
-    return MeasureSettings(threads=args.threads, warmup=args.warmup, min_iterations=args.min_iterations,
-                           min_seconds=args.min_seconds, max_seconds=args.max_seconds,
-                           profile_iterations=getattr(args, "iterations", None) or MeasureSettings().profile_iterations,
-                           input_shapes=shapes, time_limit_s=args.time_limit,
-                           memory_limit_mb=args.memory_limit_mb)
-
-
-def progress_printer(stream=sys.stderr):
-    """A callback that prints job events as short lines on stderr."""
-
-    def show(device: str, event: pb.RunEvent) -> None:
-        which = event.WhichOneof("event")
-        if which == "queued":
-            line = f"queued at position {event.queued.position}"
-        elif which == "started":
-            line = f"started on {event.started.backend} {event.started.backend_version}"
-        elif which == "progress":
-            p = event.progress
-            line = f"{p.phase}: {p.iterations} runs, {p.elapsed_s:.1f} s" + (f" ({p.message})" if p.message else "")
-        elif which == "result":
-            line = "done"
-        elif which == "layers":
-            line = f"profiled {len(event.layers.rows)} layers"
-        else:
-            return
-        print(f"[{device}] {line}", file=stream, flush=True)
-
-    return show
-
-
-def cmd_devices(args: argparse.Namespace) -> int:
-    from controller.fleet.inventory import device_rows
-
-    interfaces = args.interface or None
-    rows = device_rows(args.inventory, timeout=args.timeout, discover=args.discover or bool(interfaces),
-                       interfaces=interfaces, discover_seconds=args.discover_seconds)
-    if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0 if all(r["status"] == "ok" for r in rows) else 1
-    for r in rows:
-        head = f"{r['name']:<14} {r['class'] or '-':<12} {r['address']:<24} {r['source']:<10}"
-        if r["status"] != "ok":
-            print(f"{head} {r['status'].upper()}: {r['error']}")
-            continue
-        i = r["info"]
-        backends = ", ".join(f"{b['name']} {b['version']}" for b in i.get("backends", []))
-        print(f"{head} ok  {i['arch']}  {i['cpu_model']}  {i['cores']} cores  "
-              f"{int(i['memory_bytes']) / 2**30:.1f} GiB  {i['os']}  [{backends}]  agent {i['agent_version']}")
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
-
-
-def flag_text(flag: str, cv: float | None) -> str:
-    """A result flag with what it means and what to do, where it is printed."""
-    if flag == "noisy":
-        return (f"noisy: the timing varied (CV {cv:.1%} > {NOISY_CV:.0%}): other work shared the CPU; rerun on a "
-                "quiet machine, or with a longer --min-seconds")
-    if flag == "throttled":
-        return ("throttled: the CPU ran below its maximum frequency (heat or a power cap) during the run; the "
-                "numbers are lower than the device can do; cool it or wait, and rerun")
-    return flag
-
-
-EXAMPLE_NOTE = ("model: the built-in bench example, a MobileNetV2 on 1x3x224x224 with random weights (a speed "
-                "test: `farmctl optimize` without a model uses its own trained 1x28x28 digits example; give a "
-                "model file or example:NAME to measure another)")
-
-
-def say_example(args: argparse.Namespace) -> None:
-    """Bench and profile without a model say which example they measure, so it is never taken for optimize's."""
-    if args.model is None and not args.quiet:
-        print(EXAMPLE_NOTE, file=sys.stderr, flush=True)
-
-
-def cmd_bench(args: argparse.Namespace) -> int:
-    from controller.measure.api import bench
-
-    say_example(args)
-    res = bench(args.model, args.device, measure_settings(args), store=args.store, inventory=args.inventory,
-                progress=None if args.quiet else progress_printer())
-    if args.json:
-        print(json.dumps(res.to_json(), indent=2))
-        return 0
-    lat = res.latency_ms
-    print(f"{res.model} on {res.device} ({res.device_class}), {res.backend} {res.backend_version}, "
-          f"{res.threads} threads")
-    print(f"  latency ms   min {lat['min']:.3f}  p50 {lat['p50']:.3f}  p90 {lat['p90']:.3f}  "
-          f"p99 {lat['p99']:.3f}  mean {lat['mean']:.3f}  std {lat['std']:.3f}")
-    print(f"  iterations   {res.iterations} in {res.measured_seconds:.2f} s  (cv {res.cv:.3f})")
-    print(f"  load {res.load_ms:.1f} ms, first inference {res.first_inference_ms:.1f} ms, "
-          f"peak memory {res.peak_memory_bytes / 2**20:.0f} MiB")
-    print(f"  uploaded     {res.upload_bytes} model bytes")
-    for flag in res.flags:
-        print(f"  flag         {flag_text(flag, res.cv)}")
-    print(f"  stored       run {res.run_id} in {args.store}")
-    return 0
-
-
-def cmd_profile(args: argparse.Namespace) -> int:
-    from controller.measure.api import profile
-
-    say_example(args)
-    res = profile(args.model, args.device, measure_settings(args), store=args.store, inventory=args.inventory,
-                  progress=None if args.quiet else progress_printer(),
-                  bottleneck_percent=args.bottleneck_percent)
-    if args.plot:
-        from controller.measure.report import layer_plot_png
-
-        Path(args.plot).write_bytes(layer_plot_png(res.layers, args.top))
-    if args.json:
-        print(json.dumps(res.to_json(), indent=2))
-        return 0
-    print(f"{res.model} on {res.device}, {res.backend} {res.backend_version}, {res.threads} threads: "
-          f"{res.total_ms:.3f} ms per inference over {res.iterations} profiled runs, "
-          f"{res.total_flops / 1e9:.3f} GFLOPs")
-    print(f"{'':2}{'layer':<40} {'op':<22} {'ms':>8} {'%':>6} {'MFLOPs':>9} {'GFLOP/s':>8} {'KiB':>8}")
-    for r in res.layers[: args.top]:
-        mark = "*" if r["name"] in res.bottlenecks else " "
-        print(f"{mark} {r['label'][:40]:<40} {r['op_type'][:22]:<22} {r['time_ms']:8.3f} {r['percent']:6.1f} "
-              f"{r['flops'] / 1e6:9.2f} {r['gflops_per_s']:8.2f} {int(r['memory_bytes']) / 1024:8.0f}")
-    if len(res.layers) > args.top:
-        print(f"  ... {len(res.layers) - args.top} more layers (--top N shows more)")
-    print(f"* bottleneck: {res.bottleneck_percent:g}% or more of the time "
-          f"({len(res.bottlenecks)} layer{'s' if len(res.bottlenecks) != 1 else ''})")
-    if args.plot:
-        print(f"plot written to {args.plot}")
-    print(f"stored as run {res.run_id} in {args.store}")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from controller.measure.report import render
-    from controller.measure.store import ResultsStore
-
-    if not Path(args.store).exists():
-        raise FarmError(f"no results store at '{args.store}'; run `farmctl bench` first or pass --store")
-    store = ResultsStore(args.store)
-    try:
-        runs = store.runs(model=args.model, device=args.device, kind=args.kind, limit=args.limit)
-    finally:
-        store.close()
-    text = render(runs, args.format)
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {len(runs)} runs to {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
-    return 0
-
-
-def cmd_example(args: argparse.Namespace) -> int:
-    import shutil
-
-    from controller.measure.examples import example_model
-
-    src = example_model(args.name)
-    if args.output:
-        shutil.copyfile(src, args.output)
-        print(args.output)
-    else:
-        print(src)
-    return 0
+from controller.measure.api import default_store_path
 
 
 def build_parser() -> argparse.ArgumentParser:
     """farmctl's command line."""
-    from controller.measure.api import BOTTLENECK_PERCENT, default_store_path
-
     parser = argparse.ArgumentParser(prog="farmctl", description="edgefarm controller: measure models on "
                                      "real devices")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
@@ -223,66 +23,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inventory", type=Path, default=None,
                         help="fleet file (default ./inventory.yaml if present, else just 'local')")
     sub = parser.add_subparsers(dest="command", required=True)
-
-    p = sub.add_parser("devices", help="list the inventory's devices (and discovered agents) with their health")
-    p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each device")
-    p.add_argument("--discover", action="store_true",
-                   help="also browse zeroconf for agents advertising _edgefarm._tcp (farm-agent --advertise)")
-    p.add_argument("--interface", action="append", default=[], metavar="ADDRESS",
-                   help="browse only on this interface address, e.g. 127.0.0.1 (repeatable; implies --discover)")
-    p.add_argument("--discover-seconds", type=float, default=2.0, help="how long to browse (default 2)")
-    p.add_argument("--json", action="store_true")
-    p.set_defaults(func=cmd_devices)
-
-    p = sub.add_parser("bench", help="measure a model's latency on a device")
-    add_measure_flags(p)
-    p.set_defaults(func=cmd_bench)
-
-    p = sub.add_parser("profile", help="per-layer profile of a model on a device")
-    add_measure_flags(p)
-    p.add_argument("--iterations", type=int, default=MeasureSettings().profile_iterations,
-                   help="profiled runs after warm-up")
-    p.add_argument("--top", type=int, default=25, help="rows to show")
-    p.add_argument("--bottleneck-percent", type=float, default=BOTTLENECK_PERCENT,
-                   help=f"mark layers taking at least this share of the time (default {BOTTLENECK_PERCENT:g})")
-    p.add_argument("--plot", type=Path, default=None, help="write a bar chart of the slowest layers (PNG)")
-    p.set_defaults(func=cmd_profile)
-
-    p = sub.add_parser("report", help="tables of stored results")
-    p.add_argument("--format", choices=["md", "csv", "html"], default="md")
-    p.add_argument("-o", "--output", type=Path, default=None, help="write to a file instead of stdout")
-    p.add_argument("--model", default=None, help="model name or digest prefix")
-    p.add_argument("--device", default=None, help="device name")
-    p.add_argument("--kind", choices=["benchmark", "profile"], default=None)
-    p.add_argument("--limit", type=int, default=None)
-    p.set_defaults(func=cmd_report)
-
-    from controller.cli.fleet import add_parsers as add_fleet
-    from controller.cli.nas import add_parser as add_nas
-    from controller.cli.optimize import add_parser as add_optimize
-    from controller.cli.techniques import add_parsers
-
-    add_optimize(sub)
-    add_nas(sub)
-    add_parsers(sub)
-    add_fleet(sub)
-
-    p = sub.add_parser("example", help="write (or locate) a built-in example model")
-    p.add_argument("name", nargs="?", default="mobilenetv2")
-    p.add_argument("-o", "--output", type=Path, default=None)
-    p.set_defaults(func=cmd_example)
+    measure.add_parsers(sub)
+    optimize.add_parser(sub)
+    nas.add_parser(sub)
+    techniques.add_parsers(sub)
+    fleet.add_parsers(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the farmctl console script."""
-    try:
-        parser = build_parser()
-    except ImportError as exc:
-        print(f"farmctl: {exc}; install the controller extra: pip install 'edgefarm[controller]'",
-              file=sys.stderr)
-        return 2
-    args = parser.parse_args(argv)
+    """Parse, run the command, and turn a FarmError into one line and exit status 2."""
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:

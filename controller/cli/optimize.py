@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from controller.cli.flags import add_measure_flags, measure_settings
 from controller.optimization.candidates import TECHNIQUES
 
 EXIT_NO_CANDIDATE = 3
@@ -14,8 +15,6 @@ EXIT_NO_CANDIDATE = 3
 
 def add_parser(sub) -> None:
     """Register `farmctl optimize`."""
-    from controller.cli.main import add_measure_flags
-
     p = sub.add_parser("optimize", help="make candidates, measure them on the device(s), choose the fastest "
                                         "that meets the constraints",
                        description="Without MODEL: the built-in PyTorch example (digits MobileNetV2, all "
@@ -82,20 +81,22 @@ def _preprocess(args: argparse.Namespace):
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
-    from controller.cli.main import measure_settings
-    from controller.optimization.api import Constraints, optimize, result_summary
+    from controller.optimization.api import Constraints, OptimizeOptions, optimize
+    from controller.optimization.report import result_summary
     from controller.optimization.sources import check_pytorch_only
 
     check_pytorch_only(args.model)
     constraints = Constraints(args.max_latency_ms, args.max_size_mb, args.max_accuracy_drop, args.min_fidelity,
                               args.min_metric, args.max_metric_drop)
     sink = None if not args.quiet else (lambda line: None)
-    result = optimize(args.model, args.device or ["local"], constraints, args.calibration_data, args.eval_data,
-                      _preprocess(args), args.techniques, args.budget_minutes, args.out, measure_settings(args),
-                      store=args.store, inventory=args.inventory, progress=sink,
-                      tflite=args.tflite, metric=args.metric,
-                      reuse="nothing" if args.fresh else "builds" if args.remeasure else "all",
-                      **({} if args.confirm_rounds is None else {"confirm_rounds": args.confirm_rounds}))
+    reuse = "nothing" if args.fresh else "builds" if args.remeasure else "all"
+    options = OptimizeOptions(calibration_data=args.calibration_data, eval_data=args.eval_data,
+                              preprocess=_preprocess(args), techniques=args.techniques,
+                              budget_minutes=args.budget_minutes, out_dir=args.out, settings=measure_settings(args),
+                              store=args.store, inventory=args.inventory, progress=sink, tflite=args.tflite,
+                              metric=args.metric, reuse=reuse,
+                              **({} if args.confirm_rounds is None else {"confirm_rounds": args.confirm_rounds}))
+    result = optimize(args.model, args.device or ["local"], constraints, options=options)
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
     else:

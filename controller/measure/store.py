@@ -7,6 +7,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.errors import FarmError
@@ -72,6 +73,36 @@ MIGRATIONS = [
 CANDIDATE_COLUMNS = ("optimize_key", "device_name", "name", "created_at", "techniques", "status", "reason",
                      "model_digest", "model_path", "size_bytes", "p50_ms", "p90_ms", "p99_ms", "cv", "flags",
                      "accuracy", "fidelity", "run_id", "detail_json")
+
+
+@dataclass
+class CandidateRecord:
+    """One optimize candidate's numbers on one device as the store keeps them (`candidates` table)."""
+
+    optimize_key: str
+    device_name: str
+    name: str
+    techniques: list[str]
+    status: str
+    reason: str = ""
+    model_digest: str | None = None
+    model_path: str | None = None
+    size_bytes: int | None = None
+    latency_ms: dict[str, float] | None = None   # p50, p90, p99
+    cv: float | None = None
+    flags: list[str] = field(default_factory=list)
+    accuracy: float | None = None
+    fidelity: float | None = None
+    run_id: int | None = None
+    detail: dict = field(default_factory=dict)    # the rest, as JSON
+
+    @classmethod
+    def from_row(cls, d: dict) -> CandidateRecord:
+        lat = {"p50": d["p50_ms"], "p90": d["p90_ms"], "p99": d["p99_ms"]} if d["p50_ms"] else None
+        return cls(d["optimize_key"], d["device_name"], d["name"], json.loads(d["techniques"]), d["status"],
+                   d["reason"] or "", d["model_digest"], d["model_path"], d["size_bytes"], lat, d["cv"],
+                   [f for f in (d["flags"] or "").split(",") if f], d["accuracy"], d["fidelity"], d["run_id"],
+                   json.loads(d["detail_json"] or "null") or {})
 
 RUN_COLUMNS = ("id", "created_at", "kind", "status", "error_code", "error", "model_name", "model_path",
                "model_digest", "model_size", "device_name", "device_class", "device_fingerprint",
@@ -219,21 +250,16 @@ class ResultsStore:
         return [{**dict(r), "input_shapes": json.loads(r["input_shapes"]),
                  "output_shapes": json.loads(r["output_shapes"])} for r in rows]
 
-    def record_candidate(self, *, optimize_key: str, device_name: str, name: str, techniques: list[str],
-                         status: str, reason: str | None = None, model_digest: str | None = None,
-                         model_path: str | None = None, size_bytes: int | None = None,
-                         latency_ms: dict | None = None, cv: float | None = None, flags: Iterable[str] = (),
-                         accuracy: float | None = None, fidelity: float | None = None, run_id: int | None = None,
-                         detail: dict | None = None) -> None:
+    def record_candidate(self, record: CandidateRecord) -> None:
         """Insert (or replace) one optimize candidate's numbers on one device, in one transaction."""
-        lat = latency_ms or {}
-        row = {"optimize_key": optimize_key, "device_name": device_name, "name": name,
-               "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "techniques": json.dumps(list(techniques)),
-               "status": status, "reason": reason, "model_digest": model_digest, "model_path": model_path,
-               "size_bytes": size_bytes, "p50_ms": lat.get("p50"), "p90_ms": lat.get("p90"),
-               "p99_ms": lat.get("p99"), "cv": cv, "flags": ",".join(flags), "accuracy": accuracy,
-               "fidelity": fidelity, "run_id": run_id,
-               "detail_json": json.dumps(detail, sort_keys=True, default=str) if detail else None}
+        lat = record.latency_ms or {}
+        row = {"optimize_key": record.optimize_key, "device_name": record.device_name, "name": record.name,
+               "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "techniques": json.dumps(list(record.techniques)),
+               "status": record.status, "reason": record.reason or None, "model_digest": record.model_digest,
+               "model_path": record.model_path, "size_bytes": record.size_bytes, "p50_ms": lat.get("p50"),
+               "p90_ms": lat.get("p90"), "p99_ms": lat.get("p99"), "cv": record.cv, "flags": ",".join(record.flags),
+               "accuracy": record.accuracy, "fidelity": record.fidelity, "run_id": record.run_id,
+               "detail_json": json.dumps(record.detail, sort_keys=True, default=str) if record.detail else None}
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
         with self.lock:
@@ -245,23 +271,16 @@ class ResultsStore:
                 self.conn.execute("ROLLBACK")
                 raise
 
-    def candidates(self, optimize_key: str, device_name: str | None = None) -> list[dict]:
+    def candidates(self, optimize_key: str, device_name: str | None = None) -> list[CandidateRecord]:
         """Stored candidates of one optimize run (optionally one device), oldest first."""
         sql = f"SELECT {', '.join(CANDIDATE_COLUMNS)} FROM candidates WHERE optimize_key = ?"
         args: list = [optimize_key]
         if device_name:
             sql += " AND device_name = ?"
             args.append(device_name)
-        rows = []
         with self.lock:
             found = self.conn.execute(sql + " ORDER BY created_at, rowid", args).fetchall()
-        for r in found:
-            d = dict(r)
-            d["techniques"] = json.loads(d["techniques"])
-            d["flags"] = [f for f in (d["flags"] or "").split(",") if f]
-            d["detail"] = json.loads(d.pop("detail_json") or "null") or {}
-            rows.append(d)
-        return rows
+        return [CandidateRecord.from_row(dict(r)) for r in found]
 
     def lut_get(self, *, device_fingerprint: str, backend: str, backend_version: str,
                 settings_key: str) -> dict[str, float]:

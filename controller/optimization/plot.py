@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 from datetime import date
 
+from controller.optimization.rows import CandidateRow
+
 LOG_AXIS_SPREAD = 8.0       # max/min latency above this: log x axis
 COLORS = {"baseline": "#4c78a8", "meets": "#54a24b", "fails": "#e45756", "slower": "#9d9d9d"}
 LABEL_OFFSETS = [(5, 4), (5, -10), (-12, 4), (-12, -10), (5, 12), (-12, 12), (5, -18), (-12, -18), (14, -3),
@@ -28,35 +30,35 @@ def quality_key(result, device) -> str:
     """The y axis: the task metric, accuracy with labels, else fidelity."""
     if getattr(result, "metric", None):
         return "metric_value"
-    return "accuracy" if device.baseline.get("accuracy") is not None else "fidelity"
+    return "accuracy" if device.baseline.accuracy is not None else "fidelity"
 
 
-def quality_limit(constraints, key: str, baseline: dict) -> tuple[float, str] | None:
+def quality_limit(constraints, key: str, baseline: CandidateRow) -> tuple[float, str] | None:
     """(the lowest quality a candidate may have, how the limit was given), or None without one."""
     if constraints is None:
         return None
-    if key == "accuracy" and constraints.max_accuracy_drop is not None and baseline.get("accuracy") is not None:
-        return (baseline["accuracy"] - constraints.max_accuracy_drop / 100,
+    if key == "accuracy" and constraints.max_accuracy_drop is not None and baseline.accuracy is not None:
+        return (baseline.accuracy - constraints.max_accuracy_drop / 100,
                 f"--max-accuracy-drop {constraints.max_accuracy_drop:g}")
     if key == "fidelity" and constraints.min_fidelity is not None:
         return constraints.min_fidelity, f"--min-fidelity {constraints.min_fidelity:g}"
     if key == "metric_value":
         if constraints.min_metric is not None:
             return constraints.min_metric, f"--min-metric {constraints.min_metric:g}"
-        if constraints.max_metric_drop is not None and baseline.get("metric_value") is not None:
-            return (baseline["metric_value"] - constraints.max_metric_drop,
+        if constraints.max_metric_drop is not None and baseline.metric_value is not None:
+            return (baseline.metric_value - constraints.max_metric_drop,
                     f"--max-metric-drop {constraints.max_metric_drop:g}")
     return None
 
 
-def _kind(row: dict) -> str:
+def _kind(row: CandidateRow) -> str:
     """baseline, meets (every constraint), slower (than the baseline: its whole interval below 1), or
     fails (a limit, or not measurably faster)."""
-    if row["name"] == "baseline":
+    if row.name == "baseline":
         return "baseline"
-    if row.get("meets_constraints"):
+    if row.meets_constraints:
         return "meets"
-    ci = row.get("speedup_ci")
+    ci = row.speedup_ci
     return "slower" if ci and ci[1] < 1.0 else "fails"
 
 
@@ -107,9 +109,9 @@ def plot_png(result) -> bytes | None:
 
 def _panel(ax, table, result, d) -> None:
     key = quality_key(result, d)
-    rows = [r for r in [d.baseline, *d.candidates] if r.get("latency_ms") and r.get("status") != "failed"
-            and r.get(key) is not None]   # a row without the quality value is in the report's table only
-    pts = [(r["latency_ms"]["p50"], r[key]) for r in rows]
+    rows = [r for r in [d.baseline, *d.candidates] if r.latency_ms and r.status != "failed"
+            and getattr(r, key) is not None]   # a row without the quality value is in the report's table only
+    pts = [(r.p50, getattr(r, key)) for r in rows]
     xs = [p[0] for p in pts]
     if xs and min(xs) > 0 and max(xs) / min(xs) > LOG_AXIS_SPREAD:
         ax.set_xscale("log")
@@ -122,13 +124,13 @@ def _panel(ax, table, result, d) -> None:
             ax.scatter([p[0] for p in sel], [p[1] for p in sel], color=COLORS[kind], s=42, zorder=3,
                        marker="s" if kind == "baseline" else "o", label=labels[kind])
     if d.chosen:
-        x, y = next(p for p, r in zip(pts, rows) if r["name"] == d.chosen)
+        x, y = next(p for p, r in zip(pts, rows) if r.name == d.chosen)
         ax.scatter([x], [y], s=260, facecolors="none", edgecolors="black", linewidths=1.6, zorder=4,
                    label=f"chosen: {d.chosen}")
     front = pareto_front(pts)
     ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="#888", lw=1, zorder=2,
             label="Pareto front (fastest for its quality)")
-    base_p50 = d.baseline["latency_ms"]["p50"]
+    base_p50 = d.baseline.p50
     ax.axvline(base_p50, color=COLORS["baseline"], ls=":", lw=1, zorder=1)
     limit = quality_limit(getattr(result, "constraints", None), key, d.baseline)
     if limit is not None:
@@ -157,7 +159,7 @@ def _panel(ax, table, result, d) -> None:
     _legend_table(table, rows, kinds, key, d.chosen)
 
 
-def _legend_table(ax, rows: list[dict], kinds: list[str], key: str, chosen: str | None) -> None:
+def _legend_table(ax, rows: list[CandidateRow], kinds: list[str], key: str, chosen: str | None) -> None:
     """The numbered names, with speedup and quality, in the plot's colours."""
     ax.axis("off")
     short = {"accuracy": "acc", "fidelity": "fid", "metric_value": "metric"}[key]
@@ -166,11 +168,11 @@ def _legend_table(ax, rows: list[dict], kinds: list[str], key: str, chosen: str 
     ax.text(0.0, 0.99, f"#   candidate{'':22s}speedup  {short}", family="monospace", fontsize=8,
             fontweight="bold", va="top", transform=ax.transAxes)
     for n, (r, kind) in enumerate(zip(rows, kinds)):
-        speed = "1.00x" if r["name"] == "baseline" else (f"{r['speedup']:.2f}x" if r.get("speedup") else "  -  ")
-        q = r.get(key)
-        mark = " <- chosen" if r["name"] == chosen else ""
-        text = f"{n:<3d} {r['name'][:30]:31s} {speed:>6s}  {q:.4f}" if q is not None else \
-            f"{n:<3d} {r['name'][:30]:31s} {speed:>6s}  -"
+        speed = "1.00x" if r.name == "baseline" else (f"{r.speedup:.2f}x" if r.speedup else "  -  ")
+        q = getattr(r, key)
+        mark = " <- chosen" if r.name == chosen else ""
+        text = f"{n:<3d} {r.name[:30]:31s} {speed:>6s}  {q:.4f}" if q is not None else \
+            f"{n:<3d} {r.name[:30]:31s} {speed:>6s}  -"
         ax.text(0.0, 0.99 - step * (n + 1), text + mark, family="monospace", fontsize=8, va="top",
                 color=COLORS[kind] if kind != "meets" else "#2f6f2a", transform=ax.transAxes,
                 fontweight="bold" if mark else "normal")

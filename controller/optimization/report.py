@@ -20,17 +20,15 @@ def _rows(result) -> list[dict]:
     out = []
     for d in result.devices:
         for row in [d.baseline, *d.candidates]:
-            lat = row.get("latency_ms") or {}
-            out.append({"device": d.device, "candidate": row["name"], "techniques": " + ".join(row["techniques"]),
-                        "status": row["status"], "p50 ms": lat.get("p50"), "p90 ms": lat.get("p90"),
-                        "p99 ms": lat.get("p99"), "speedup": row.get("speedup"),
-                        "speedup 95 % CI": ("{:.2f}-{:.2f}".format(*row["speedup_ci"]) if row.get("speedup_ci")
-                                            else None),
-                        "size MB": row["size_bytes"] / 1e6 if row.get("size_bytes") else None,
-                        "accuracy": row.get("accuracy"), "fidelity": row.get("fidelity"),
-                        "metric": row.get("metric_value"),
-                        "meets": row.get("meets_constraints"), "reason": row.get("reason") or "",
-                        "chosen": row["name"] == d.chosen})
+            lat = row.latency_ms or {}
+            out.append({"device": d.device, "candidate": row.name, "techniques": " + ".join(row.techniques),
+                        "status": row.status, "p50 ms": lat.get("p50"), "p90 ms": lat.get("p90"),
+                        "p99 ms": lat.get("p99"), "speedup": row.speedup,
+                        "speedup 95 % CI": ("{:.2f}-{:.2f}".format(*row.speedup_ci) if row.speedup_ci else None),
+                        "size MB": row.size_bytes / 1e6 if row.size_bytes else None,
+                        "accuracy": row.accuracy, "fidelity": row.fidelity, "metric": row.metric_value,
+                        "meets": row.meets_constraints, "reason": row.reason or "",
+                        "chosen": row.name == d.chosen})
     return out
 
 
@@ -78,8 +76,6 @@ def to_html(result, png: bytes | None) -> str:
                    + "".join(f"<td>{html.escape(_fmt(h, r[h]))}</td>" for h in HEADER) + "</tr>" for r in rows)
     img = (f'<img alt="latency vs quality" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
            if png else "")
-    from controller.optimization.api import result_summary
-
     skipped = "".join(f"<li>{html.escape(s['technique'])}: {html.escape(s['reason'])}</li>" for s in result.skipped)
     notes = "".join(f"<li>{html.escape(n)}</li>" for n in result.notes)
     return ("<!doctype html><html><head><meta charset='utf-8'><title>edgefarm optimize</title><style>"
@@ -106,3 +102,25 @@ def write_reports(result) -> Path:
     html_path.write_text(to_html(result, png))
     (out / "summary.json").write_text(json.dumps(result.to_json(), indent=1))
     return html_path
+
+
+def result_summary(result) -> str:
+    """A few lines for a person: the choice per device, or why there is none."""
+    lines = []
+    for d in result.devices:
+        if d.chosen:
+            row = d.row(d.chosen)
+            q = (f"accuracy {row.accuracy:.4f} (baseline {d.baseline.accuracy:.4f})"
+                 if row.accuracy is not None else f"fidelity {row.fidelity:.4f}")
+            lines.append(f"{d.device}: chose {d.chosen}: p50 {row.p50:.3f} ms vs {d.baseline.p50:.3f} ms "
+                         f"({row.speedup:.2f}x), {q}, {row.size_bytes / 1e6:.2f} MB -> {d.artifact}")
+        else:
+            lines.append(f"{d.device}: {d.failure}")
+    resumed = sum(1 for d in result.devices for r in [d.baseline, *d.candidates] if r.resumed)
+    if resumed:
+        lines.append(f"{resumed} measurement(s) came from the store: an earlier run with the same model, data, "
+                     "techniques and settings. --remeasure times and evaluates them again (builds reused); "
+                     "--fresh builds and measures everything again.")
+    if result.report:
+        lines.append(f"report: {result.report}")
+    return "\n".join(lines)

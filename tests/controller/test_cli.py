@@ -155,7 +155,7 @@ def test_progress_lines_on_stderr(tmp_path, conv_onnx):
 
 
 def test_a_result_flag_is_explained_where_it_is_printed():
-    from controller.cli.main import flag_text
+    from controller.cli.flags import flag_text
 
     assert flag_text("noisy", 0.123).startswith("noisy: the timing varied (CV 12.3% > 10%)")
     assert "rerun" in flag_text("noisy", 0.2) and "frequency" in flag_text("throttled", 0.01)

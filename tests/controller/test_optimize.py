@@ -17,8 +17,10 @@ import pytest
 
 from controller.cli.main import main
 from controller.measure.paired import NOISE_MARGIN
-from controller.optimization.api import Constraints, module_name, ratios_from_profile
+from controller.optimization.api import Constraints
+from controller.optimization.guided import module_name, ratios_from_profile
 from controller.optimization.plot import pareto_front
+from controller.optimization.rows import CandidateRow
 
 FAST = ["--threads", "1", "--warmup", "3", "--min-iterations", "20", "--min-seconds", "0.5"]
 TECHNIQUES = "int8-minmax,int8-percentile,int8-dynamic,fp16"
@@ -237,8 +239,8 @@ def test_impossible_constraint_names_it_and_keeps_the_measurements(tmp_path, cap
 
 def test_constraint_failures_say_by_how_much():
     c = Constraints(max_latency_ms=2.0, max_size_mb=1.0, max_accuracy_drop=1.0)
-    fails = c.failures({"latency_ms": {"p50": 2.5}, "size_bytes": 1_500_000, "accuracy": 0.95},
-                       {"accuracy": 0.97})
+    fails = c.failures(CandidateRow("q", latency_ms={"p50": 2.5}, size_bytes=1_500_000, accuracy=0.95),
+                       CandidateRow("baseline", accuracy=0.97))
     assert fails == ["p50 2.500 ms > --max-latency-ms 2 (by 0.500 ms)", "size 1.500 MB > --max-size-mb 1 "
                      "(by 0.500 MB)", "accuracy drop 2.00 points > --max-accuracy-drop 1 (by 1.00)"]
     assert Constraints().resolved(labelled=True).max_accuracy_drop == 1.0
@@ -249,14 +251,12 @@ def test_closest_names_the_fast_candidate_and_the_one_relaxation_that_admits_it(
     from controller.optimization.constraints import closest
 
     c = Constraints(max_accuracy_drop=1.0, max_latency_ms=5.0)
-    base = {"accuracy": 0.9747, "latency_ms": {"p50": 6.0}}
+    base = CandidateRow("baseline", accuracy=0.9747, latency_ms={"p50": 6.0})
     rows = [  # in plan order: the slow ones first, as in the demo run that buried distill
-        {"name": "fused", "latency_ms": {"p50": 8.7}, "accuracy": 0.9747, "speedup": 0.69,
-         "speed_failure": "slower than the baseline (0.69x): never chosen", "reason": "slower than the baseline"},
-        {"name": "int8-minmax", "latency_ms": {"p50": 5.5}, "accuracy": 0.90, "speedup": 1.09,
-         "speed_failure": None, "reason": "two constraints"},
-        {"name": "distill", "latency_ms": {"p50": 1.2}, "accuracy": 0.952, "speedup": 5.03,
-         "speed_failure": None, "reason": "accuracy"},
+        CandidateRow("fused", latency_ms={"p50": 8.7}, accuracy=0.9747, speedup=0.69,
+                     speed_failure="slower than the baseline (0.69x): never chosen", reason="slower than the baseline"),
+        CandidateRow("int8-minmax", latency_ms={"p50": 5.5}, accuracy=0.90, speedup=1.09, reason="two constraints"),
+        CandidateRow("distill", latency_ms={"p50": 1.2}, accuracy=0.952, speedup=5.03, reason="accuracy"),
     ]
     near = closest(rows, c, base)
     # the drop is 2.2700000000000053 points: 2.27 would still refuse it, 2.28 admits it
@@ -272,11 +272,12 @@ def test_a_run_blocked_only_by_fidelity_says_which_value_would_choose_int8(tmp_p
     code = main(_optimize(tmp_path, "--techniques", "int8-minmax", "--min-fidelity", "0.99999", "--json"))
     captured = capsys.readouterr()
     assert code == 3
-    row = next(c for c in json.loads(captured.out)["candidates"] if c["name"] == "int8-minmax")
-    if row["speedup_ci"][0] >= NOISE_MARGIN:   # measurably faster here: only the fidelity limit blocks it
-        relax = Constraints(min_fidelity=0.99999).relaxations(row, {})[0]
-        assert relax.value <= row["fidelity"] and not Constraints(min_fidelity=relax.value).failures(row, {})
-        want = f"int8-minmax: {row['speedup']:.2f}x faster; allow {relax.text()}"
+    row = CandidateRow(**next(c for c in json.loads(captured.out)["candidates"] if c["name"] == "int8-minmax"))
+    if row.speedup_ci[0] >= NOISE_MARGIN:   # measurably faster here: only the fidelity limit blocks it
+        none = CandidateRow("baseline")
+        relax = Constraints(min_fidelity=0.99999).relaxations(row, none)[0]
+        assert relax.value <= row.fidelity and not Constraints(min_fidelity=relax.value).failures(row, none)
+        want = f"int8-minmax: {row.speedup:.2f}x faster; allow {relax.text()}"
         assert f"Closest: {want} to choose it" in captured.err
     else:
         assert "Closest: int8-minmax (" in captured.err
@@ -305,17 +306,17 @@ def test_builtin_pytorch_example_prunes_with_the_device_profile(tmp_path):
                       confirm_rounds=0, progress=lambda line: None)
     dev = result.devices[0]
     assert result.constraints.max_accuracy_drop == 1.0  # labelled data: the default quality guard
-    assert 0.95 < dev.baseline["accuracy"] <= 1.0
-    rows = {r["name"]: r for r in dev.candidates}
+    assert 0.95 < dev.baseline.accuracy <= 1.0
+    rows = {r.name: r for r in dev.candidates}
     assert set(rows) == {"prune-30", "prune-50", "prune-50-profiled"}  # no int8 asked: no + INT8 combinations
-    assert all(r["accuracy"] is not None and r["latency_ms"]["p50"] > 0 for r in rows.values())
+    assert all(r.accuracy is not None and r.p50 > 0 for r in rows.values())
     details = json.loads((tmp_path / "out" / "candidates" / "prune-50-profiled.json").read_text())["details"]
     ratios = details["layer_ratios"]
     assert len(ratios) > 10 and max(ratios.values()) > 0.5 > min(ratios.values())
     assert details["params_after"] < details["params_before"]
     assert result.skipped == []
     doc = result.to_json()
-    assert doc["chosen"] is None or rows[doc["chosen"]]["meets_constraints"]
+    assert doc["chosen"] is None or rows[doc["chosen"]].meets_constraints
 
 
 def test_several_devices_one_table_a_choice_each(tmp_path, start_agent):

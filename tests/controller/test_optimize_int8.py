@@ -33,14 +33,14 @@ def _float_weight_nodes(path) -> set[str]:
 @pytest.mark.timeout(1200)
 def test_types_and_op_set_are_measured_and_the_fastest_passing_file_is_chosen(detector_run):
     result, dev = detector_run
-    rows = {r["name"]: r for r in dev.candidates}
+    rows = {r.name: r for r in dev.candidates}
     assert {"int8-minmax", "int8-minmax-s8s8", "int8-minmax-compute-ops"} <= set(rows)
-    assert rows["int8-minmax-s8s8"]["details"]["options"] == {"activation_type": "int8"}
-    passing = [r for r in dev.candidates if r["meets_constraints"]]
+    assert rows["int8-minmax-s8s8"].details["options"] == {"activation_type": "int8"}
+    passing = [r for r in dev.candidates if r.meets_constraints]
     if passing:
-        best = max(passing, key=lambda r: r["speedup"])
-        assert dev.chosen == best["name"]
-        assert open(dev.artifact, "rb").read() == open(best["path"], "rb").read()
+        best = max(passing, key=lambda r: r.speedup)
+        assert dev.chosen == best.name
+        assert open(dev.artifact, "rb").read() == open(best.path, "rb").read()
     else:
         assert dev.chosen is None and dev.failure
 
@@ -48,24 +48,24 @@ def test_types_and_op_set_are_measured_and_the_fastest_passing_file_is_chosen(de
 @pytest.mark.timeout(1200)
 def test_int8_measured_keeps_float_what_the_device_measured_slower(detector_run):
     result, dev = detector_run
-    rows = {r["name"]: r for r in dev.candidates}
+    rows = {r.name: r for r in dev.candidates}
     if "int8-measured" not in rows:   # nothing slower in INT8 on this CPU: said, not silently dropped
         reason = next(s["reason"] for s in result.skipped if s["technique"] == "int8-measured")
         assert "no layer" in reason or "no INT8 static candidate ran faster" in reason
         return
     row = rows["int8-measured"]
-    assert row["status"] in ("ok", "rejected"), row["reason"]
-    details = row["details"]
-    assert details["refines"] in rows and rows[details["refines"]]["techniques"][0] == "int8"
+    assert row.status in ("ok", "rejected"), row.reason
+    details = row.details
+    assert details["refines"] in rows and rows[details["refines"]].techniques[0] == "int8"
     timings = {t["node"]: t for t in details["timings"]}
     assert len(timings) >= 10    # the INT8 profile's rows were mapped back to the float layers
     slower = details["measured_slower_in_int8"]
     for node in slower:
         t = timings[node]
         assert t["slower"] and t["int8_ms"] > t["float_ms"] * SLOWER_MARGIN
-    kept = _float_weight_nodes(row["path"])
-    assert {n for n in slower if n in _float_weight_nodes(result.devices[0].baseline["path"])} <= kept
-    assert not _float_weight_nodes(rows[details["refines"]]["path"]) & set(slower)
+    kept = _float_weight_nodes(row.path)
+    assert {n for n in slower if n in _float_weight_nodes(result.devices[0].baseline.path)} <= kept
+    assert not _float_weight_nodes(rows[details["refines"]].path) & set(slower)
 
 
 def test_rewrite_candidates_are_planned_where_a_pattern_matches(tmp_path):

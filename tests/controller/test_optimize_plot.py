@@ -13,13 +13,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from controller.optimization.constraints import Constraints  # noqa: E402
 from controller.optimization.plot import _panel, plot_png, quality_limit  # noqa: E402
+from controller.optimization.rows import CandidateRow  # noqa: E402
 
 SUMMARY = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "demo-optimize-summary.json"
 
 
 def _demo():
     doc = json.loads(SUMMARY.read_text())
-    dev = SimpleNamespace(device=doc["device"], baseline=doc["baseline"], candidates=doc["candidates"],
+    dev = SimpleNamespace(device=doc["device"], baseline=CandidateRow(**doc["baseline"]),
+                          candidates=[CandidateRow(**c) for c in doc["candidates"]],
                           chosen=doc["chosen"])
     return SimpleNamespace(model=doc["model"], metric=None, devices=[dev], threads=1, created="2026-11-30",
                            constraints=Constraints(max_accuracy_drop=1.0)), dev
@@ -48,7 +50,7 @@ def test_the_demo_run_reads_at_a_glance():
 
 
 def test_quality_limits_follow_the_constraints():
-    base = {"accuracy": 0.97, "metric_value": 0.8}
+    base = CandidateRow("baseline", accuracy=0.97, metric_value=0.8)
     assert quality_limit(Constraints(max_accuracy_drop=2.0), "accuracy", base) == (0.95, "--max-accuracy-drop 2")
     assert quality_limit(Constraints(min_fidelity=0.995), "fidelity", base) == (0.995, "--min-fidelity 0.995")
     low, flag = quality_limit(Constraints(max_metric_drop=0.05), "metric_value", base)

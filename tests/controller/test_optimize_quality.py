@@ -12,7 +12,7 @@ import pytest
 from controller.cli.main import main
 from controller.measure.settings import MeasureSettings
 from controller.optimization.api import Constraints, optimize
-from controller.optimization.constraints import judge
+from controller.optimization.quality import judge
 from tests import models
 
 FAST = ["--threads", "1", "--warmup", "2", "--min-iterations", "20", "--min-seconds", "0.3"]
@@ -37,10 +37,10 @@ def test_identical_outputs_score_exactly_one_where_reference_outputs_are_all_zer
     maps = np.zeros((6, 1, 8, 8), np.float32)
     maps[1::2, 0, 2:5, 2:5] = 0.9
     q = judge({"map": maps}, {"map": maps.copy()}, None)
-    assert q["fidelity"] == 1.0 and q["fidelity_detail"]["zero_norm_samples"] == 3
+    assert q.fidelity == 1.0 and q.fidelity_detail["zero_norm_samples"] == 3
     noisy = maps.copy()
     noisy[1, 0, 2, 2] = 0.5   # one pixel of one detected blob off
-    assert 0.99 < judge({"map": noisy}, {"map": maps}, None)["fidelity"] < 1.0
+    assert 0.99 < judge({"map": noisy}, {"map": maps}, None).fidelity < 1.0
 
 
 def test_mask_iou_from_the_cli_on_a_detector_with_empty_images(tmp_path, detector, capsys):
