@@ -11,15 +11,16 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import onnx
+
 from optimizers.data import as_dataset
 from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
 from optimizers.evaluation import accuracy, compare_outputs, run_outputs
 from optimizers.onnx_model import ModelLike, default_output, load_model, require_float_weights
+from optimizers.quant_prepare import calibration_set, prepare
 from optimizers.quant_protection import protected_nodes
 from optimizers.quantization import (
     QuantizeConfig,
-    _calibration,
-    _prepare,
     calibrate_ranges,
     check_algorithm,
     quantize_qdq,
@@ -90,71 +91,20 @@ class MixedPrecisionOptimizer:
         record = OptimizationRecord(technique="quantize:mixed-int8", settings=settings,
                                     source=str(source.path or "<ModelProto>"), source_digest=source.digest,
                                     source_size_bytes=source.size_bytes)
-        calibration = _calibration(calibration_data, source.proto, None, self.config, record)
+        calibration = calibration_set(calibration_data, source.proto, None, self.config, record)
         evaluation = calibration if eval_data is None else as_dataset(eval_data, source.proto, labels=labels)
         evaluation = evaluation.limit(self.max_eval)
         metric = "accuracy" if evaluation.labels is not None else self.metric
-        if metric == "accuracy" and evaluation.labels is None:
-            raise DataMismatch("metric='accuracy' needs labels with the eval data")
         with tempfile.TemporaryDirectory(prefix="edgefarm-mixed-") as tmp:
-            work = Path(tmp)
-            prepared = _prepare(source, self.config, work, record)
-            import onnx
-
-            prepared_proto = onnx.load(str(prepared))
-            found = (protected_nodes(prepared_proto, static_op_types(self.config))
+            work = _Work(Path(tmp), prepare(source, self.config, Path(tmp), record), evaluation, metric)
+            found = (protected_nodes(work.proto, static_op_types(self.config))
                      if self.config.protect_attention_masks else {})
             self._protected = [n for names in found.values() for n in names]   # found once, not per layer
-            source_names = {n.name for n in source.proto.graph.node}
-            # ORT's pre-processing renames fused nodes (e.g. 'fc2' -> 'fc2/MatMulAddFusion'): users and
-            # device profiles speak of the original names, quantize_static of the new ones
-            self._display = {n.name: _original_name(n.name, source_names) for n in prepared_proto.graph.node}
-            by_user = {**{v: k for k, v in self._display.items()}, **{k: k for k in self._display}}
-            unknown = [n for n in self.sensitive if n not in by_user]
-            if unknown and self.unknown_sensitive == "drop":
-                record.notes.append(f"not in the pre-processed graph, so not kept float: {', '.join(unknown)}")
-                unknown = []
-            if unknown:
-                raise DataMismatch(f"sensitive_layers names {', '.join(map(repr, unknown))}, which the model does "
-                                   f"not have; its layers are e.g. {', '.join(sorted(source_names)[:8])}")
-            sensitive = [by_user[n] for n in self.sensitive if n in by_user]
-            ranges = calibrate_ranges(prepared, calibration.feeds, self.config, work)
-            reference = run_outputs(prepared_proto, evaluation)
-            float_acc = accuracy(reference, evaluation.labels) if metric == "accuracy" else None
-
-            def score(path: Path) -> float:
-                outs = run_outputs(onnx.load(str(path)), evaluation)
-                if metric == "accuracy":
-                    return accuracy(outs, evaluation.labels) / max(float_acc, 1e-9)
-                fid = compare_outputs(reference, outs)
-                value = getattr(fid, metric)
-                if value is None:
-                    raise DataMismatch("top1_agreement needs a classifier output [N, classes]; use metric='cosine'")
-                return value
-
-            def quantize(keep_float: list[str], tag: str) -> Path:
-                out = work / f"{tag}.onnx"
-                cfg = QuantizeConfig(**{**asdict(self.config), "exclude_nodes": tuple(keep_float)})
-                quantize_qdq(prepared, out, cfg, ranges, protected=self._protected)
-                return out
-
-            layers = quantizable_layers(prepared_proto, self.config.op_types)
-            full_path = quantize(sensitive, "full")
-            full = score(full_path)
-            record.metrics["full_int8_" + metric] = round(full, 6)
-            self._progress(f"full INT8: {metric} {full:.4f} (threshold {self.threshold})")
-            chosen, chosen_value, keep = full_path, full, list(sensitive)
-            if full < self.threshold:
-                self.sensitivities = self._sensitivity(layers, prepared, ranges, work, score)
-                ranked = [s.prepared_name for s in self.sensitivities if s.prepared_name not in sensitive]
-                keep, chosen, chosen_value = self._search(sensitive, ranked, quantize, score)
-                if chosen is None:
-                    best = self.sensitivities[:5]
-                    raise OptimizerError(
-                        f"no mixed-precision model reaches {metric} >= {self.threshold}: full INT8 gives {full:.4f} "
-                        f"and even keeping all {len(ranked)} layers in float misses it; the most sensitive layers "
-                        f"are {', '.join(s.node for s in best)}; lower the threshold or use fp16")
-            record.metrics[metric] = round(chosen_value, 6)
+            sensitive = self._sensitive_names(work.proto, source, record)
+            work.ranges = calibrate_ranges(work.prepared, calibration.feeds, self.config, work.dir)
+            layers = quantizable_layers(work.proto, self.config.op_types)
+            keep, chosen, value = self._choose(work, layers, sensitive, record)
+            record.metrics[metric] = round(value, 6)
             record.metrics["layers_quantizable"] = len(layers)
             record.metrics["layers_kept_float"] = len(keep)
             record.settings["kept_float"] = [self._display.get(k, k) for k in keep]
@@ -164,9 +114,51 @@ class MixedPrecisionOptimizer:
                 record.metrics["sensitivity"] = [s.to_json() for s in self.sensitivities]
             out = default_output(source, "mixed-int8", output)
             result = write_result(onnx.load(str(chosen)), out, record, started)
-        log.info("mixed precision: %d of %d layers kept float, %s=%.4f", len(keep), len(layers), metric,
-                 chosen_value)
+        log.info("mixed precision: %d of %d layers kept float, %s=%.4f", len(keep), len(layers), metric, value)
         return result
+
+    def _sensitive_names(self, prepared, source, record: OptimizationRecord) -> list[str]:
+        """sensitive_layers as the pre-processed graph names them. ORT's pre-processing renames fused nodes
+        (e.g. 'fc2' -> 'fc2/MatMulAddFusion'): users and device profiles speak of the original names,
+        quantize_static of the new ones."""
+        source_names = {n.name for n in source.proto.graph.node}
+        self._display = {n.name: _original_name(n.name, source_names) for n in prepared.graph.node}
+        by_user = {**{v: k for k, v in self._display.items()}, **{k: k for k in self._display}}
+        unknown = [n for n in self.sensitive if n not in by_user]
+        if unknown and self.unknown_sensitive == "drop":
+            record.notes.append(f"not in the pre-processed graph, so not kept float: {', '.join(unknown)}")
+            unknown = []
+        if unknown:
+            raise DataMismatch(f"sensitive_layers names {', '.join(map(repr, unknown))}, which the model does "
+                               f"not have; its layers are e.g. {', '.join(sorted(source_names)[:8])}")
+        return [by_user[n] for n in self.sensitive if n in by_user]
+
+    def _quantize(self, work: _Work, keep_float: list[str], tag: str) -> Path:
+        out = work.dir / f"{tag}.onnx"
+        cfg = QuantizeConfig(**{**asdict(self.config), "exclude_nodes": tuple(keep_float)})
+        quantize_qdq(work.prepared, out, cfg, work.ranges, protected=self._protected)
+        return out
+
+    def _choose(self, work: _Work, layers, sensitive: list[str], record: OptimizationRecord
+                ) -> tuple[list[str], Path, float]:
+        """Full INT8 when it meets the threshold; else the fewest float layers that do, by sensitivity."""
+        full_path = self._quantize(work, sensitive, "full")
+        full = work.score(full_path)
+        record.metrics["full_int8_" + work.metric] = round(full, 6)
+        self._progress(f"full INT8: {work.metric} {full:.4f} (threshold {self.threshold})")
+        if full >= self.threshold:
+            return list(sensitive), full_path, full
+        self.sensitivities = self._sensitivity(layers, work.prepared, work.ranges, work.dir, work.score)
+        ranked = [s.prepared_name for s in self.sensitivities if s.prepared_name not in sensitive]
+        keep, chosen, value = self._search(sensitive, ranked, lambda k, tag: self._quantize(work, k, tag),
+                                           work.score)
+        if chosen is None:
+            best = self.sensitivities[:5]
+            raise OptimizerError(
+                f"no mixed-precision model reaches {work.metric} >= {self.threshold}: full INT8 gives {full:.4f} "
+                f"and even keeping all {len(ranked)} layers in float misses it; the most sensitive layers "
+                f"are {', '.join(s.node for s in best)}; lower the threshold or use fp16")
+        return keep, chosen, value
 
     def _sensitivity(self, layers, prepared, ranges, work, score) -> list[LayerSensitivity]:
         """Quantize one layer at a time (ranges reused from one calibration) and measure the damage."""
@@ -211,6 +203,27 @@ class MixedPrecisionOptimizer:
             else:
                 lo = k + 1
         return best
+
+
+class _Work:
+    """One optimize() call's pre-processed model, calibrated ranges and scoring against the float outputs."""
+
+    def __init__(self, folder: Path, prepared: Path, evaluation, metric: str) -> None:
+        self.dir, self.prepared, self.evaluation, self.metric = folder, prepared, evaluation, metric
+        self.proto = onnx.load(str(prepared))
+        self.ranges = None
+        self.reference = run_outputs(self.proto, evaluation)
+        self.float_acc = accuracy(self.reference, evaluation.labels) if metric == "accuracy" else None
+
+    def score(self, path: Path) -> float:
+        """The quantized model's accuracy ratio or fidelity metric against the float model."""
+        outs = run_outputs(onnx.load(str(path)), self.evaluation)
+        if self.metric == "accuracy":
+            return accuracy(outs, self.evaluation.labels) / max(self.float_acc, 1e-9)
+        value = getattr(compare_outputs(self.reference, outs), self.metric)
+        if value is None:
+            raise DataMismatch("top1_agreement needs a classifier output [N, classes]; use metric='cosine'")
+        return value
 
 
 def _original_name(name: str, source_names: set[str]) -> str:
