@@ -132,7 +132,7 @@ def main() -> int:
     from controller.measure.store import ResultsStore
     from controller.optimization.api import optimize
     from controller.optimization.quality import stack_inputs
-    from controller.optimization.run import measure_on
+    from controller.optimization.run import EvalSet, measure_on
     from controller.optimization.sources import onnx_source
 
     def log(line: str) -> None:
@@ -163,10 +163,10 @@ def main() -> int:
             inputs = stack_inputs(source.evaluation)
             try:
                 base_ref = check_model(source.baseline, source.input_shapes)
-                base = measure_on(client, source.baseline, settings, store, inputs, None, None)
+                base = measure_on(client, source.baseline, settings, store, EvalSet(inputs))
                 strong_ref = check_model(next(r.path for r in rows if r.name == STRONG), source.input_shapes)
                 for row in rows:
-                    m = measure_on(client, row.path, settings, store, inputs, base.outputs, None,
+                    m = measure_on(client, row.path, settings, store, EvalSet(inputs), base.outputs,
                                    baseline=base_ref)
                     pairs = paired(client, base_ref, row.path, settings, store, args.rounds, m.pair)
                     row.p50, row.ratio, row.fidelity = pairs.least_disturbed()["p50"], pairs.ratio(), m.quality.fidelity

@@ -62,7 +62,7 @@ def main() -> int:
     from controller.measure.store import ResultsStore
     from controller.optimization.api import Constraints, optimize
     from controller.optimization.quality import stack_inputs
-    from controller.optimization.run import measure_on
+    from controller.optimization.run import EvalSet, measure_on
     from controller.optimization.sources import example_source, onnx_source
 
     def log(line: str) -> None:
@@ -98,12 +98,12 @@ def main() -> int:
             quality: dict = {}
             try:
                 base_ref = check_model(source.baseline, settings_shaped.input_shapes)
-                quality["baseline"] = m = measure_on(client, source.baseline, settings_shaped, store, inputs, None,
-                                                     labels)
+                quality["baseline"] = m = measure_on(client, source.baseline, settings_shaped, store,
+                                                     EvalSet(inputs, labels))
                 base_p50 = m.latency_ms["p50"]
                 for name in paired:
-                    quality[name] = measure_on(client, variants[name], settings_shaped, store, inputs,
-                                               quality["baseline"].outputs, labels, baseline=base_ref)
+                    quality[name] = measure_on(client, variants[name], settings_shaped, store, EvalSet(inputs, labels),
+                                               quality["baseline"].outputs, baseline=base_ref)
                     paired[name].add(*quality[name].pair)
                 for rnd in range(1, args.rounds):
                     for name in paired:

@@ -17,7 +17,7 @@ from controller.fleet.client import AgentClient
 from controller.fleet.inventory import LOCAL, connect, load_inventory, resolve_device
 from controller.measure.preflight import ModelRef, check_model, display_path, resolve_model
 from controller.measure.settings import MeasureSettings
-from controller.measure.store import ResultsStore
+from controller.measure.store import ResultsStore, RunRecord
 from optimizers.flops import GraphFlops, graph_flops, row_flops
 from optimizers.layer_names import layer_label
 from optimizers.on_device import FarmProfileRequest
@@ -177,12 +177,10 @@ def _record(store: ResultsStore | None, kind: str, ref: ModelRef, settings: Meas
     threads = job.result.get("threads") or settings.threads
     backend_version = job.result.get("backend_version") or next(
         (b.version for b in job.info.backends if b.name == ref.backend), "")
-    return store.record(
-        kind=kind, model={"name": ref.name, "path": display_path(ref.path), "digest": job.digest,
-                          "size": ref.path.stat().st_size},
-        device=to_dict(job.info), backend=ref.backend, backend_version=backend_version,
-        settings=settings.as_dict(), settings_key=settings.key(threads), result=job.result or None,
-        layers=layers, error_code=job.error and job.error["code"], error=job.error and job.error["message"])
+    return store.record(RunRecord(
+        kind, {"name": ref.name, "path": display_path(ref.path), "digest": job.digest, "size": ref.path.stat().st_size},
+        to_dict(job.info), ref.backend, backend_version, settings.as_dict(), settings.key(threads),
+        job.result or None, layers, job.error and job.error["code"], job.error and job.error["message"]))
 
 
 def _prepare(model: str | Path | ModelRef | None,

@@ -76,6 +76,23 @@ CANDIDATE_COLUMNS = ("optimize_key", "device_name", "name", "created_at", "techn
 
 
 @dataclass
+class RunRecord:
+    """One bench or profile job as the store keeps it (`runs` table, and `layers` for a profile)."""
+
+    kind: str                 # benchmark | profile
+    model: dict               # name, path, digest, size
+    device: dict              # the agent's GetInfo, as a dict
+    backend: str
+    backend_version: str
+    settings: dict
+    settings_key: str
+    result: dict | None = None
+    layers: Iterable[dict] = ()
+    error_code: str | None = None
+    error: str | None = None
+
+
+@dataclass
 class CandidateRecord:
     """One optimize candidate's numbers on one device as the store keeps them (`candidates` table)."""
 
@@ -176,10 +193,10 @@ class ResultsStore:
         """The store's schema version."""
         return self.conn.execute("PRAGMA user_version").fetchone()[0]
 
-    def record(self, *, kind: str, model: dict, device: dict, backend: str, backend_version: str,
-               settings: dict, settings_key: str, result: dict | None = None,
-               layers: Iterable[dict] = (), error_code: str | None = None, error: str | None = None) -> int:
+    def record(self, run: RunRecord) -> int:
         """Insert one run (and its layer rows) in a single transaction; returns the run id."""
+        kind, model, device, settings, result = run.kind, run.model, run.device, run.settings, run.result
+        error_code, error, backend = run.error_code, run.error, run.backend
         lat = (result or {}).get("latency", {})
         row = {
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "kind": kind,
@@ -187,9 +204,9 @@ class ResultsStore:
             "model_name": model["name"], "model_path": model.get("path"), "model_digest": model["digest"],
             "model_size": model.get("size"), "device_name": device["name"],
             "device_class": device.get("device_class"), "device_fingerprint": device.get("fingerprint", ""),
-            "backend": backend, "backend_version": backend_version,
+            "backend": backend, "backend_version": run.backend_version,
             "threads": (result or {}).get("threads") or settings.get("threads"),
-            "settings_key": settings_key, "settings_json": json.dumps(settings, sort_keys=True),
+            "settings_key": run.settings_key, "settings_json": json.dumps(settings, sort_keys=True),
             "min_ms": lat.get("min_ms"), "p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"),
             "p99_ms": lat.get("p99_ms"), "mean_ms": lat.get("mean_ms"), "std_ms": lat.get("std_ms"),
             "cv": lat.get("cv"), "iterations": lat.get("count"),
@@ -203,7 +220,7 @@ class ResultsStore:
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
         with self.lock:
-            return self._insert_run(cols, marks, row, layers)
+            return self._insert_run(cols, marks, row, run.layers)
 
     def _insert_run(self, cols: str, marks: str, row: dict, layers: Iterable[dict]) -> int:
         self.conn.execute("BEGIN IMMEDIATE")

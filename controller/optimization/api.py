@@ -20,6 +20,7 @@ from controller.optimization import refine
 from controller.optimization.candidates import REUSE_ALL, REUSE_CHOICES
 from controller.optimization.constraints import Constraints
 from controller.optimization.guided import conv_modules, ratios_from_profile
+from controller.optimization.plan import plan as plan_candidates
 from controller.optimization.quality import metric_or_error
 from controller.optimization.report import write_reports
 from controller.optimization.results import OptimizeResult
@@ -150,7 +151,7 @@ def _run(plan: RunPlan, inv, bar: ProgressBar, opts: OptimizeOptions) -> tuple[O
             bar.advance(1, f"baseline on {d}: p50 {run.baseline[d].p50:.3f} ms")
         first = devices[0]
         modules = conv_modules(plan.source.torch.model) if plan.source.torch else set()
-        cands, skipped = plan_mod.plan(
+        cands, skipped = plan_candidates(
             plan.source, plan.techniques, run.work,
             layer_ratios=lambda r: ratios_from_profile(run.layers[first], modules, r), tflite=opts.tflite,
             progress=bar.note)

@@ -11,8 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.errors import FarmError
-from controller.optimization.sources import Source
-from optimizers.quantization import COMPUTE_OP_TYPES
 
 log = logging.getLogger(__name__)
 
@@ -83,7 +81,7 @@ def parse_techniques(text: str | list[str] | None) -> list[str]:
     return items
 
 
-def _has_weighted_matmul(path: Path) -> bool:
+def has_weighted_matmul(path: Path) -> bool:
     from optimizers.graph import Graph
     from optimizers.onnx_model import load_model
 
@@ -139,157 +137,7 @@ def fuse(source_path: Path) -> Callable[[Path], dict]:
     return build
 
 
-def _torch_builders(source: Source, plan: list[Candidate], techniques: list[str], work: Path,
-                    layer_ratios: Callable[[float], dict[str, float]] | None,
-                    progress: Callable[[str], None] | None = None) -> None:
-    """Candidates made by training: pruning, QAT, distillation, low-rank (each exported to ONNX). Each
-    training epoch is reported to `progress` with its loss and accuracy."""
-    parts = source.torch
-    assert parts is not None
-
-    def epochs(name: str):
-        return None if progress is None else (lambda line: progress(f"{name}: {line}"))
-
-    def export(model, out: Path) -> None:
-        from optimizers.torch_helpers import export_onnx, export_tflite
-
-        if out.suffix == ".tflite":
-            export_tflite(model, out, parts.input_shape)   # litert-torch (the --tflite twins)
-        else:
-            export_onnx(model, out, parts.input_shape)
-
-    def calib():
-        return source.calibration
-
-    if "prune" in techniques:
-        variants = [(f"prune-{int(r * 100)}", r, False) for r in PRUNE_RATIOS]
-        if layer_ratios is not None:
-            variants.append((f"prune-{int(PRUNE_RATIOS[-1] * 100)}-profiled", PRUNE_RATIOS[-1], True))
-        for name, ratio, profiled in variants:
-            def build_pruned(out: Path, ratio=ratio, profiled=profiled) -> dict:
-                import torch
-
-                from optimizers import Pruner
-                from optimizers.training import training_threads
-
-                torch.manual_seed(0)
-                ratios = layer_ratios(ratio) if profiled and layer_ratios else {}
-                pruner = Pruner("structured", fine_tune_epochs=FINE_TUNE_EPOCHS)
-                model = pruner.prune(parts.model, pruning_ratio=ratio, layer_ratios=ratios or None)
-                with training_threads():
-                    pruner.fine_tune(model, parts.train, epochs=FINE_TUNE_EPOCHS, learning_rate=2e-3,
-                                     progress=epochs(f"fine-tuning {name}"))
-                export(model, out)
-                return {"params_before": pruner.report.params_before, "params_after": pruner.report.params_after,
-                        "layer_ratios": ratios, "fine_tune_epochs": FINE_TUNE_EPOCHS}
-
-            steps = ["prune", "device-profile ratios", "fine-tune"] if profiled else ["prune", "fine-tune"]
-            plan.append(Candidate(name, steps, build_pruned))
-            if "int8" in techniques and not profiled:
-                pruned_path = work / f"{name}.onnx"
-                plan.append(Candidate(f"{name}+int8-minmax", [*steps, "int8"],
-                                      _after(pruned_path, quantize(pruned_path, "int8", calib(), "minmax"))))
-    if "qat" in techniques:
-        def build_qat(out: Path) -> dict:
-            import copy
-
-            import torch
-
-            from optimizers import QATTrainer, convert_to_int8
-            from optimizers.training import training_threads
-
-            torch.manual_seed(0)
-            trainer = QATTrainer(copy.deepcopy(parts.model), "int8")
-            with training_threads():
-                qat = trainer.train(parts.train, epochs=1, progress=epochs("quantization-aware training"))
-            convert_to_int8(qat, calib(), output=out)
-            return {"epochs": 1}
-
-        plan.append(Candidate("qat-int8", ["qat", "int8"], build_qat))
-    if "distill" in techniques:
-        student_path = work / "distill.onnx"
-
-        def build_student(out: Path) -> dict:
-            import torch
-
-            from optimizers import KnowledgeDistiller, digits_student
-            from optimizers.training import training_threads
-
-            torch.manual_seed(0)
-            with training_threads():
-                student = KnowledgeDistiller(parts.model, digits_student(), temperature=DISTILL_TEMPERATURE,
-                                             alpha=DISTILL_ALPHA).train(parts.train, epochs=DISTILL_EPOCHS,
-                                                                        learning_rate=DISTILL_LEARNING_RATE,
-                                                                        progress=epochs("distilling the student"))
-            export(student, out)
-            return {"epochs": DISTILL_EPOCHS, "temperature": DISTILL_TEMPERATURE, "alpha": DISTILL_ALPHA,
-                    "learning_rate": DISTILL_LEARNING_RATE}
-
-        plan.append(Candidate("distill", ["distill"], build_student))
-        if "int8" in techniques:
-            plan.append(Candidate("distill+int8-minmax", ["distill", "int8"],
-                                  _after(student_path, quantize(student_path, "int8", calib(), "minmax"))))
-    if "low-rank" in techniques:
-        def build_low_rank(out: Path) -> dict:
-            import torch
-
-            from optimizers import LowRankFactorizer, fine_tune
-            from optimizers.training import training_threads
-
-            torch.manual_seed(0)
-            factorizer = LowRankFactorizer()
-            model = factorizer.factorize(parts.model, rank_ratio=0.5,
-                                         inputs=torch.as_tensor(parts.train[0][:64]))
-            with training_threads():
-                fine_tune(model, parts.train, epochs=FINE_TUNE_EPOCHS, learning_rate=2e-3,
-                          progress=epochs("fine-tuning low-rank-50"))
-            export(model, out)
-            return factorizer.report.to_json()
-
-        plan.append(Candidate("low-rank-50", ["low-rank", "fine-tune"], build_low_rank))
-
-
-TFLITE_TWINS = ("prune-30", "prune-50", "prune-50-profiled", "distill", "low-rank-50")
-
-
-def _tflite_twins(source: Source, torch_candidates: list[Candidate]) -> list[Candidate]:
-    """The LiteRT versions: the original model and the exported PyTorch candidates, as .tflite files."""
-    from optimizers.torch_helpers import export_tflite
-
-    parts = source.torch
-
-    def build_original(out: Path) -> dict:
-        export_tflite(parts.model, out, parts.input_shape)
-        return {"converter": "litert-torch"}
-
-    twins = [Candidate("tflite", ["tflite"], build_original, suffix=".tflite")]
-    for c in torch_candidates:
-        if c.name in TFLITE_TWINS:
-            twins.append(Candidate(f"{c.name}-tflite", [*c.techniques, "tflite"], c.build, suffix=".tflite"))
-    return twins
-
-
-def _rewrite_candidates(base: Path, calib, with_int8: bool, work: Path, skipped: list[dict]) -> list[Candidate]:
-    """`rewrite-NAME` for each of REWRITE_CANDIDATES that changes the model, and `rewrite-NAME+int8-minmax`
-    (INT8 of the rewritten file): which form of an activation is fastest, in float and in INT8, is measured
-    (a fused op is faster in float, but ONNX Runtime's INT8 keeps only the ops it has kernels for)."""
-    from optimizers.rewrites import matching_rewrites
-
-    found = matching_rewrites(base, REWRITE_CANDIDATES)
-    if not found:
-        skipped.append({"technique": "rewrite", "reason": "none of the rewrites (" + ", ".join(REWRITE_CANDIDATES)
-                                                          + ") matches a pattern in this model"})
-    out = []
-    for name, sites in found.items():
-        out.append(Candidate(f"rewrite-{name}", ["rewrite", name], rewrite(base, name)))
-        if with_int8:
-            path = work / f"rewrite-{name}.onnx"
-            out.append(Candidate(f"rewrite-{name}+int8-minmax", ["rewrite", name, "int8", "minmax"],
-                                 _after(path, quantize(path, "int8", calib, "minmax"))))
-    return out
-
-
-def _after(dependency: Path, build: Callable[[Path], dict]) -> Callable[[Path], dict]:
+def after(dependency: Path, build: Callable[[Path], dict]) -> Callable[[Path], dict]:
     """A builder that needs another candidate's file first (it is built by then: plan order)."""
 
     def run(out: Path) -> dict:
@@ -298,55 +146,6 @@ def _after(dependency: Path, build: Callable[[Path], dict]) -> Callable[[Path], 
         return build(out)
 
     return run
-
-
-def plan(source: Source, techniques: list[str], work: Path,
-         layer_ratios: Callable[[float], dict[str, float]] | None = None,
-         tflite: bool = False, progress: Callable[[str], None] | None = None) -> tuple[list[Candidate], list[dict]]:
-    """Candidates in build order, and the techniques skipped with the reason. With tflite, every PyTorch
-    candidate that is exported (not the INT8 ONNX ones) also gets a `-tflite` twin converted by litert-torch,
-    and the original model one named `tflite`, measured with the LiteRT backend."""
-    base = source.baseline
-    calib = source.calibration
-    candidates: list[Candidate] = []
-    skipped: list[dict] = []
-    if "fuse" in techniques:
-        candidates.append(Candidate("fused", ["fuse"], fuse(base)))
-    if "fp16" in techniques:
-        candidates.append(Candidate("fp16", ["fp16"], quantize(base, "fp16")))
-    chosen_calibrations = [a for a in CALIBRATIONS if "int8" in techniques or f"int8-{a}" in techniques]
-    all_calibrations = "int8" in techniques   # (one calibration picked: only that candidate)
-    if chosen_calibrations and "int8" not in techniques:
-        techniques = [*techniques, "int8"]  # the combinations (prune + INT8, ...) follow
-    for alg in chosen_calibrations:
-        candidates.append(Candidate(f"int8-{alg}", ["int8", alg], quantize(base, "int8", calib, alg)))
-    if all_calibrations:   # the types and the op set are measured choices, not fixed defaults
-        candidates.append(Candidate("int8-minmax-s8s8", ["int8", "minmax", "s8s8"],
-                                    quantize(base, "int8", calib, "minmax", activation_type="int8")))
-        candidates.append(Candidate("int8-minmax-compute-ops", ["int8", "minmax", "compute ops"],
-                                    quantize(base, "int8", calib, "minmax", op_types=COMPUTE_OP_TYPES)))
-    if "rewrite" in techniques:
-        candidates += _rewrite_candidates(base, calib, "int8" in techniques, work, skipped)
-    if "int8-dynamic" in techniques:
-        candidates.append(Candidate("int8-dynamic", ["int8-dynamic"], quantize(base, "dynamic")))
-    if "int4" in techniques:
-        if _has_weighted_matmul(base):
-            candidates.append(Candidate("int4-weights", ["int4"], quantize(base, "int4")))
-        else:
-            skipped.append({"technique": "int4", "reason": "the model has no MatMul/Gemm with constant weights, "
-                                                           "which is all INT4 weight-only quantizes"})
-    trainable = [t for t in techniques if t in TRAINING]
-    if source.torch is not None:
-        first = len(candidates)
-        _torch_builders(source, candidates, techniques, work, layer_ratios, progress)
-        if tflite:
-            candidates += _tflite_twins(source, candidates[first:])
-    else:
-        for t in trainable:
-            skipped.append({"technique": t, "reason": "needs the PyTorch model and its training data; an ONNX "
-                                                      "file gets the post-training techniques (run without MODEL "
-                                                      "for the built-in PyTorch example, or use the Python API)"})
-    return candidates, skipped
 
 
 def write_details(path: Path, candidate: Candidate, details: dict) -> None:

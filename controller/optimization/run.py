@@ -58,17 +58,26 @@ class Measurement:
     pair: tuple[list[float] | None, list[float]]   # (baseline, this model) per-inference times
 
 
-def measure_on(client, path: Path, settings: MeasureSettings, store: ResultsStore, inputs: dict,
-               reference: dict | None, labels, want_profile: bool = False, baseline: ModelRef | None = None,
-               metric: Metric | None = None) -> Measurement:
+@dataclass
+class EvalSet:
+    """What every model of a run is evaluated on: the stacked inputs, their labels, the task metric."""
+
+    inputs: dict
+    labels: np.ndarray | None = None
+    metric: Metric | None = None
+
+
+def measure_on(client, path: Path, settings: MeasureSettings, store: ResultsStore, data: EvalSet,
+               reference: dict | None = None, *, want_profile: bool = False,
+               baseline: ModelRef | None = None) -> Measurement:
     """Bench, (profile), evaluate one model on one device. With a `baseline`, the model is timed in the
     same loop as it (one inference of each in turn). Without `reference` outputs the model is its own
     reference (the baseline: fidelity 1.0, and the metric's value against itself and the labels)."""
     ref = check_model(path, settings.input_shapes)  # parsed once for the three jobs
     b = bench(ref, client, settings, store, reference=baseline)
     prof = profile(ref, client, settings, store) if want_profile else None
-    outputs = evaluate_outputs(ref, inputs, client, settings)
-    q = judge(outputs, outputs if reference is None else reference, labels, metric)
+    outputs = evaluate_outputs(ref, data.inputs, client, settings)
+    q = judge(outputs, outputs if reference is None else reference, data.labels, data.metric)
     return Measurement({k: b.latency_ms[k] for k in ("p50", "p90", "p99")}, b.cv, list(b.flags), b.run_id,
                        b.model_digest, b.threads, q, outputs, prof, (b.reference_times_ms, b.times_ms))
 
@@ -125,10 +134,10 @@ class OptimizeRun:
                                                                   plan.reuse)
         self.work = plan.out_dir / "candidates"
         self.work.mkdir(parents=True, exist_ok=True)
-        self.inputs = stack_inputs(self.source.evaluation)
-        n = len(next(iter(self.inputs.values())))
+        inputs = stack_inputs(self.source.evaluation)
+        n = len(next(iter(inputs.values())))
         labels = self.source.evaluation.labels
-        self.labels = None if labels is None else np.asarray(labels)[:n]
+        self.data = EvalSet(inputs, None if labels is None else np.asarray(labels)[:n], plan.metric)
         self.rows: dict[str, dict[str, CandidateRow]] = {d: {} for d in self.devices}   # device -> name -> row
         self.baseline: dict[str, CandidateRow] = {}
         self.reference: dict[str, dict] = {}          # device -> the baseline's outputs there
@@ -145,8 +154,7 @@ class OptimizeRun:
 
     def _measure(self, client, path: Path, device: str | None, **kw) -> Measurement:
         reference = None if device is None else self.reference[device]
-        return measure_on(client, path, self.settings, self.store, self.inputs, reference, self.labels,
-                          metric=self.plan.metric, **kw)
+        return measure_on(client, path, self.settings, self.store, self.data, reference, **kw)
 
     # baseline ---------------------------------------------------------------------------------------
     def baseline_job(self, device: str):

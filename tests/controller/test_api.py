@@ -10,7 +10,7 @@ from controller.errors import DeviceError, JobFailed, ModelError
 from controller.fleet.inventory import connect, load_inventory, resolve_device
 from controller.measure.api import bench, profile
 from controller.measure.settings import MeasureSettings, parse_input_shape
-from controller.measure.store import SCHEMA_VERSION, ResultsStore, StoreError
+from controller.measure.store import SCHEMA_VERSION, ResultsStore, RunRecord, StoreError
 from optimizers.flops import graph_flops, node_flops, parse_shape_strings
 from tests import models
 
@@ -58,10 +58,10 @@ def test_store_is_wal_versioned_and_transactional(tmp_path):
     kw = dict(kind="profile", model={"name": "m", "digest": "d" * 64}, device={"name": "dev", "fingerprint": "f"},
               backend="onnxruntime", backend_version="1", settings={"threads": 1}, settings_key="k")
     with pytest.raises(sqlite3.IntegrityError):  # a bad layer row rolls back the whole run
-        store.record(**kw, result={"latency": {"p50_ms": 1.0}}, layers=[{"name": None}])
+        store.record(RunRecord(**kw, result={"latency": {"p50_ms": 1.0}}, layers=[{"name": None}]))
     assert store.runs() == []
-    run_id = store.record(**kw, result={"latency": {"p50_ms": 1.0, "count": 3}, "flags": ["noisy"]},
-                          layers=[{"name": "conv", "op_type": "Conv", "time_ms": 0.5, "flops": 10}])
+    run_id = store.record(RunRecord(**kw, result={"latency": {"p50_ms": 1.0, "count": 3}, "flags": ["noisy"]},
+                                    layers=[{"name": "conv", "op_type": "Conv", "time_ms": 0.5, "flops": 10}]))
     (run,) = store.runs(model="m")
     assert run["id"] == run_id and run["p50_ms"] == 1.0 and run["flags"] == "noisy" and run["iterations"] == 3
     assert store.layers(run_id)[0]["flops"] == 10

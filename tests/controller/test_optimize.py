@@ -206,7 +206,7 @@ def test_tflite_twins_say_what_they_need(tmp_path, capsys):
 def test_the_plan_adds_tflite_twins_of_the_exported_pytorch_candidates(tmp_path):
     from types import SimpleNamespace
 
-    from controller.optimization.candidates import plan
+    from controller.optimization.plan import plan
 
     source = SimpleNamespace(baseline=tmp_path / "m.onnx", calibration=None, torch=SimpleNamespace(
         model=None, train=None, input_shape=(1, 1, 28, 28)))

@@ -70,7 +70,7 @@ def test_int8_measured_keeps_float_what_the_device_measured_slower(detector_run)
 
 def test_rewrite_candidates_are_planned_where_a_pattern_matches(tmp_path):
     """`rewrite`: each activation rewrite the model has, alone and under INT8; none on a model without."""
-    from controller.optimization.candidates import plan
+    from controller.optimization.plan import plan
     from controller.optimization.sources import onnx_source
 
     cands, skipped = plan(onnx_source("example:yolov8n"), ["rewrite", "int8-minmax"], tmp_path)
