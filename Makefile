@@ -10,7 +10,7 @@ TALK   := $(PYTHON) scripts/heartbeat.py
 setup: $(VENV)/.installed $(VENV)/share/edgefarm-models/.done
 
 $(VENV)/.installed: pyproject.toml
-	@echo "setting up $(VENV) (first time only: about 4 min and 2.9 GB on 2 cores)"
+	@echo "setting up $(VENV) (first time only: about 3 min and 2.0 GB on 2 cores)"
 	$(PYTHON) -m venv $(VENV)
 	$(TALK) --label "upgrading pip" -- $(BIN)/python -m pip install --quiet --upgrade pip
 	$(TALK) --label "installing torch 2.13.0 (CPU)" -- $(BIN)/python -m pip install --quiet torch==2.13.0
