@@ -10,7 +10,7 @@ import logging
 import tempfile
 import time
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,11 @@ from controller.measure.api import bench
 from controller.measure.preflight import ModelRef, check_model
 from controller.measure.settings import MeasureSettings
 from controller.measure.store import ResultsStore
+from optimizers.digits import load_digits_data
+from optimizers.nas import EvolutionSettings, NASOptimizer, SearchResult
+from optimizers.nas_space import SEARCH_SPACES
+from optimizers.torch_helpers import count_params, export_onnx
+from optimizers.training import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +139,8 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
     device (measure_undisturbed). With calibrate > 0, its scale is fitted once on that many whole
     architectures measured on the device (and stored, so later runs reuse it). `table.context` is the
     Reference (made with `rule` unless one is given): checks and final measurements are measured beside it."""
-    from optimizers.nas import LatencyTable, export_block
+    from optimizers.nas import LatencyTable
+    from optimizers.nas_space import export_block
 
     say = progress or log.info
     reference = reference or make_reference(space, rule)
@@ -224,74 +230,105 @@ class NASRun:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def run_nas(device: str | AgentClient = LOCAL, constraints: dict | None = None, iterations: int = 10,
-            search_space: str = "mobilenet_v3",
-            population: int = 6, proxy_epochs: int = 2, proxy_samples: int = 1500, final_epochs: int = 8,
-            out_dir: Path | str = "edgefarm-nas", store: ResultsStore | Path | str | None = None,
-            inventory: Path | None = None, choices: dict | None = None, seed: int = 0,
-            settings: MeasureSettings = LUT_SETTINGS, progress=None, calibrate: int = CALIBRATION_ARCHS,
-            rule: Undisturbed = Undisturbed()) -> NASRun:
-    """Search the MobileNetV3 space on the built-in digits data for the device, then train the best
-    architecture, export it and measure it on the device."""
-    from optimizers.digits import load_digits_data
-    from optimizers.nas import SEARCH_SPACES, NASOptimizer, SearchResult
-    from optimizers.torch_helpers import count_params, export_onnx
-    from optimizers.training import accuracy
+@dataclass(kw_only=True)
+class NASOptions:
+    """How `run_nas` searches: the search (iterations, space, evolution), the final training, where it
+    writes and stores, and how the device is measured (settings, the scale's calibration, the rule for
+    an undisturbed measurement)."""
 
-    check_space(search_space)
+    iterations: int = 10
+    search_space: str = "mobilenet_v3"
+    population: int = 6
+    proxy_epochs: int = 2
+    proxy_samples: int = 1500
+    final_epochs: int = 8
+    out_dir: Path | str = "edgefarm-nas"
+    store: ResultsStore | Path | str | None = None
+    inventory: Path | None = None
+    choices: dict | None = None
+    seed: int = 0
+    settings: MeasureSettings = field(default_factory=lambda: LUT_SETTINGS)
+    progress: Any = None
+    calibrate: int = CALIBRATION_ARCHS
+    rule: Undisturbed = field(default_factory=Undisturbed)
+
+    def evolution(self) -> EvolutionSettings:
+        return EvolutionSettings(population=self.population, proxy_epochs=self.proxy_epochs,
+                                 proxy_samples=self.proxy_samples, seed=self.seed)
+
+
+def run_nas(device: str | AgentClient = LOCAL, constraints: dict | None = None, *,
+            options: NASOptions | None = None, **overrides) -> NASRun:
+    """Search the MobileNetV3 space on the built-in digits data for the device, then train the best
+    architecture, export it and measure it on the device. Options come as a NASOptions, or as its fields
+    by keyword (`run_nas("local", {"latency_ms": 2}, iterations=4)`)."""
+    known = {f.name for f in fields(NASOptions)}
+    if set(overrides) - known:
+        raise FarmError(f"run_nas() has no option {', '.join(sorted(set(overrides) - known))}; the options are: "
+                        f"{', '.join(sorted(known))}")
+    opts = replace(options or NASOptions(), **overrides)
+    check_space(opts.search_space)
     started = time.monotonic()
-    say = progress or log.info
-    out = Path(out_dir)
+    say = opts.progress or log.info
+    out = Path(opts.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    db = store if isinstance(store, ResultsStore) else ResultsStore(store or "edgefarm-results.db")
+    db = opts.store if isinstance(opts.store, ResultsStore) else ResultsStore(opts.store or "edgefarm-results.db")
     data = load_digits_data()
     try:
         ctx = (nullcontext(device) if isinstance(device, AgentClient)
-               else connect(resolve_device(device, load_inventory(inventory))))
+               else connect(resolve_device(device, load_inventory(opts.inventory))))
         with ctx as client:
-            table = farm_latency_table(client, db, SEARCH_SPACES[search_space](choices=choices), settings, say,
-                                       calibrate=calibrate, rule=rule)
-            nas = NASOptimizer(search_space, constraints=constraints, latency_table=table, population=population,
-                               proxy_epochs=proxy_epochs, proxy_samples=proxy_samples, seed=seed, choices=choices,
-                               progress=say)
-            res: SearchResult = nas.search(data.train, data.val, iterations)
-            history = [c.to_json() for c in res.history]
-            if res.best is None:
-                closest = [c.to_json() for c in res.closest]
-                what = ", ".join(f"{c['describe']} ({c['reason'] or 'proxy accuracy %.4f' % (c['accuracy'] or 0)})"
-                                 for c in closest)
-                failure = (f"no architecture in the space meets {constraints}; "
-                           + (res.failure if res.failure else f"closest found: {what}") + "; relax a constraint")
-                run = NASRun(client.name, dict(constraints or {}), None, None, None, None, history, closest,
-                             res.table_size, res.blocks_measured, round(time.monotonic() - started, 1),
-                             failure=failure)
-                _plot(run, out)
-                return run
-            say(f"best: {res.best.arch.describe()}: training it {final_epochs} epochs on the full training split")
-            import torch
-
-            torch.manual_seed(seed)
-            model = nas.train(nas.build_model(res.best.arch), data.train, epochs=final_epochs,
-                              progress=lambda s: say("  " + s))
-            acc = accuracy(model, data.test)
-            path = export_onnx(model, out / "nas-best.onnx")
-            m = measure_undisturbed([path], client, settings, db, table.context)[0]
-            measured = m.ms
-            say(f"measured on {client.name}: p50 {measured:.3f} ms at the device's undisturbed speed (as measured "
-                f"{m.raw_ms:.3f} ms; predicted {res.best.predicted_ms:.3f} ms), test accuracy {acc:.4f}")
-            run = NASRun(client.name, dict(constraints or {}), {**res.best.to_json()}, measured, acc,
-                         count_params(model), history, [], res.table_size, res.blocks_measured,
-                         round(time.monotonic() - started, 1), model_path=str(path))
-            lim = (constraints or {}).get("latency_ms")
-            if lim is not None and measured > lim:
-                run.failure = (f"the best architecture was predicted at {res.best.predicted_ms:.3f} ms but measures "
-                               f"{measured:.3f} ms > latency_ms {lim:g} on {client.name}")
-            (out / "nas-best.json").write_text(json.dumps(run.best, indent=1))
+            table = farm_latency_table(client, db, SEARCH_SPACES[opts.search_space](choices=opts.choices),
+                                       opts.settings, say, calibrate=opts.calibrate, rule=opts.rule)
+            nas = NASOptimizer(opts.search_space, constraints=constraints, latency_table=table,
+                               evolution=opts.evolution(), choices=opts.choices, progress=say)
+            res = nas.search(data.train, data.val, opts.iterations)
+            run = (_nothing_fits(res, client.name, constraints) if res.best is None
+                   else _train_best(nas, res, client, db, table, data, constraints, opts))
+            run.wall_seconds = round(time.monotonic() - started, 1)
+            if run.best is not None:
+                (out / "nas-best.json").write_text(json.dumps(run.best, indent=1))
             _plot(run, out)
             return run
     finally:
-        if db is not store:
+        if db is not opts.store:
             db.close()
+
+
+def _nothing_fits(res: SearchResult, device: str, constraints: dict | None) -> NASRun:
+    closest = [c.to_json() for c in res.closest]
+    what = ", ".join(f"{c['describe']} ({c['reason'] or 'proxy accuracy %.4f' % (c['accuracy'] or 0)})"
+                     for c in closest)
+    failure = (f"no architecture in the space meets {constraints}; "
+               + (res.failure if res.failure else f"closest found: {what}") + "; relax a constraint")
+    return NASRun(device, dict(constraints or {}), None, None, None, None, [c.to_json() for c in res.history],
+                  closest, res.table_size, res.blocks_measured, 0.0, failure=failure)
+
+
+def _train_best(nas: NASOptimizer, res: SearchResult, client: AgentClient, db: ResultsStore, table, data,
+                constraints: dict | None, opts: NASOptions) -> NASRun:
+    """Train the best architecture on the full training split, export it, measure it on the device."""
+    import torch  # torch only once a search has found something to train
+
+    say = opts.progress or log.info
+    out = Path(opts.out_dir)
+    say(f"best: {res.best.arch.describe()}: training it {opts.final_epochs} epochs on the full training split")
+    torch.manual_seed(opts.seed)
+    model = nas.train(nas.build_model(res.best.arch), data.train, epochs=opts.final_epochs,
+                      progress=lambda s: say("  " + s))
+    acc = accuracy(model, data.test)
+    path = export_onnx(model, out / "nas-best.onnx")
+    m = measure_undisturbed([path], client, opts.settings, db, table.context)[0]
+    say(f"measured on {client.name}: p50 {m.ms:.3f} ms at the device's undisturbed speed (as measured "
+        f"{m.raw_ms:.3f} ms; predicted {res.best.predicted_ms:.3f} ms), test accuracy {acc:.4f}")
+    run = NASRun(client.name, dict(constraints or {}), {**res.best.to_json()}, m.ms, acc, count_params(model),
+                 [c.to_json() for c in res.history], [], res.table_size, res.blocks_measured, 0.0,
+                 model_path=str(path))
+    lim = (constraints or {}).get("latency_ms")
+    if lim is not None and m.ms > lim:
+        run.failure = (f"the best architecture was predicted at {res.best.predicted_ms:.3f} ms but measures "
+                       f"{m.ms:.3f} ms > latency_ms {lim:g} on {client.name}")
+    return run
 
 
 def _plot(run: NASRun, out: Path) -> None:
@@ -328,7 +365,7 @@ def _plot(run: NASRun, out: Path) -> None:
 
 def check_space(name: str) -> None:
     """An unknown search space is a FarmError naming the known ones."""
-    from optimizers.nas import SEARCH_SPACES
+    from optimizers.nas_space import SEARCH_SPACES
 
     if name not in SEARCH_SPACES:
         raise FarmError(f"unknown search space '{name}'; known: {', '.join(SEARCH_SPACES)}")

@@ -8,195 +8,15 @@ from __future__ import annotations
 import logging
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import numpy as np
 
 from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
+from optimizers.nas_space import SEARCH_SPACES, Architecture, Block
 
 log = logging.getLogger(__name__)
-
-ACTIVATIONS = ("relu", "hswish")
-
-
-@dataclass(frozen=True)
-class StageChoice:
-    """The choices of one stage: how many blocks, and each block's kernel, expansion, width, SE, activation."""
-
-    depth: int
-    kernel: int
-    expand: int
-    width: float
-    se: bool
-    act: str
-
-
-@dataclass(frozen=True)
-class Architecture:
-    """One point of the search space: a choice per stage."""
-
-    stages: tuple[StageChoice, ...]
-
-    def to_json(self) -> list[dict]:
-        """The architecture as data."""
-        return [asdict(s) for s in self.stages]
-
-    @classmethod
-    def from_json(cls, data: list[dict]) -> Architecture:
-        """Inverse of to_json."""
-        return cls(tuple(StageChoice(**d) for d in data))
-
-    def describe(self) -> str:
-        """e.g. 'd2 k3 e4 w1.0 se hswish / ...' (one part per stage)."""
-        return " / ".join(f"d{s.depth} k{s.kernel} e{s.expand} w{s.width:g}{' se' if s.se else ''} {s.act}"
-                          for s in self.stages)
-
-
-@dataclass(frozen=True)
-class Block:
-    """One layer group as the latency table sees it: its kind, shapes and choices (the table's key)."""
-
-    kind: str            # stem | mbconv | head
-    cin: int
-    cout: int
-    size: int            # input height = width
-    stride: int = 1
-    kernel: int = 3
-    expand: int = 1
-    se: bool = False
-    act: str = "relu"
-
-    @property
-    def probe(self) -> Block:
-        """The "input" pseudo-block of this block's input shape: a lone ReLU. Measured alone it costs what
-        any model fed this input costs beyond its compute (the call, feeding and returning tensors)."""
-        return Block("input", self.cin, self.cin, self.size)
-
-    @property
-    def key(self) -> str:
-        """Stable text key of the configuration."""
-        return (f"{self.kind}:c{self.cin}-{self.cout}:s{self.size}/{self.stride}:k{self.kernel}:e{self.expand}:"
-                f"{'se' if self.se else 'nose'}:{self.act}")
-
-
-def _divisible(v: float, d: int = 8) -> int:
-    return max(d, int(v + d / 2) // d * d)
-
-
-class MobileNetV3Space:
-    """MobileNetV3-style search space at the digits example's input (1x28x28, 10 classes): a 3x3 stem,
-    four stages of inverted-residual blocks (optional squeeze-excite, ReLU or hard-swish), a 1x1 head."""
-
-    name = "mobilenet_v3"
-    # (base channels, stride of the first block) per stage
-    STAGES = ((16, 2), (24, 2), (40, 1), (64, 1))
-    STEM = 16
-    HEAD = 128
-    DEFAULT_CHOICES = {"depth": (1, 2, 3), "kernel": (3, 5), "expand": (2, 4, 6), "width": (0.75, 1.0),
-                       "se": (False, True), "act": ACTIVATIONS}
-
-    def __init__(self, input_shape: tuple[int, ...] = (1, 1, 28, 28), num_classes: int = 10,
-                 choices: dict[str, tuple] | None = None) -> None:
-        self.input_shape = tuple(input_shape)
-        self.num_classes = num_classes
-        unknown = set(choices or {}) - set(self.DEFAULT_CHOICES)
-        if unknown:
-            raise OptimizerError(f"unknown search-space choice(s) {sorted(unknown)}; the choices are "
-                                 f"{list(self.DEFAULT_CHOICES)}")
-        self.choices = {**self.DEFAULT_CHOICES, **{k: tuple(v) for k, v in (choices or {}).items()}}
-        if any(len(v) == 0 for v in self.choices.values()):
-            raise OptimizerError("every search-space choice needs at least one value")
-
-    def sample(self, rng: random.Random) -> Architecture:
-        """A uniformly random architecture."""
-        return Architecture(tuple(StageChoice(**{k: rng.choice(v) for k, v in self.choices.items()})
-                                  for _ in self.STAGES))
-
-    def mutate(self, arch: Architecture, rng: random.Random) -> Architecture:
-        """Change one choice of one stage (to a different value when there is one)."""
-        stages = list(arch.stages)
-        i = rng.randrange(len(stages))
-        options = [k for k, v in self.choices.items() if len(v) > 1]
-        if not options:
-            return arch
-        key = rng.choice(options)
-        values = [v for v in self.choices[key] if v != getattr(stages[i], key)]
-        stages[i] = replace(stages[i], **{key: rng.choice(values)})
-        return Architecture(tuple(stages))
-
-    def blocks(self, arch: Architecture) -> list[Block]:
-        """The layer groups of an architecture, in order, with their input sizes."""
-        size = self.input_shape[-1]
-        cin = self.STEM
-        out = [Block("stem", self.input_shape[1], self.STEM, size, act="hswish")]
-        for (base, stride), st in zip(self.STAGES, arch.stages):
-            cout = _divisible(base * st.width)
-            for i in range(st.depth):
-                s = stride if i == 0 else 1
-                out.append(Block("mbconv", cin, cout, size, s, st.kernel, st.expand, st.se, st.act))
-                size = (size + s - 1) // s
-                cin = cout
-        out.append(Block("head", cin, self.HEAD, size, act="hswish"))
-        return out
-
-    def block_module(self, block: Block):
-        """One block as a PyTorch module (what the latency table measures and the model is built from)."""
-        import torch.nn as nn
-
-        act = nn.Hardswish if block.act == "hswish" else nn.ReLU
-        if block.kind == "input":
-            return nn.ReLU()
-        if block.kind == "stem":
-            return nn.Sequential(nn.Conv2d(block.cin, block.cout, 3, 1, 1, bias=False), nn.BatchNorm2d(block.cout),
-                                 act())
-        if block.kind == "head":
-            return nn.Sequential(nn.Conv2d(block.cin, block.cout, 1, bias=False), nn.BatchNorm2d(block.cout), act(),
-                                 nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(block.cout, self.num_classes))
-        return _MBConv(block, act)
-
-    def build(self, arch: Architecture):
-        """The architecture as a PyTorch model."""
-        import torch.nn as nn
-
-        return nn.Sequential(*[self.block_module(b) for b in self.blocks(arch)])
-
-
-def _MBConv(block: Block, act):
-    import torch.nn as nn
-
-    class SqueezeExcite(nn.Module):
-        def __init__(self, ch: int) -> None:
-            super().__init__()
-            mid = _divisible(ch / 4)
-            self.fc = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(ch, mid, 1), nn.ReLU(), nn.Conv2d(mid, ch, 1),
-                                    nn.Hardsigmoid())
-
-        def forward(self, x):
-            return x * self.fc(x)
-
-    class MBConv(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            hidden = block.cin * block.expand
-            layers = [nn.Conv2d(block.cin, hidden, 1, bias=False), nn.BatchNorm2d(hidden), act(),
-                      nn.Conv2d(hidden, hidden, block.kernel, block.stride, block.kernel // 2, groups=hidden,
-                                bias=False), nn.BatchNorm2d(hidden), act()]
-            if block.se:
-                layers.append(SqueezeExcite(hidden))
-            layers += [nn.Conv2d(hidden, block.cout, 1, bias=False), nn.BatchNorm2d(block.cout)]
-            self.body = nn.Sequential(*layers)
-            self.residual = block.stride == 1 and block.cin == block.cout
-
-        def forward(self, x):
-            return x + self.body(x) if self.residual else self.body(x)
-
-    return MBConv()
-
-
-SEARCH_SPACES = {"mobilenet_v3": MobileNetV3Space}
-
 
 @dataclass
 class LatencyTable:
@@ -288,6 +108,18 @@ def _check_constraints(constraints: dict) -> dict:
     return dict(constraints)
 
 
+@dataclass
+class EvolutionSettings:
+    """The regularized evolution: population size, tournament size, and the proxy training that scores each
+    architecture (epochs on the first `proxy_samples` training images); `seed` makes a search repeatable."""
+
+    population: int = 8
+    tournament: int = 3
+    proxy_epochs: int = 2
+    proxy_samples: int = 1500
+    seed: int = 0
+
+
 class NASOptimizer:
     """`NASOptimizer(search_space="mobilenet_v3", constraints={"latency_ms": 0.2, "model_size_mb": 1,
     "min_accuracy": 0.9}, latency_table=table).search(train_data, validation_data, search_iterations)`.
@@ -298,9 +130,9 @@ class NASOptimizer:
     validation data. Architectures predicted over the latency or size limits are never trained."""
 
     def __init__(self, search_space: str = "mobilenet_v3", constraints: dict | None = None,
-                 latency_table: LatencyTable | None = None, population: int = 8, tournament: int = 3,
-                 proxy_epochs: int = 2, proxy_samples: int = 1500, seed: int = 0,
-                 choices: dict[str, tuple] | None = None, progress: Callable[[str], None] | None = None) -> None:
+                 latency_table: LatencyTable | None = None, evolution: EvolutionSettings | None = None,
+                 choices: dict[str, tuple] | None = None, progress: Callable[[str], None] | None = None,
+                 **evolution_fields) -> None:
         if search_space not in SEARCH_SPACES:
             raise UnknownOption("search space", search_space, SEARCH_SPACES)
         self.space = SEARCH_SPACES[search_space](choices=choices)
@@ -309,14 +141,19 @@ class NASOptimizer:
             raise OptimizerError("NAS needs a latency_table measured on the target device: build one with "
                                  "controller.nas.farm_latency_table(device) (or `farmctl nas --device D`)")
         self.table = latency_table
-        if population < 2:
-            raise OptimizerError(f"population must be >= 2, got {population}")
-        self.population = population
-        self.tournament = max(2, min(tournament, population))
-        self.proxy_epochs = proxy_epochs
-        self.proxy_samples = proxy_samples
-        self.rng = random.Random(seed)
-        self.seed = seed
+        unknown = sorted(set(evolution_fields) - {f.name for f in fields(EvolutionSettings)})
+        if unknown:
+            raise OptimizerError(f"NASOptimizer has no option {', '.join(unknown)}; the evolution's options are "
+                                 f"{', '.join(f.name for f in fields(EvolutionSettings))}")
+        ev = replace(evolution or EvolutionSettings(), **evolution_fields)
+        if ev.population < 2:
+            raise OptimizerError(f"population must be >= 2, got {ev.population}")
+        self.population = ev.population
+        self.tournament = max(2, min(ev.tournament, ev.population))
+        self.proxy_epochs = ev.proxy_epochs
+        self.proxy_samples = ev.proxy_samples
+        self.rng = random.Random(ev.seed)
+        self.seed = ev.seed
         self.progress = progress or log.info
 
     # --- pieces ------------------------------------------------------------------------------------
@@ -431,10 +268,3 @@ def _xy(data, what: str) -> tuple[np.ndarray, np.ndarray]:
     if len(x) != len(y):
         raise DataMismatch(f"{what}: {len(x)} inputs but {len(y)} labels")
     return x, y
-
-
-def export_block(space: MobileNetV3Space, block: Block, path: Path) -> Path:
-    """One block as a single-file ONNX model with its own input shape (what the device measures)."""
-    from optimizers.torch_helpers import export_onnx
-
-    return export_onnx(space.block_module(block), path, (1, block.cin, block.size, block.size))

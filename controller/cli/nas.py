@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
 
 def cmd_nas(args: argparse.Namespace) -> int:
     from controller.errors import FarmError
-    from controller.nas import Undisturbed, run_nas
+    from controller.nas import NASOptions, Undisturbed, run_nas
 
     if args.max_attempts < 1 or args.calibrate < 0:
         raise FarmError("--max-attempts must be at least 1 and --calibrate at least 0")
@@ -45,10 +45,11 @@ def cmd_nas(args: argparse.Namespace) -> int:
     constraints = {k: v for k, v in (("latency_ms", args.latency_ms), ("model_size_mb", args.size_mb),
                                      ("min_accuracy", args.min_accuracy)) if v is not None}
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    run = run_nas(args.device, constraints, args.iterations, args.search_space, args.population,
-                  args.proxy_epochs, args.proxy_samples, args.final_epochs, args.out, args.store, args.inventory,
-                  seed=args.seed, progress=say, calibrate=args.calibrate,
-                  rule=Undisturbed(max_attempts=args.max_attempts))
+    run = run_nas(args.device, constraints, options=NASOptions(
+        iterations=args.iterations, search_space=args.search_space, population=args.population,
+        proxy_epochs=args.proxy_epochs, proxy_samples=args.proxy_samples, final_epochs=args.final_epochs,
+        out_dir=args.out, store=args.store, inventory=args.inventory, seed=args.seed, progress=say,
+        calibrate=args.calibrate, rule=Undisturbed(max_attempts=args.max_attempts)))
     if args.json:
         print(json.dumps(run.to_json(), indent=1))
     elif run.best:

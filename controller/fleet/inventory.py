@@ -169,6 +169,54 @@ def _ssh(path: Path, node, name: str, address: str | None) -> SSHSettings:
     return SSHSettings(**values)
 
 
+def _device(path: Path, name: str, knode, vnode, farm_tls) -> DeviceEntry:
+    """One device's entry from its YAML node; any mistake is an InventoryError naming the file and line."""
+    import yaml
+
+    items = _mapping(path, vnode, f"device '{name}'")
+    _check_keys(path, items, DEVICE_KEYS, f"device '{name}'")
+    line = knode.start_mark.line + 1
+    embedded = _scalar(path, items["embedded"][1], f"device '{name}': embedded", bool) \
+        if "embedded" in items else (name == LOCAL and "address" not in items)
+    if embedded and "address" in items:
+        raise InventoryError(f"{path}:{line}: device '{name}' has both `embedded: true` and an address; "
+                             "keep one")
+    address = None
+    if not embedded:
+        if "address" not in items:
+            raise InventoryError(f"{path}:{line}: device '{name}' needs an address (HOST:PORT of its "
+                                 "farm-agent) or `embedded: true`")
+        address = _address(path, items["address"][1], name)
+    entry = DeviceEntry(name, address, line=line)
+    if "class" in items:
+        cls = _scalar(path, items["class"][1], f"device '{name}': class")
+        if cls not in KNOWN_CLASSES and not cls.replace("-", "").isalnum():
+            raise InventoryError(f"{_loc(path, items['class'][1])}: device '{name}': class '{cls}' must be "
+                                 f"a word like {', '.join(KNOWN_CLASSES[:6])}")
+        entry.device_class = cls
+    if "labels" in items:
+        entry.labels = {k: str(_scalar(path, v, f"device '{name}': label '{k}'"))
+                        for k, (_, v) in _mapping(path, items["labels"][1], f"device '{name}': labels").items()}
+    if "backends" in items:
+        bnode = items["backends"][1]
+        if not isinstance(bnode, yaml.SequenceNode):
+            raise InventoryError(f"{_loc(path, bnode)}: device '{name}': backends must be a list, e.g. "
+                                 "[onnxruntime, tflite]")
+        for b in bnode.value:
+            value = _scalar(path, b, f"device '{name}': backend")
+            if value not in KNOWN_BACKENDS:
+                raise InventoryError(f"{_loc(path, b)}: device '{name}': unknown backend '{value}'"
+                                     f"{_suggest(value, KNOWN_BACKENDS)}; known: {', '.join(KNOWN_BACKENDS)}")
+            entry.backends.append(value)
+    if "token_env" in items:
+        entry.token_env = _scalar(path, items["token_env"][1], f"device '{name}': token_env")
+    if "ssh" in items:
+        entry.ssh = _ssh(path, items["ssh"][1], name, address)
+    entry.tls = _tls(path, items["tls"][1], f"device '{name}': tls") if "tls" in items else \
+        (farm_tls if not embedded else None)
+    return entry
+
+
 def parse_inventory(text: str, path: Path | str = "inventory.yaml") -> dict[str, DeviceEntry]:
     """Devices from inventory YAML text; any mistake is an InventoryError naming the file and line."""
     import yaml
@@ -190,48 +238,7 @@ def parse_inventory(text: str, path: Path | str = "inventory.yaml") -> dict[str,
     if "devices" not in top:
         return devices
     for name, (knode, vnode) in _mapping(path, top["devices"][1], "devices").items():
-        items = _mapping(path, vnode, f"device '{name}'")
-        _check_keys(path, items, DEVICE_KEYS, f"device '{name}'")
-        line = knode.start_mark.line + 1
-        embedded = _scalar(path, items["embedded"][1], f"device '{name}': embedded", bool) \
-            if "embedded" in items else (name == LOCAL and "address" not in items)
-        if embedded and "address" in items:
-            raise InventoryError(f"{path}:{line}: device '{name}' has both `embedded: true` and an address; "
-                                 "keep one")
-        address = None
-        if not embedded:
-            if "address" not in items:
-                raise InventoryError(f"{path}:{line}: device '{name}' needs an address (HOST:PORT of its "
-                                     "farm-agent) or `embedded: true`")
-            address = _address(path, items["address"][1], name)
-        entry = DeviceEntry(name, address, line=line)
-        if "class" in items:
-            cls = _scalar(path, items["class"][1], f"device '{name}': class")
-            if cls not in KNOWN_CLASSES and not cls.replace("-", "").isalnum():
-                raise InventoryError(f"{_loc(path, items['class'][1])}: device '{name}': class '{cls}' must be "
-                                     f"a word like {', '.join(KNOWN_CLASSES[:6])}")
-            entry.device_class = cls
-        if "labels" in items:
-            entry.labels = {k: str(_scalar(path, v, f"device '{name}': label '{k}'"))
-                            for k, (_, v) in _mapping(path, items["labels"][1], f"device '{name}': labels").items()}
-        if "backends" in items:
-            bnode = items["backends"][1]
-            if not isinstance(bnode, yaml.SequenceNode):
-                raise InventoryError(f"{_loc(path, bnode)}: device '{name}': backends must be a list, e.g. "
-                                     "[onnxruntime, tflite]")
-            for b in bnode.value:
-                value = _scalar(path, b, f"device '{name}': backend")
-                if value not in KNOWN_BACKENDS:
-                    raise InventoryError(f"{_loc(path, b)}: device '{name}': unknown backend '{value}'"
-                                         f"{_suggest(value, KNOWN_BACKENDS)}; known: {', '.join(KNOWN_BACKENDS)}")
-                entry.backends.append(value)
-        if "token_env" in items:
-            entry.token_env = _scalar(path, items["token_env"][1], f"device '{name}': token_env")
-        if "ssh" in items:
-            entry.ssh = _ssh(path, items["ssh"][1], name, address)
-        entry.tls = _tls(path, items["tls"][1], f"device '{name}': tls") if "tls" in items else \
-            (farm_tls if not embedded else None)
-        devices[name] = entry
+        devices[name] = _device(path, name, knode, vnode, farm_tls)
     classes = {e.device_class for e in devices.values() if e.device_class}
     for name in devices:
         if name in classes:
