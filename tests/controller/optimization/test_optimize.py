@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,8 +17,6 @@ import pytest
 from controller.cli.main import main
 from controller.measure.paired import NOISE_MARGIN
 from controller.optimization.api import Constraints
-from controller.optimization.guided import module_name, ratios_from_profile
-from controller.optimization.plot import pareto_front
 from controller.optimization.rows import CandidateRow
 
 FAST = ["--threads", "1", "--warmup", "3", "--min-iterations", "20", "--min-seconds", "0.5"]
@@ -203,20 +200,6 @@ def test_tflite_twins_say_what_they_need(tmp_path, capsys):
         capsys.readouterr().err
 
 
-def test_the_plan_adds_tflite_twins_of_the_exported_pytorch_candidates(tmp_path):
-    from types import SimpleNamespace
-
-    from controller.optimization.plan import plan
-
-    source = SimpleNamespace(baseline=tmp_path / "m.onnx", calibration=None, torch=SimpleNamespace(
-        model=None, train=None, input_shape=(1, 1, 28, 28)))
-    cands, _ = plan(source, ["prune", "distill", "int8-minmax"], tmp_path, layer_ratios=lambda r: {}, tflite=True)
-    names = {c.name: c for c in cands}
-    assert {"tflite", "prune-30-tflite", "prune-50-tflite", "prune-50-profiled-tflite", "distill-tflite"} <= set(names)
-    assert "distill+int8-minmax-tflite" not in names and names["distill-tflite"].suffix == ".tflite"
-    assert names["distill-tflite"].build is names["distill"].build      # the same training, another export
-
-
 def test_data_that_do_not_fit_the_model(tmp_path, capsys):
     np.savez(tmp_path / "cal.npz", pixels=np.zeros((4, 3, 224, 224), np.float32))
     assert main(_optimize(tmp_path, "--calibration-data", str(tmp_path / "cal.npz"))) == 2
@@ -237,37 +220,6 @@ def test_impossible_constraint_names_it_and_keeps_the_measurements(tmp_path, cap
         assert db.execute("SELECT COUNT(*) FROM candidates WHERE status = 'ok'").fetchone()[0] == 2
 
 
-def test_constraint_failures_say_by_how_much():
-    c = Constraints(max_latency_ms=2.0, max_size_mb=1.0, max_accuracy_drop=1.0)
-    fails = c.failures(CandidateRow("q", latency_ms={"p50": 2.5}, size_bytes=1_500_000, accuracy=0.95),
-                       CandidateRow("baseline", accuracy=0.97))
-    assert fails == ["p50 2.500 ms > --max-latency-ms 2 (by 0.500 ms)", "size 1.500 MB > --max-size-mb 1 "
-                     "(by 0.500 MB)", "accuracy drop 2.00 points > --max-accuracy-drop 1 (by 1.00)"]
-    assert Constraints().resolved(labelled=True).max_accuracy_drop == 1.0
-    assert Constraints().resolved(labelled=False).min_fidelity == 0.99
-
-
-def test_closest_names_the_fast_candidate_and_the_one_relaxation_that_admits_it():
-    from controller.optimization.constraints import closest
-
-    c = Constraints(max_accuracy_drop=1.0, max_latency_ms=5.0)
-    base = CandidateRow("baseline", accuracy=0.9747, latency_ms={"p50": 6.0})
-    rows = [  # in plan order: the slow ones first, as in the demo run that buried distill
-        CandidateRow("fused", latency_ms={"p50": 8.7}, accuracy=0.9747, speedup=0.69,
-                     speed_failure="slower than the baseline (0.69x): never chosen", reason="slower than the baseline"),
-        CandidateRow("int8-minmax", latency_ms={"p50": 5.5}, accuracy=0.90, speedup=1.09, reason="two constraints"),
-        CandidateRow("distill", latency_ms={"p50": 1.2}, accuracy=0.952, speedup=5.03, reason="accuracy"),
-    ]
-    near = closest(rows, c, base)
-    # the drop is 2.2700000000000053 points: 2.27 would still refuse it, 2.28 admits it
-    assert near[0].startswith("distill: 5.03x faster; allow --max-accuracy-drop 2.28 to choose it (accuracy drop 2.27")
-    assert near[1].startswith("int8-minmax: 1.09x faster; allow --max-latency-ms 5.5 and --max-accuracy-drop 7.47")
-    assert near[2].startswith("fused (slower")
-    for row in rows[1:]:   # each suggested value really admits the candidate
-        admitted = replace(c, **{r.flag[2:].replace("-", "_"): r.value for r in c.relaxations(row, base)})
-        assert not admitted.failures(row, base)
-
-
 def test_a_run_blocked_only_by_fidelity_says_which_value_would_choose_int8(tmp_path, capsys):
     code = main(_optimize(tmp_path, "--techniques", "int8-minmax", "--min-fidelity", "0.99999", "--json"))
     captured = capsys.readouterr()
@@ -281,17 +233,6 @@ def test_a_run_blocked_only_by_fidelity_says_which_value_would_choose_int8(tmp_p
         assert f"Closest: {want} to choose it" in captured.err
     else:
         assert "Closest: int8-minmax (" in captured.err
-
-
-def test_profile_guides_pruning_ratios_and_the_pareto_front():
-    assert module_name("/features/features.1/conv/conv.0/Conv") == "features.1.conv.0"
-    assert module_name("/features/features.0/features.0.0/Conv") == "features.0.0"
-    layers = [{"name": "a", "op_type": "Conv", "time_ms": 3.0, "source_nodes": ["/f/f.0/Conv"]},
-              {"name": "b", "op_type": "Conv", "time_ms": 1.0, "source_nodes": ["/f/f.1/Conv"]},
-              {"name": "c", "op_type": "Relu", "time_ms": 9.0}]
-    ratios = ratios_from_profile(layers, {"f.0", "f.1"}, 0.3)
-    assert ratios["f.0"] > 0.3 > ratios["f.1"]
-    assert pareto_front([(1.0, 0.9), (2.0, 0.95), (3.0, 0.94), (0.5, 0.5)]) == [3, 0, 1]
 
 
 @pytest.mark.timeout(1800)   # trains the built-in example first (8 epochs: 5-20 minutes on a busy 2-core VM)

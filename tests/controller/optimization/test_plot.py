@@ -15,7 +15,7 @@ from controller.optimization.constraints import Constraints  # noqa: E402
 from controller.optimization.plot import _panel, plot_png, quality_limit  # noqa: E402
 from controller.optimization.rows import CandidateRow  # noqa: E402
 
-SUMMARY = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "demo-optimize-summary.json"
+SUMMARY = Path(__file__).resolve().parents[3] / "benchmarks" / "results" / "demo-optimize-summary.json"
 
 
 def _demo():

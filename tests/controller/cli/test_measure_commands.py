@@ -18,7 +18,7 @@ FAST = ["--warmup", "2", "--min-iterations", "10", "--min-seconds", "0.05", "--t
 
 def farmctl(*args: str, store: Path, cwd: Path | None = None) -> subprocess.CompletedProcess:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[3])
     return subprocess.run([sys.executable, "-m", "controller", "-q", "--store", str(store), *args],
                           capture_output=True, text=True, timeout=300, env=env, cwd=cwd)
 
@@ -146,7 +146,7 @@ def test_failed_job_is_stored_as_failed(tmp_path, model_dir):
 
 
 def test_progress_lines_on_stderr(tmp_path, conv_onnx):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
     out = subprocess.run([sys.executable, "-m", "controller", "--store", str(tmp_path / "r.db"), "bench",
                           str(conv_onnx), *FAST], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr
@@ -176,7 +176,7 @@ def test_report_plot_gives_each_model_its_own_latency_axis():
 
 
 def test_bench_without_a_model_says_which_example_it_measures(tmp_path):
-    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[2]))
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3]))
     out = subprocess.run([sys.executable, "-m", "controller", "--store", str(tmp_path / "r.db"), "bench", "--json",
                           *FAST], capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 0, out.stderr

@@ -66,17 +66,3 @@ def test_int8_measured_keeps_float_what_the_device_measured_slower(detector_run)
     kept = _float_weight_nodes(row.path)
     assert {n for n in slower if n in _float_weight_nodes(result.devices[0].baseline.path)} <= kept
     assert not _float_weight_nodes(rows[details["refines"]].path) & set(slower)
-
-
-def test_rewrite_candidates_are_planned_where_a_pattern_matches(tmp_path):
-    """`rewrite`: each activation rewrite the model has, alone and under INT8; none on a model without."""
-    from controller.optimization.plan import plan
-    from controller.optimization.sources import onnx_source
-
-    cands, skipped = plan(onnx_source("example:yolov8n"), ["rewrite", "int8-minmax"], tmp_path)
-    names = [c.name for c in cands]
-    assert {"rewrite-swish", "rewrite-swish+int8-minmax", "rewrite-div_to_mul"} <= set(names)
-    assert names.index("rewrite-swish") < names.index("rewrite-swish+int8-minmax")   # built from its file
-    assert not [s for s in skipped if s["technique"] == "rewrite"]
-    _, skipped = plan(onnx_source("example:mobilenetv2"), ["rewrite"], tmp_path)
-    assert "matches a pattern" in next(s["reason"] for s in skipped if s["technique"] == "rewrite")

@@ -1,0 +1,126 @@
+"""The inventory: devices, classes, labels, SSH and TLS read from YAML; errors that name the line and the
+fix; a remote entry reached with its token; an agent of another version named with the fix."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import pytest
+
+from controller.errors import DeviceError
+from controller.fleet.inventory import (
+    InventoryError,
+    check_version,
+    connect,
+    load_inventory,
+    parse_inventory,
+    resolve_device,
+    resolve_devices,
+)
+
+FLEET = """\
+tls:
+  ca: ca/ca.pem
+  cert: ca/farmctl.pem
+  key: ca/farmctl.key
+devices:
+  local:
+    embedded: true
+  pi-a:
+    address: 10.0.0.5:50551
+    class: rpi4
+    labels: {room: lab, camera: "yes"}
+    backends: [onnxruntime, tflite]
+    ssh: {user: pi, key: ~/.ssh/id_ed25519}
+  pi-b:
+    address: 10.0.0.6:50551
+    class: rpi4
+  orin:
+    address: 10.0.0.7:50551
+    class: jetson-orin
+    backends: [tensorrt]
+    token_env: ORIN_TOKEN
+"""
+
+
+def test_inventory_reads_classes_labels_ssh_and_tls(tmp_path):
+    devices = parse_inventory(FLEET, tmp_path / "inventory.yaml")
+    assert set(devices) == {"local", "pi-a", "pi-b", "orin"}
+    pi = devices["pi-a"]
+    assert (pi.device_class, pi.labels, pi.backends, pi.line) == ("rpi4", {"room": "lab", "camera": "yes"},
+                                                                  ["onnxruntime", "tflite"], 8)
+    assert (pi.ssh.host, pi.ssh.user, pi.ssh.port, pi.ssh.agent_port) == ("10.0.0.5", "pi", 22, 50551)
+    assert pi.tls.ca == str(tmp_path / "ca" / "ca.pem")           # relative to the inventory file
+    assert devices["local"].embedded and devices["local"].tls is None
+    assert [e.name for e in resolve_devices("rpi4", devices)] == ["pi-a", "pi-b"]
+    assert [e.name for e in resolve_devices("orin", devices)] == ["orin"]
+    with pytest.raises(DeviceError, match=r"unknown device 'rpi' \(did you mean 'rpi4'\?\).*classes: "
+                                          r"jetson-orin, rpi4"):
+        resolve_devices("rpi", devices)
+
+
+@pytest.mark.parametrize("text, error", [
+    ("devices:\n  pi:\n    adress: 1.2.3.4:1\n",
+     r"inventory.yaml:3: unknown field 'adress' in device 'pi' \(did you mean 'address'\?\)"),
+    ("devices:\n  pi:\n    class: rpi4\n", r"inventory.yaml:2: device 'pi' needs an address"),
+    ("devices:\n  pi:\n    address: nowhere\n", r"inventory.yaml:3: device 'pi': address 'nowhere' must be HOST:PORT"),
+    ("devices:\n  pi:\n    address: a:1\n    backends: [onnxruntime, tensort]\n",
+     r"inventory.yaml:4: device 'pi': unknown backend 'tensort' \(did you mean 'tensorrt'\?\)"),
+    ("devices:\n  pi:\n    address: a:1\n    backends: tflite\n", r"inventory.yaml:4: .*backends must be a list"),
+    ("devices:\n  pi:\n    address: a:1\n    ssh:\n      port: ssh\n",
+     r"inventory.yaml:5: device 'pi': ssh: port must be a port number"),
+    ("devices:\n  pi:\n    address: a:1\n    ssh: {usr: pi}\n", r"inventory.yaml:4: unknown field 'usr'.*'user'"),
+    ("devices:\n  pi:\n    address: a:1\n    tls: {ca: x}\n", r"inventory.yaml:4: device 'pi': tls needs cert, key"),
+    ("devices:\n  pi:\n    address: a:1\n  pi:\n    address: b:2\n", r"inventory.yaml:4: 'pi' appears twice"),
+    ("devices:\n  x86:\n    address: a:1\n  box:\n    address: b:2\n    class: x86\n",
+     r"inventory.yaml:2: device name 'x86' is also a class"),
+    ("devices:\n  pi: [1, 2]\n", r"inventory.yaml:2: device 'pi' must be a mapping"),
+    ("devices:\n  pi:\n    address: a:1\n   class: x\n", r"inventory.yaml:4: not valid YAML"),
+    ("device:\n  pi: {}\n", r"inventory.yaml:1: unknown field 'device' in the inventory \(did you mean 'devices'"),
+])
+def test_inventory_errors_name_the_line_and_the_fix(text, error):
+    with pytest.raises(InventoryError, match=error):
+        parse_inventory(text, "inventory.yaml")
+
+
+def test_missing_inventory_file_is_a_clear_error(tmp_path):
+    with pytest.raises(InventoryError, match="does not exist; pass --inventory FILE"):
+        load_inventory(tmp_path / "nope.yaml")
+
+
+def test_inventory(tmp_path, monkeypatch):
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("devices:\n  local: {}\n  pi: {address: '10.0.0.5:50551', class: rpi4, token_env: PI_TOKEN}\n")
+    devices = load_inventory(inv)
+    assert devices["local"].embedded and devices["pi"].address == "10.0.0.5:50551"
+    monkeypatch.setenv("PI_TOKEN", "t0k")
+    assert devices["pi"].token() == "t0k"
+    assert resolve_device("127.0.0.1:1234", devices).address == "127.0.0.1:1234"
+    with pytest.raises(DeviceError, match="unknown device 'nope'; the inventory has devices: local, pi; classes: rpi4"):
+        resolve_device("nope", devices)
+    inv.write_text("devices:\n  pi: {class: rpi4}\n")
+    with pytest.raises(DeviceError, match="needs an address"):
+        load_inventory(inv)
+    inv.write_text("devices: [\n")
+    with pytest.raises(DeviceError, match="not valid YAML"):
+        load_inventory(inv)
+
+
+def test_connect_to_a_remote_entry_uses_its_token(start_agent, monkeypatch, tmp_path):
+    (tmp_path / "token").write_text("abc\n")
+    _, agent = start_agent("--token-file", str(tmp_path / "token"))
+    devices = {"pi": resolve_device(f"127.0.0.1:{agent.port}", {})}
+    devices["pi"].token_env = "MY_TOKEN"
+    monkeypatch.setenv("MY_TOKEN", "abc")
+    with connect(devices["pi"]) as client:
+        assert client.info().name == "test-agent"
+
+
+def test_an_agent_of_another_version_is_named_with_the_fix():
+    client = SimpleNamespace(name="pi-a", address="10.0.0.5:50551")
+    with pytest.raises(DeviceError, match=r"farm-agent 'pi-a' at 10.0.0.5:50551 runs edgefarm 0.0.3 but farmctl is "
+                                          r".*farmctl deploy pi-a"):
+        check_version(client, SimpleNamespace(agent_version="0.0.3"))
+    import agent
+
+    check_version(client, SimpleNamespace(agent_version=agent.__version__))
