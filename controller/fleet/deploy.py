@@ -19,7 +19,7 @@ from controller.fleet.inventory import DeviceEntry, check_version
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]   # the source checkout (controller/fleet/deploy.py)
 UNIT = "edgefarm-agent"
 MIN_PYTHON = (3, 10)
 
