@@ -15,6 +15,8 @@ from core.paths import cache_root
 
 log = logging.getLogger(__name__)
 
+DIGITS_INPUT = (1, 1, 28, 28)   # the digits example's input: its models and its candidates only
+
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics
 SPLIT = (0.7, 0.15, 0.15)
 SEED = 0

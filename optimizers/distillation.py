@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 from optimizers.errors import DataMismatch, OptimizerError
+from optimizers.torch_inputs import select_output
 from optimizers.training import Progress, train
 
 log = logging.getLogger(__name__)
@@ -62,8 +63,8 @@ class KnowledgeDistiller:
 
         def loss_fn(student, x, y):
             with torch.no_grad():
-                teacher_logits = self.teacher(x)
-            return hinton_loss(student(x), teacher_logits, y, self.temperature, self.alpha)
+                teacher_logits = select_output(self.teacher(x))
+            return hinton_loss(select_output(student(x)), teacher_logits, y, self.temperature, self.alpha)
 
         try:
             train(self.student, train_data, epochs=epochs, learning_rate=learning_rate, loss_fn=loss_fn,

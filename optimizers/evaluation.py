@@ -155,13 +155,13 @@ def evaluate(model: str | Path, data, labels: np.ndarray | None = None, referenc
     """Accuracy with labels; fidelity against `reference` (the original model) or its precomputed outputs."""
     from optimizers.onnx_model import load_model
 
-    loaded = load_model(model)
+    loaded = load_model(model, data=data)
     ds = as_dataset(data, loaded.proto, labels=labels)
     outs = run_outputs(loaded.proto, ds, threads)
     acc = accuracy(outs, ds.labels) if ds.labels is not None else None
     fid = None
     if reference_outputs is None and reference is not None:
-        reference_outputs = run_outputs(load_model(reference).proto, ds, threads)
+        reference_outputs = run_outputs(load_model(reference, data=data).proto, ds, threads)
     if reference_outputs is not None:
         fid = compare_outputs(reference_outputs, outs)
     return Evaluation(accuracy=acc, fidelity=fid, samples=sum(next(iter(f.values())).shape[0] for f in ds.feeds))

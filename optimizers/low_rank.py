@@ -8,7 +8,8 @@ import logging
 from dataclasses import asdict, dataclass, field
 
 from optimizers.errors import DataMismatch, OptimizerError
-from optimizers.torch_helpers import DIGITS_INPUT, count_params
+from optimizers.torch_helpers import count_params
+from optimizers.torch_inputs import find_example_input, select_output
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +22,9 @@ class FactorizeReport:
     ranks: dict[str, int] = field(default_factory=dict)
     params_before: int = 0
     params_after: int = 0
-    output_relative_error: float = 0.0   # ||y' - y|| / ||y|| on the given (or random) inputs
+    output_relative_error: float = 0.0   # ||y' - y|| / ||y|| on the example input
+    output_max_abs_error: float = 0.0    # max |y' - y| on the example input
+    example_input: str = ""              # where the example input came from
     skipped: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict:
@@ -76,7 +79,11 @@ class LowRankFactorizer:
     def __init__(self) -> None:
         self.report: FactorizeReport | None = None
 
-    def factorize(self, model, rank_ratio: float = 0.5, layers: list[str] | None = None, inputs=None):
+    def factorize(self, model, rank_ratio: float = 0.5, layers: list[str] | None = None, inputs=None,
+                  example_input=None, output=None):
+        """A factorized copy of `model`. The output error is measured on `example_input` (or `inputs`, a
+        batch of real inputs), else on an input found from the model (torch_inputs); `output` selects the
+        output tensor of a model that returns more."""
         import torch
 
         if not 0 < rank_ratio <= 1:
@@ -104,13 +111,19 @@ class LowRankFactorizer:
             setattr(parent, child, _split(module, rank))
             report.ranks[name] = rank
         report.params_after = count_params(result)
-        x = torch.as_tensor(inputs) if inputs is not None else torch.randn(DIGITS_INPUT)
+        found = find_example_input(model, example_input if example_input is not None else inputs, output=output)
+        x = found.tensor
+        if found.source != "example_input" and x.is_floating_point() and found.source != "the first sample of the data":
+            x = torch.randn(found.shape, generator=torch.Generator().manual_seed(0))  # not zeros: errors show
         was = model.training
         model.eval()
         with torch.no_grad():
-            y, y2 = model(x.float()), result(x.float())
+            y = select_output(model(x), output).float()
+            y2 = select_output(result(x), output).float()
         model.train(was)
         report.output_relative_error = float((y2 - y).norm() / y.norm().clamp_min(1e-12))
+        report.output_max_abs_error = float((y2 - y).abs().max())
+        report.example_input = found.source
         self.report = report
         log.info("factorized %d layers at rank ratio %.2f: %d -> %d parameters, output error %.2e",
                  len(names), rank_ratio, report.params_before, report.params_after, report.output_relative_error)

@@ -84,13 +84,14 @@ class MixedPrecisionOptimizer:
         started = time.perf_counter()
         self._progress = progress or (lambda line: log.info("%s", line))
         self.sensitivities = []
-        source = load_model(model)
+        source = load_model(model, data=calibration_data)
         require_float_weights(source.proto, "mixed-precision quantization")
         settings = {**asdict(self.config), "accuracy_threshold": self.threshold, "metric": self.metric,
                     "sensitive_layers": list(self.sensitive), "layer_times_given": bool(self.times)}
         record = OptimizationRecord(technique="quantize:mixed-int8", settings=settings,
                                     source=str(source.path or "<ModelProto>"), source_digest=source.digest,
                                     source_size_bytes=source.size_bytes)
+        source.note_export(record)
         calibration = calibration_set(calibration_data, source.proto, None, self.config, record)
         evaluation = calibration if eval_data is None else as_dataset(eval_data, source.proto, labels=labels)
         evaluation = evaluation.limit(self.max_eval)

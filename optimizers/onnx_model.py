@@ -15,7 +15,7 @@ from optimizers.errors import ModelError
 
 log = logging.getLogger(__name__)
 
-ModelLike = Union[str, Path, "onnx.ModelProto"]  # noqa: F821
+ModelLike = Union[str, Path, "onnx.ModelProto", "torch.nn.Module"]  # noqa: F821
 FLOAT_TYPES = (1, 10, 11, 16)  # FLOAT, FLOAT16, DOUBLE, BFLOAT16 (onnx.TensorProto values)
 
 
@@ -27,21 +27,38 @@ class LoadedModel:
     path: Path | None
     digest: str
     size_bytes: int
+    exported: str = ""   # how a PyTorch module given instead of a file was exported (said in records)
 
     @property
     def name(self) -> str:
         return self.path.stem if self.path else (self.proto.graph.name or "model")
 
+    def note_export(self, record) -> None:
+        """Say in a technique's record that the model was a PyTorch module exported first."""
+        if self.exported:
+            record.notes.append(self.exported)
 
-def load_model(model: ModelLike) -> LoadedModel:
-    """Parse a path or ModelProto, refusing files that are not ONNX or keep external weights."""
+
+def is_torch_module(model) -> bool:
+    return callable(getattr(model, "named_modules", None)) and callable(getattr(model, "forward", None))
+
+
+def load_model(model: ModelLike, data=None, example_input=None) -> LoadedModel:
+    """Parse a path or ModelProto, refusing files that are not ONNX or keep external weights. A PyTorch
+    module is exported once (its example input found from `example_input`, the data or the model) and the
+    record says so."""
     import onnx
     from google.protobuf.message import DecodeError
 
+    if is_torch_module(model):
+        return _exported(model, data, example_input)
     if isinstance(model, onnx.ModelProto):
         data = model.SerializeToString()
         proto, path = model, None
     else:
+        if not isinstance(model, (str, Path)):
+            raise ModelError(f"the model is a {type(model).__name__}; give the path of an .onnx file, an "
+                             "onnx.ModelProto or a PyTorch module")
         path = Path(model)
         if not path.exists():
             raise ModelError(f"model file '{path}' does not exist; give the path of an .onnx file")
@@ -61,6 +78,35 @@ def load_model(model: ModelLike) -> LoadedModel:
         raise ModelError(f"{len(external)} weights (e.g. '{external[0]}') are in an external-data file; "
                          "save the model as one file: onnx.save(model, path, save_as_external_data=False)")
     return LoadedModel(proto, path, hashlib.sha256(data).hexdigest(), len(data))
+
+
+def _exported(module, data, example_input) -> LoadedModel:
+    """A PyTorch module as a LoadedModel: exported to a single-file ONNX model in a temporary folder."""
+    import tempfile
+
+    import onnx
+
+    from optimizers.torch_helpers import example_for, export_onnx
+
+    example = example_for(module, None, example_input, _inputs_of(data))
+    with tempfile.TemporaryDirectory(prefix="edgefarm-export-") as tmp:
+        path = export_onnx(module, Path(tmp) / "model.onnx", example_input=example)
+        raw = path.read_bytes()
+    proto = onnx.load_from_string(raw)
+    proto.graph.name = type(module).__name__
+    how = (f"the PyTorch {type(module).__name__} was exported to ONNX first (opset 17, input 'input' "
+           f"{list(example.shape)}, output 'logits')")
+    return LoadedModel(proto, None, hashlib.sha256(raw).hexdigest(), len(raw), how)
+
+
+def _inputs_of(data):
+    """Calibration/evaluation data as the first-sample finder takes them (arrays, .npz, feed dicts)."""
+    if isinstance(data, (str, Path)) and str(data).endswith(".npz"):
+        with np.load(data) as z:
+            return z[z.files[0]][:1]
+    if isinstance(data, dict) and data:
+        return np.asarray(next(iter(data.values())))
+    return data if not isinstance(data, (str, Path)) else None
 
 
 def opset_version(model) -> int:

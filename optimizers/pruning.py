@@ -10,7 +10,9 @@ import math
 from dataclasses import asdict, dataclass, field
 
 from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
-from optimizers.torch_helpers import DIGITS_INPUT, count_params
+from optimizers.pruning_safety import breaking_layers, known_unprunable, output_problem
+from optimizers.torch_helpers import count_params
+from optimizers.torch_inputs import find_example_input, select_output
 from optimizers.training import as_loader, fine_tune
 
 log = logging.getLogger(__name__)
@@ -31,6 +33,8 @@ class PruneReport:
     nonzero_after: int
     layer_ratios: dict[str, float] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    kept_whole: dict[str, str] = field(default_factory=dict)   # layers left unpruned, with the reason
+    example_input: str = ""   # where the example input came from
 
     @property
     def params_ratio(self) -> float:
@@ -63,10 +67,14 @@ class Pruner:
         self.learning_rate = learning_rate
         self.round_to = round_to  # keep channel counts multiples of 8: SIMD kernels (NCHWc) want them
         self.report: PruneReport | None = None
+        self.kept_whole: dict[str, str] = {}   # layers the last structured step kept unpruned, with why
+        self.example_source = ""
 
     def prune(self, model, pruning_ratio: float = 0.5, criterion: str | None = None, train_data=None,
-              layer_ratios: dict[str, float] | None = None, example_input=None):
-        """Return a pruned copy of `model` (the original is left as it is)."""
+              layer_ratios: dict[str, float] | None = None, example_input=None, output=None):
+        """Return a pruned copy of `model` (the original is left as it is). The example input is
+        `example_input`, else found (torch_inputs); `output` selects the output tensor of a model that
+        returns more (a key, attribute, index or function; `.logits` is found by itself)."""
         criterion = criterion or self.criterion
         if criterion not in CRITERIA:
             raise UnknownOption("pruning criterion", criterion, CRITERIA)
@@ -96,45 +104,78 @@ class Pruner:
                 # each step removes the same share of what is left, ending at pruning_ratio overall
                 target = 1 - (1 - pruning_ratio) ** ((step + 1) / self.steps)
                 step_ratio = 1 - (1 - target) / (1 - done)
-                pruned = self.prune_step(pruned, step_ratio, criterion, train_data, layer_ratios, example_input)
+                pruned = self.prune_step(pruned, step_ratio, criterion, train_data, layer_ratios, example_input,
+                                         output=output)
                 fine_tune(pruned, train_data, epochs=self.fine_tune_epochs, learning_rate=self.learning_rate)
                 done = target
             notes.append(f"{self.steps} prune steps, each followed by {self.fine_tune_epochs} fine-tune epoch(s)")
         else:
             pruned = self.prune_step(pruned, pruning_ratio, criterion, train_data, layer_ratios, example_input,
-                                     copy_model=False)
+                                     copy_model=False, output=output)
+        kept = dict(self.kept_whole) if self.method not in ("unstructured", "magnitude") else {}
         self.report = PruneReport(self.method, criterion, pruning_ratio, before, count_params(pruned),
-                                  count_params(pruned, nonzero=True), dict(layer_ratios or {}), notes)
+                                  count_params(pruned, nonzero=True), dict(layer_ratios or {}), notes, kept,
+                                  self.example_source)
         log.info("pruned (%s, %s, %.2f): %d -> %d parameters", self.method, criterion, pruning_ratio, before,
                  self.report.params_after)
         return pruned
 
     def prune_step(self, model, ratio: float, criterion: str | None = None, train_data=None,
-                   layer_ratios: dict[str, float] | None = None, example_input=None, copy_model: bool = True):
-        """One structured pruning step through Torch-Pruning's dependency graph."""
-        import torch
-        import torch_pruning as tp
-
+                   layer_ratios: dict[str, float] | None = None, example_input=None, copy_model: bool = True,
+                   output=None):
+        """One structured pruning step through Torch-Pruning's dependency graph. The pruned model is run on
+        the example input and must give the original output shape; layers that cannot be pruned soundly
+        are kept whole and listed in `self.kept_whole` with the reason."""
         criterion = criterion or self.criterion
         _check_ratio(ratio)
         model = copy.deepcopy(model) if copy_model else model
-        example = example_input if example_input is not None else torch.zeros(DIGITS_INPUT)
+        found = find_example_input(model, example_input, train_data, output)
+        want = tuple(select_output(_run(model, found.tensor), output).shape)
+        pristine = copy.deepcopy(model)
+        keep = known_unprunable(model)
+        self.example_source = found.source
+        for attempt in range(2):
+            self._structured(model, found.tensor, ratio, criterion, train_data, layer_ratios, keep, output)
+            problem = output_problem(model, found.tensor, want, output)
+            if problem is None:
+                break
+            if attempt == 1:
+                raise OptimizerError(f"pruning {type(model).__name__} broke it ({problem}) even with "
+                                     f"{len(keep)} layer(s) kept whole; prune fewer layers with layer_ratios or "
+                                     "use method='unstructured'")
+            log.info("the pruned model failed its check (%s): finding the layers that break it", problem)
+            keep.update(breaking_layers(pristine, found.tensor, set(keep), want, output))
+            model = copy.deepcopy(pristine)
+        if count_params(model) >= count_params(pristine):
+            raise OptimizerError(f"nothing in {type(model).__name__} could be pruned: " + "; ".join(
+                f"{n}: {why}" for n, why in list(keep.items())[:6]))
+        self.kept_whole = keep
+        model.zero_grad()
+        model.eval()
+        return model
+
+    def _structured(self, model, example, ratio: float, criterion: str, train_data, layer_ratios, keep: dict,
+                    output) -> None:
+        """Prune `model` in place, the layers in `keep` left whole."""
+        import torch
+        import torch_pruning as tp
+
         importance = {"l1_norm": lambda: tp.importance.MagnitudeImportance(p=1),
                       "l2_norm": lambda: tp.importance.MagnitudeImportance(p=2),
                       "importance": lambda: tp.importance.TaylorImportance()}[criterion]()
         modules = dict(model.named_modules())
-        # the classifier's outputs are the classes: never prune them
-        last_linear = [m for m in model.modules() if isinstance(m, torch.nn.Linear)][-1:]
         ratio_dict = {modules[n]: _channel_ratio(r) for n, r in (layer_ratios or {}).items()}
         try:
             pruner = tp.pruner.MagnitudePruner(model, example, importance=importance,
                                                pruning_ratio=_channel_ratio(ratio), pruning_ratio_dict=ratio_dict,
-                                               ignored_layers=last_linear, round_to=self.round_to)
+                                               ignored_layers=[modules[n] for n in keep if n in modules],
+                                               round_to=self.round_to,
+                                               output_transform=lambda y: select_output(y, output))
             if criterion == "importance":
                 model.train()
                 x, y = next(iter(as_loader(train_data, 256, shuffle=True)))
                 model.zero_grad()
-                torch.nn.functional.cross_entropy(model(x), y).backward()
+                torch.nn.functional.cross_entropy(select_output(model(x), output), y).backward()
             pruner.step()
         except (DataMismatch, OptimizerError):
             raise
@@ -142,9 +183,6 @@ class Pruner:
             raise OptimizerError(f"Torch-Pruning could not prune {type(model).__name__}: {type(exc).__name__}: "
                                  f"{str(exc)[:300]}; models with data-dependent control flow or custom ops "
                                  "cannot be traced, use method='unstructured' for those") from None
-        model.zero_grad()
-        model.eval()
-        return model
 
     def fine_tune(self, model, train_data, epochs: int = 1, learning_rate: float | None = None, **kw):
         """Recover accuracy after pruning (returns the same model, trained in place); `kw` go to train()."""
@@ -173,3 +211,15 @@ def _unstructured(model, ratio: float, criterion: str, layer_ratios: dict[str, f
         amount = layer_ratios.get(name, ratio)
         prune.l1_unstructured(module, "weight", amount=amount)
         prune.remove(module, "weight")
+
+
+def _run(model, x):
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            return model(x)
+    finally:
+        model.train(was_training)

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 
 from optimizers.errors import OptimizerError, UnknownOption
-from optimizers.torch_helpers import DIGITS_INPUT, export_onnx
+from optimizers.torch_helpers import export_onnx
 from optimizers.training import Progress, train
 
 log = logging.getLogger(__name__)
@@ -84,7 +84,7 @@ class QATTrainer:
 
 
 def convert_to_int8(qat_model, calibration_data, output: str | Path | None = None,
-                    input_shape: tuple[int, ...] = DIGITS_INPUT):
+                    input_shape: tuple[int, ...] | None = None):
     """The QAT model as an INT8 QDQ ONNX model (OptimizedModel): trained, grid-snapped weights exported,
     then ONNX Runtime's static quantizer with activation ranges from `calibration_data` (inputs, as for
     Quantizer: an array, .npz or iterable)."""
@@ -110,7 +110,7 @@ def convert_to_int8(qat_model, calibration_data, output: str | Path | None = Non
         calibration_data = calibration_data[0]  # (inputs, labels): the inputs calibrate
     calibration_data = calibration_data.numpy() if hasattr(calibration_data, "numpy") else calibration_data
     with tempfile.TemporaryDirectory(prefix="edgefarm-qat-") as tmp:
-        src = export_onnx(float_model, Path(tmp) / "qat-float.onnx", input_shape)
+        src = export_onnx(float_model, Path(tmp) / "qat-float.onnx", input_shape, data=calibration_data)
         out = Path(output) if output else Path.cwd() / "qat.int8.onnx"
         result = Quantizer("int8").quantize(src, calibration_data=calibration_data, output=out)
     result.record.technique = "qat:int8"

@@ -195,7 +195,7 @@ class Quantizer:
             cfg = replace(cfg, exclude_nodes=tuple(exclude_nodes))
         method = METHODS[cfg.method]()
         started = time.perf_counter()
-        source = load_model(model)
+        source = load_model(model, data=calibration_data)
         require_float_weights(source.proto, f"{cfg.method} quantization")
         _check_node_names(source.proto, cfg.exclude_nodes)
         settings = cfg.settings()
@@ -209,6 +209,7 @@ class Quantizer:
         record = OptimizationRecord(technique=f"quantize:{cfg.method}", settings=settings,
                                     source=str(source.path or "<ModelProto>"), source_digest=source.digest,
                                     source_size_bytes=source.size_bytes)
+        source.note_export(record)
         calibration = None
         if method.needs_calibration:
             calibration = calibration_set(calibration_data, source.proto, preprocess, cfg, record)

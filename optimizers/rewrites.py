@@ -210,6 +210,7 @@ class OperatorOptimizer:
         record = OptimizationRecord(technique="rewrite", settings={"rewrites": self.rewrites},
                                     source=str(source.path or "<ModelProto>"), source_digest=source.digest,
                                     source_size_bytes=source.size_bytes)
+        source.note_export(record)
         graph = Graph(proto)
         nodes_before = len(proto.graph.node)
         for name in self.rewrites:

@@ -8,8 +8,8 @@ import tempfile
 from pathlib import Path
 
 from optimizers.errors import ModelError
-
-DIGITS_INPUT = (1, 1, 28, 28)
+from optimizers.flops import graph_flops
+from optimizers.torch_inputs import find_example_input, tensor_model
 
 
 def count_params(model, nonzero: bool = False) -> int:
@@ -26,18 +26,30 @@ def get_size(model) -> int:
     return buf.getbuffer().nbytes
 
 
-def export_onnx(model, path: str | Path, input_shape: tuple[int, ...] = DIGITS_INPUT, opset: int = 17) -> Path:
-    """Export to ONNX as one file (weights inside, no .data file), in eval mode, input 'input',
-    output 'logits'."""
+def example_for(model, input_shape: tuple[int, ...] | None = None, example_input=None, data=None, output=None):
+    """The example input: zeros of `input_shape` when given, else found (optimizers.torch_inputs)."""
+    import torch
+
+    if input_shape is not None and example_input is None:
+        example_input = torch.zeros(tuple(input_shape))
+    return find_example_input(model, example_input, data, output).tensor
+
+
+def export_onnx(model, path: str | Path, input_shape: tuple[int, ...] | None = None, opset: int = 17, *,
+                example_input=None, data=None, output=None) -> Path:
+    """Export to ONNX as one file (weights inside, no .data file), in eval mode, input 'input', output
+    'logits' (the tensor `output` selects; `.logits` of a Hugging Face model by itself). The input shape is
+    `input_shape`, `example_input`'s, or found from the data or the model."""
     import torch
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    example = example_for(model, input_shape, example_input, data, output)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            torch.onnx.export(model, (torch.zeros(input_shape),), str(path), input_names=["input"],
+            torch.onnx.export(tensor_model(model, example, output), (example,), str(path), input_names=["input"],
                               output_names=["logits"], opset_version=opset, dynamo=False)
     except Exception as exc:  # torch.onnx raises many types; name the model and the cause
         raise ModelError(f"could not export {type(model).__name__} to ONNX: {str(exc)[:300]}") from None
@@ -46,30 +58,35 @@ def export_onnx(model, path: str | Path, input_shape: tuple[int, ...] = DIGITS_I
     return path
 
 
-def calculate_flops(model, input_shape: tuple[int, ...] = DIGITS_INPUT) -> int:
-    """FLOPs of one inference, counted on the exported ONNX graph (the controller's FLOP rules)."""
+def calculate_flops(model, input_shape: tuple[int, ...] | None = None, *, example_input=None, data=None,
+                    output=None) -> int:
+    """FLOPs of one inference, counted on the exported ONNX graph (optimizers.flops' rules)."""
     import onnx
 
-    from optimizers.flops import graph_flops
-
+    example = example_for(model, input_shape, example_input, data, output)
     with tempfile.TemporaryDirectory() as tmp:
-        path = export_onnx(model, Path(tmp) / "m.onnx", input_shape)
-        return graph_flops(onnx.load(str(path)), {"input": list(input_shape)}).total
+        path = export_onnx(model, Path(tmp) / "m.onnx", example_input=example, output=output)
+        return graph_flops(onnx.load(str(path)), {"input": list(example.shape)}).total
 
 
-def calculate_flops_reduction(original, optimized, input_shape: tuple[int, ...] = DIGITS_INPUT) -> float:
-    """Share of FLOPs removed: 1 - optimized/original (0.4 means 40 % fewer)."""
-    return 1.0 - calculate_flops(optimized, input_shape) / max(calculate_flops(original, input_shape), 1)
+def calculate_flops_reduction(original, optimized, input_shape: tuple[int, ...] | None = None, *,
+                              example_input=None, data=None, output=None) -> float:
+    """Share of FLOPs removed: 1 - optimized/original (0.4 means 40 % fewer), on one example input found
+    from the original."""
+    example = example_for(original, input_shape, example_input, data, output)
+    return 1.0 - (calculate_flops(optimized, example_input=example, output=output)
+                  / max(calculate_flops(original, example_input=example, output=output), 1))
 
 
-def export_tflite(model, path: str | Path, input_shape: tuple[int, ...] = DIGITS_INPUT) -> Path:
+def export_tflite(model, path: str | Path, input_shape: tuple[int, ...] | None = None, *, example_input=None,
+                  data=None) -> Path:
     """A PyTorch model as a .tflite file via litert-torch (the optional extra `edgefarm[litert-torch]`,
     about 2 GB); without it, an OptimizerError that says so and what edgefarm does instead."""
-    import torch
 
     converter = tflite_converter()
     path = Path(path)
-    edge = converter.convert(model.eval(), (torch.zeros(input_shape),))
+    example = example_for(model, input_shape, example_input, data)
+    edge = converter.convert(tensor_model(model, example).eval(), (example,))
     edge.export(str(path))
     return path
 

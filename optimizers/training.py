@@ -11,6 +11,7 @@ from contextlib import contextmanager
 import numpy as np
 
 from optimizers.errors import DataMismatch
+from optimizers.torch_inputs import select_output
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +68,8 @@ def _check_nonempty(loader) -> None:
 def train(model, train_data, epochs: int = 1, learning_rate: float = 1e-3, batch_size: int = 64,
           loss_fn=None, progress: Progress | None = None, validation=None, weight_decay: float = 1e-4,
           max_batches: int | None = None) -> list[dict]:
-    """AdamW with a cosine schedule and cross-entropy (or `loss_fn(model, x, y)`); returns per-epoch stats."""
+    """AdamW with a cosine schedule and cross-entropy (or `loss_fn(model, x, y)`); returns per-epoch stats.
+    A model that returns more than a tensor is trained on its logits (optimizers.torch_inputs.select_output)."""
     import torch
 
     if epochs < 1:
@@ -87,7 +89,7 @@ def train(model, train_data, epochs: int = 1, learning_rate: float = 1e-3, batch
             if max_batches is not None and i >= max_batches:
                 break
             opt.zero_grad()
-            loss = loss_fn(model, x, y) if loss_fn else ce(model(x), y)
+            loss = loss_fn(model, x, y) if loss_fn else ce(select_output(model(x)), y)
             loss.backward()
             opt.step()
             sched.step()
@@ -121,7 +123,7 @@ def accuracy(model, data, batch_size: int = 256) -> float:
     correct = total = 0
     with torch.no_grad():
         for x, y in loader:
-            correct += int((model(x).argmax(1) == y).sum())
+            correct += int((select_output(model(x)).argmax(1) == y).sum())
             total += len(y)
     model.train(was_training)
     return correct / max(total, 1)

@@ -69,8 +69,8 @@ def example_source(work_dir: Path, progress=None) -> Source:
     """The built-in example: the digits MobileNetV2 (trained on first use, then cached), calibrated on
     training images and evaluated on the fixed validation split (750 labelled digits)."""
     from optimizers.data import Dataset
-    from optimizers.digits import pretrained_example
-    from optimizers.torch_helpers import DIGITS_INPUT, export_onnx
+    from optimizers.digits import DIGITS_INPUT, pretrained_example
+    from optimizers.torch_helpers import export_onnx
 
     if progress:
         progress("the digits MobileNetV2: loaded from the cache, or trained on first use (one line per epoch)")

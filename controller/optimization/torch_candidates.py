@@ -78,7 +78,8 @@ class TorchBuilders:
         torch.manual_seed(0)
         ratios = self.layer_ratios(ratio) if profiled and self.layer_ratios else {}
         pruner = Pruner("structured", fine_tune_epochs=FINE_TUNE_EPOCHS)
-        model = pruner.prune(self.parts.model, pruning_ratio=ratio, layer_ratios=ratios or None)
+        model = pruner.prune(self.parts.model, pruning_ratio=ratio, layer_ratios=ratios or None,
+                             example_input=torch.zeros(self.parts.input_shape))
         with training_threads():
             pruner.fine_tune(model, self.parts.train, epochs=FINE_TUNE_EPOCHS, learning_rate=2e-3,
                              progress=self.epochs(f"fine-tuning {name}"))
