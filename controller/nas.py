@@ -24,6 +24,7 @@ from controller.measure.preflight import ModelRef, check_model
 from controller.measure.settings import MeasureSettings
 from controller.measure.store import ResultsStore
 from optimizers.digits import load_digits_data
+from optimizers.labelled import load_labelled
 from optimizers.nas import EvolutionSettings, NASOptimizer, SearchResult
 from optimizers.nas_space import SEARCH_SPACES
 from optimizers.torch_helpers import count_params, export_onnx
@@ -89,7 +90,8 @@ def make_reference(space, rule: Undisturbed = Undisturbed()) -> Reference:
     torch.manual_seed(0)
     folder = tempfile.TemporaryDirectory(prefix="edgefarm-nas-ref-")
     path = export_onnx(space.build(arch), Path(folder.name) / "reference.onnx", space.input_shape)
-    return Reference(check_model(path), arch.describe(), rule, folder=folder)
+    shape = "x".join(map(str, space.input_shape[1:]))
+    return Reference(check_model(path), f"{arch.describe()} @ {shape}", rule, folder=folder)
 
 
 def measure_undisturbed(paths: list[Path], client: AgentClient, settings: MeasureSettings, store: ResultsStore,
@@ -251,6 +253,8 @@ class NASOptions:
     progress: Any = None
     calibrate: int = CALIBRATION_ARCHS
     rule: Undisturbed = field(default_factory=Undisturbed)
+    data: Any = None          # the user's labelled data (arrays, .npz, class folders); None: the digits example
+    image_size: int = 32      # an image folder's images are resized to this
 
     def evolution(self) -> EvolutionSettings:
         return EvolutionSettings(population=self.population, proxy_epochs=self.proxy_epochs,
@@ -273,14 +277,18 @@ def run_nas(device: str | AgentClient = LOCAL, constraints: dict | None = None, 
     out = Path(opts.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     db = opts.store if isinstance(opts.store, ResultsStore) else ResultsStore(opts.store or "edgefarm-results.db")
-    data = load_digits_data()
+    data = load_digits_data() if opts.data is None else load_labelled(opts.data, opts.image_size)
+    space = SEARCH_SPACES[opts.search_space](input_shape=data.input_shape, num_classes=data.num_classes,
+                                             choices=opts.choices)
+    say(f"data: {data.source}: {len(data.train)} training, {len(data.val)} validation, {len(data.test)} test "
+        f"samples, input {list(data.input_shape)}, {data.num_classes} classes")
     try:
         ctx = (nullcontext(device) if isinstance(device, AgentClient)
                else connect(resolve_device(device, load_inventory(opts.inventory))))
         with ctx as client:
-            table = farm_latency_table(client, db, SEARCH_SPACES[opts.search_space](choices=opts.choices),
-                                       opts.settings, say, calibrate=opts.calibrate, rule=opts.rule)
-            nas = NASOptimizer(opts.search_space, constraints=constraints, latency_table=table,
+            table = farm_latency_table(client, db, space, opts.settings, say, calibrate=opts.calibrate,
+                                       rule=opts.rule)
+            nas = NASOptimizer(space, constraints=constraints, latency_table=table,
                                evolution=opts.evolution(), choices=opts.choices, progress=say)
             res = nas.search(data.train, data.val, opts.iterations)
             run = (_nothing_fits(res, client.name, constraints) if res.best is None
@@ -317,7 +325,7 @@ def _train_best(nas: NASOptimizer, res: SearchResult, client: AgentClient, db: R
     model = nas.train(nas.build_model(res.best.arch), data.train, epochs=opts.final_epochs,
                       progress=lambda s: say("  " + s))
     acc = accuracy(model, data.test)
-    path = export_onnx(model, out / "nas-best.onnx")
+    path = export_onnx(model, out / "nas-best.onnx", nas.space.input_shape)
     m = measure_undisturbed([path], client, opts.settings, db, table.context)[0]
     say(f"measured on {client.name}: p50 {m.ms:.3f} ms at the device's undisturbed speed (as measured "
         f"{m.raw_ms:.3f} ms; predicted {res.best.predicted_ms:.3f} ms), test accuracy {acc:.4f}")

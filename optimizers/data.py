@@ -82,7 +82,7 @@ def load_data(data: DataLike, model, labels: np.ndarray | None = None,
         if not path.exists():
             raise DataMismatch(f"data path '{path}' does not exist; give an .npz file or an image folder")
         if path.is_dir():
-            arrays, labels = _image_folder(path, inputs, preprocess or ImagePreprocess(), max_samples), labels
+            arrays, labels = image_folder(path, inputs, preprocess or ImagePreprocess(), max_samples), labels
         elif path.suffix == ".npz":
             with np.load(path) as npz:
                 arrays = {k: npz[k] for k in npz.files}
@@ -196,7 +196,7 @@ def _split_rows(arrays: dict[str, np.ndarray], inputs: list[InputSpec]) -> list[
     return feeds
 
 
-def _image_folder(path: Path, inputs: list[InputSpec], pre: ImagePreprocess,
+def image_folder(path: Path, inputs: list[InputSpec], pre: ImagePreprocess,
                   max_samples: int | None) -> dict[str, np.ndarray]:
     from PIL import Image
 

@@ -6,45 +6,23 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from core.paths import cache_root
+from optimizers.labelled import LabelledData, Split, stratified_split  # noqa: F401  (Split: the digits' splits)
 
 log = logging.getLogger(__name__)
 
 DIGITS_INPUT = (1, 1, 28, 28)   # the digits example's input: its models and its candidates only
 
 MEAN, STD = 0.1307, 0.3081  # MNIST pixel statistics
-SPLIT = (0.7, 0.15, 0.15)
 SEED = 0
 WEIGHTS_VERSION = "v2"  # bump when the architecture, data or recipe changes (v2: seeded init, TRAIN_THREADS)
 
 
-@dataclass
-class Split:
-    """Images [N, 1, 28, 28] float32 (normalised) and labels [N] int64."""
-
-    x: np.ndarray
-    y: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.y)
-
-    def subset(self, n: int) -> "Split":
-        return Split(self.x[:n], self.y[:n])
-
-
-@dataclass
-class DigitsData:
-    """The fixed split, and where the images came from."""
-
-    train: Split
-    val: Split
-    test: Split
-    source: str
+DigitsData = LabelledData   # the digits example's splits
 
 
 def load_digits_data(seed: int = SEED) -> DigitsData:
@@ -67,18 +45,7 @@ def load_digits_data(seed: int = SEED) -> DigitsData:
         source = "scikit-learn digits (1,797 images, 8x8 upsampled)"
     x = ((x - MEAN) / STD)[:, None].astype(np.float32)
     y = np.asarray(y, np.int64)
-    rng = np.random.default_rng(seed)
-    parts: list[list[int]] = [[], [], []]
-    for cls in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == cls))
-        a, b = int(len(idx) * SPLIT[0]), int(len(idx) * (SPLIT[0] + SPLIT[1]))
-        for part, chunk in zip(parts, (idx[:a], idx[a:b], idx[b:])):
-            part.extend(chunk.tolist())
-    splits = []
-    for p in parts:
-        order = rng.permutation(np.asarray(p))
-        splits.append(Split(x[order], y[order]))
-    return DigitsData(*splits, source=source)
+    return stratified_split(x, y, source, seed)
 
 
 def make_divisible(v: float, divisor: int = 8) -> int:

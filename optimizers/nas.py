@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
-from optimizers.nas_space import SEARCH_SPACES, Architecture, Block
+from optimizers.nas_space import SEARCH_SPACES, Architecture, Block, MobileNetV3Space
 
 log = logging.getLogger(__name__)
 
@@ -129,13 +129,16 @@ class NASOptimizer:
     architecture is trained `proxy_epochs` on `proxy_samples` training images and scored on the
     validation data. Architectures predicted over the latency or size limits are never trained."""
 
-    def __init__(self, search_space: str = "mobilenet_v3", constraints: dict | None = None,
+    def __init__(self, search_space: str | MobileNetV3Space = "mobilenet_v3", constraints: dict | None = None,
                  latency_table: LatencyTable | None = None, evolution: EvolutionSettings | None = None,
                  choices: dict[str, tuple] | None = None, progress: Callable[[str], None] | None = None,
                  **evolution_fields) -> None:
-        if search_space not in SEARCH_SPACES:
+        if isinstance(search_space, MobileNetV3Space):   # a space for the user's input shape and classes
+            self.space = search_space
+        elif search_space in SEARCH_SPACES:
+            self.space = SEARCH_SPACES[search_space](choices=choices)
+        else:
             raise UnknownOption("search space", search_space, SEARCH_SPACES)
-        self.space = SEARCH_SPACES[search_space](choices=choices)
         self.constraints = _check_constraints(constraints or {})
         if latency_table is None:
             raise OptimizerError("NAS needs a latency_table measured on the target device: build one with "

@@ -4,6 +4,7 @@ table), sampling and mutation, and building or exporting them as PyTorch models.
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -73,13 +74,19 @@ class Block:
                 f"{'se' if self.se else 'nose'}:{self.act}")
 
 
+FINAL_SIZE = 7   # the last feature map's side the strides aim at
+
+
 def _divisible(v: float, d: int = 8) -> int:
     return max(d, int(v + d / 2) // d * d)
 
 
 class MobileNetV3Space:
-    """MobileNetV3-style search space at the digits example's input (1x28x28, 10 classes): a 3x3 stem,
-    four stages of inverted-residual blocks (optional squeeze-excite, ReLU or hard-swish), a 1x1 head."""
+    """MobileNetV3-style search space for an input shape and class count (the digits example's 1x28x28 and
+    10 classes by default): a 3x3 stem, four stages of inverted-residual blocks (optional squeeze-excite,
+    ReLU or hard-swish), a 1x1 head. The strides follow the input size: enough stride-2 stages (then a
+    strided stem) to bring the last feature map to about 7x7 (28x28 and 32x32: two; 64: three; 96: four;
+    224: four and the stem)."""
 
     name = "mobilenet_v3"
     # (base channels, stride of the first block) per stage
@@ -91,8 +98,16 @@ class MobileNetV3Space:
 
     def __init__(self, input_shape: tuple[int, ...] = (1, 1, 28, 28), num_classes: int = 10,
                  choices: dict[str, tuple] | None = None) -> None:
-        self.input_shape = tuple(input_shape)
+        if len(input_shape) != 4 or input_shape[2] != input_shape[3] or min(input_shape) < 1:
+            raise OptimizerError(f"the search space takes square images (1, C, S, S); got input shape "
+                                 f"{list(input_shape)}")
+        if num_classes < 2:
+            raise OptimizerError(f"a classifier needs at least 2 classes, got {num_classes}")
+        self.input_shape = (1, *tuple(input_shape)[1:])
         self.num_classes = num_classes
+        downsamples = max(0, round(math.log2(self.input_shape[-1] / FINAL_SIZE)))
+        self.stem_stride = 2 if downsamples > len(self.STAGES) else 1
+        self.strides = tuple(2 if i < downsamples else 1 for i in range(len(self.STAGES)))
         unknown = set(choices or {}) - set(self.DEFAULT_CHOICES)
         if unknown:
             raise OptimizerError(f"unknown search-space choice(s) {sorted(unknown)}; the choices are "
@@ -122,8 +137,9 @@ class MobileNetV3Space:
         """The layer groups of an architecture, in order, with their input sizes."""
         size = self.input_shape[-1]
         cin = self.STEM
-        out = [Block("stem", self.input_shape[1], self.STEM, size, act="hswish")]
-        for (base, stride), st in zip(self.STAGES, arch.stages):
+        out = [Block("stem", self.input_shape[1], self.STEM, size, self.stem_stride, act="hswish")]
+        size = (size + self.stem_stride - 1) // self.stem_stride
+        for (base, _), stride, st in zip(self.STAGES, self.strides, arch.stages):
             cout = _divisible(base * st.width)
             for i in range(st.depth):
                 s = stride if i == 0 else 1
@@ -141,7 +157,7 @@ class MobileNetV3Space:
         if block.kind == "input":
             return nn.ReLU()
         if block.kind == "stem":
-            return nn.Sequential(nn.Conv2d(block.cin, block.cout, 3, 1, 1, bias=False), nn.BatchNorm2d(block.cout),
+            return nn.Sequential(nn.Conv2d(block.cin, block.cout, 3, block.stride, 1, bias=False), nn.BatchNorm2d(block.cout),
                                  act())
         if block.kind == "head":
             return nn.Sequential(nn.Conv2d(block.cin, block.cout, 1, bias=False), nn.BatchNorm2d(block.cout), act(),

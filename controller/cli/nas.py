@@ -1,4 +1,5 @@
-"""`farmctl nas`: architecture search for a device on the built-in digits data."""
+"""`farmctl nas`: architecture search for a device, on the user's labelled data (--data) or the built-in
+digits."""
 
 from __future__ import annotations
 
@@ -25,6 +26,12 @@ def add_parser(sub) -> None:
                    "architecture scores at chance)")
     p.add_argument("--proxy-samples", type=int, default=1500, help="training images per evaluated architecture")
     p.add_argument("--final-epochs", type=int, default=8, help="training epochs of the best architecture")
+    p.add_argument("--data", type=Path, default=None, metavar="NPZ_OR_FOLDER",
+                   help="your labelled images: an .npz with x/y (or images/labels) arrays [N,C,H,W] and [N], or a "
+                        "folder with one sub-folder of images per class (default: the built-in 1x28x28 digits)")
+    p.add_argument("--image-size", type=int, default=32,
+                   help="side an image folder's images are resized and center-cropped to (default 32; scaled to "
+                        "[0,1], ImageNet mean/std)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--calibrate", type=int, default=6, help="whole random architectures measured to fit the "
                    "latency table's scale, once per device (0: no fit, scale 1)")
@@ -49,7 +56,8 @@ def cmd_nas(args: argparse.Namespace) -> int:
         iterations=args.iterations, search_space=args.search_space, population=args.population,
         proxy_epochs=args.proxy_epochs, proxy_samples=args.proxy_samples, final_epochs=args.final_epochs,
         out_dir=args.out, store=args.store, inventory=args.inventory, seed=args.seed, progress=say,
-        calibrate=args.calibrate, rule=Undisturbed(max_attempts=args.max_attempts)))
+        calibrate=args.calibrate, rule=Undisturbed(max_attempts=args.max_attempts), data=args.data,
+        image_size=args.image_size))
     if args.json:
         print(json.dumps(run.to_json(), indent=1))
     elif run.best:

@@ -122,3 +122,38 @@ def test_space_blocks_and_models_agree():
     child = space.mutate(arch, random.Random(1))
     assert sum(a != b for a, b in zip(arch.stages, child.stages)) == 1
     assert type(arch).from_json(arch.to_json()) == arch
+
+
+def test_nas_on_the_users_own_three_channel_data_from_the_cli(tmp_path, capsys):
+    """--data: scikit-learn's digits upsampled to 3x32x32 (not the built-in 1x28x28), searched within a
+    latency limit and measured on the local agent; the found model takes 3x32x32 and has 10 classes."""
+    import json
+
+    import numpy as np
+    import onnx
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = np.repeat(np.kron(d.images[:600], np.ones((4, 4)))[:, None] / 16.0, 3, axis=1).astype(np.float32)
+    np.savez(tmp_path / "digits32.npz", x=x, y=d.target[:600])
+    code = main(["-q", "--store", str(tmp_path / "r.db"), "nas", "--data", str(tmp_path / "digits32.npz"),
+                 "--latency-ms", "5", "--iterations", "1", "--population", "2", "--proxy-epochs", "1",
+                 "--proxy-samples", "256", "--final-epochs", "1", "--calibrate", "0", "--max-attempts", "2",
+                 "--out", str(tmp_path / "out"), "--json"])
+    run = json.loads(capsys.readouterr().out)
+    assert code == 0, run["failure"]
+    assert run["measured_ms"] <= 5.0
+    model = onnx.load(str(tmp_path / "out" / "nas-best.onnx"))
+    dims = [d.dim_value for d in model.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 32, 32]
+    assert model.graph.output[0].type.tensor_type.shape.dim[1].dim_value == 10
+
+
+def test_the_space_scales_its_strides_to_the_input_size():
+    import random
+
+    for size, last in ((28, 7), (32, 8), (96, 6), (224, 7)):
+        space = MobileNetV3Space((1, 3, size, size), num_classes=5)
+        assert space.blocks(space.sample(random.Random(0)))[-1].size == last
+    with pytest.raises(OptimizerError, match="square images"):
+        MobileNetV3Space((1, 3, 32, 48))
