@@ -15,6 +15,7 @@ from pathlib import Path
 
 from optimizers.errors import OptimizerError, UnknownOption
 from optimizers.torch_helpers import export_onnx
+from optimizers.torch_inputs import find_example_input, output_module, tensor_model
 from optimizers.training import Progress, train
 
 log = logging.getLogger(__name__)
@@ -40,11 +41,12 @@ class QATTrainer:
     """`QATTrainer(model, target_precision="int8").train(train_data, epochs, learning_rate)` -> the
     fake-quantized model; then `convert_to_int8(qat_model, calibration_data)` -> an INT8 ONNX file."""
 
-    def __init__(self, model, target_precision: str = "int8") -> None:
+    def __init__(self, model, target_precision: str = "int8", output=None) -> None:
         if target_precision not in PRECISIONS:
             raise UnknownOption("QAT target precision", target_precision, PRECISIONS)
         self.model = model
         self.target_precision = target_precision
+        self.output = output   # selects the output tensor of a model that returns more (torch_inputs)
 
     def prepare(self):
         """BatchNorm folded into the convs (torch.ao fusion), then fake quantizers inserted."""
@@ -75,6 +77,9 @@ class QATTrainer:
         at 5e-4 it loses 1.1 points."""
         from torch.ao import quantization as tq
 
+        example = find_example_input(self.model, data=train_data, output=self.output)
+        if self.output is not None or tensor_model(self.model, example.tensor) is not self.model:
+            self.model = output_module(self.model, self.output)   # fake quantizers need a tensor out
         qat = self.prepare()
         train(qat, train_data, epochs=epochs, learning_rate=learning_rate, progress=progress,
               validation=validation, **kw)

@@ -100,3 +100,17 @@ def test_the_onnx_techniques_take_a_pytorch_module(tmp_path):
     assert any("exported to ONNX first" in n and "[1, 3, 64, 64]" in n for n in q.record.notes)
     assert ort.InferenceSession(str(q.path)).run(None, {"input": photos[:1]})[0].shape == (1, 10)
     assert calculate_flops(model, example_input=torch.zeros(1, 3, 64, 64)) > 0
+
+
+def test_qat_distillation_and_evaluation_take_models_that_return_output_objects(tmp_path):
+    """Hugging Face classifiers return an object with .logits: QAT, distillation and evaluation use it."""
+    from optimizers import KnowledgeDistiller, QATTrainer, convert_to_int8, evaluate
+
+    teacher = build("resnet")
+    rng = np.random.default_rng(0)
+    x, y = rng.standard_normal((32, 3, 64, 64)).astype(np.float32), np.arange(32) % 10
+    qat = QATTrainer(teacher).train((x, y), epochs=1)
+    int8 = convert_to_int8(qat, (x[:8], y[:8]), output=tmp_path / "qat.onnx")
+    assert evaluate(int8.path, {"input": x[:4]}, reference=teacher).fidelity.cosine > 0.9
+    student = KnowledgeDistiller(teacher, build("regnet")).train((x, y), epochs=1)
+    assert _logits(student, torch.from_numpy(x[:2])).shape == (2, 10)
