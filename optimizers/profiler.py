@@ -8,7 +8,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from optimizers.data import load_data, synthetic_data
+from optimizers.data import as_dataset, synthetic_data
 from optimizers.errors import OptimizerError
 from optimizers.flops import graph_flops, row_flops
 from optimizers.layer_names import layer_label, node_times
@@ -89,7 +89,7 @@ class Profiler:
         model = self.source.proto
         if input_data is None:
             return synthetic_data(model, n=1, input_shapes=self.input_shapes).feeds[0]
-        return load_data(input_data, model, max_samples=1).feeds[0]
+        return as_dataset(input_data, model, max_samples=1).feeds[0]
 
     def _profile_cpu(self, input_data, iterations: int, warmup: int) -> ModelProfile:
         feed = self._feed(input_data)
