@@ -114,3 +114,17 @@ def test_qat_distillation_and_evaluation_take_models_that_return_output_objects(
     assert evaluate(int8.path, {"input": x[:4]}, reference=teacher).fidelity.cosine > 0.9
     student = KnowledgeDistiller(teacher, build("regnet")).train((x, y), epochs=1)
     assert _logits(student, torch.from_numpy(x[:2])).shape == (2, 10)
+
+
+@pytest.mark.parametrize("name", ARCHITECTURES)
+def test_every_onnx_technique_runs_on_the_export_or_says_why_not(name, tmp_path):
+    """The ONNX battery's cells for one exported architecture: a model ONNX Runtime runs, or the
+    technique's own sentence; anything else (a raw exception) fails here."""
+    from benchmarks.onnx_battery import TECHNIQUES, run_technique
+    from controller.optimization.sources import onnx_source
+
+    path = export_onnx(build(name), tmp_path / f"{name}.onnx")
+    source = onnx_source(str(path))
+    cells = {t: run_technique(t, path, source, tmp_path) for t in TECHNIQUES}
+    assert all(c.startswith(("ok", "cannot: ")) for c in cells.values()), cells
+    assert cells["int8"].startswith("ok") and cells["profile"].startswith("ok")
