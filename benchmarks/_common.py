@@ -1,4 +1,4 @@
-"""Helpers shared by the benchmark scripts: running farmctl, and writing a table into the README."""
+"""Helpers shared by the benchmark scripts: running farmctl, and writing a table into docs/benchmarks.md."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs" / "benchmarks.md"   # where --write-docs puts the tables, between <!-- NAME:start/end -->
 
 
 def farmctl(*args: str, env: dict | None = None) -> tuple[dict, float]:
@@ -25,14 +26,16 @@ def farmctl(*args: str, env: dict | None = None) -> tuple[dict, float]:
     return json.loads(out.stdout), wall
 
 
-def write_readme_section(name: str, text: str) -> None:
-    """Replace the README block between <!-- NAME:start --> and <!-- NAME:end -->."""
-    readme = ROOT / "README.md"
-    body = readme.read_text()
+def write_docs_section(name: str, text: str) -> None:
+    """Replace the docs/benchmarks.md block between <!-- NAME:start --> and <!-- NAME:end -->."""
+    body = DOCS.read_text()
     pattern = re.compile(rf"(<!-- {name}:start -->\n).*?(<!-- {name}:end -->)", re.S)
     if not pattern.search(body):
-        raise SystemExit(f"README.md has no <!-- {name}:start --> ... <!-- {name}:end --> block")
-    readme.write_text(pattern.sub(lambda m: m.group(1) + text.rstrip() + "\n" + m.group(2), body))
+        raise SystemExit(f"docs/benchmarks.md has no <!-- {name}:start --> ... <!-- {name}:end --> block")
+    DOCS.write_text(pattern.sub(lambda m: m.group(1) + text.rstrip() + "\n" + m.group(2), body))
+
+
+write_readme_section = write_docs_section   # the old name (the tables lived in the README)
 
 
 def machine() -> str:
@@ -43,7 +46,7 @@ def machine() -> str:
 
 
 def publish(name: str, text: str, write_readme: bool) -> int:
-    """Print a benchmark's table and, when asked, put it into the README block NAME; returns 0."""
+    """Print a benchmark's table and, when asked, put it into the docs/benchmarks.md block NAME; returns 0."""
     print(text)
     if write_readme:
         write_readme_section(name, text)

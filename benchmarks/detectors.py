@@ -13,7 +13,7 @@ the variant's own in its least disturbed loop; fidelity = output cosine vs FP32 
 samples). Every INT8 variant is also timed in --rounds loops paired with the strong plain form: "vs
 strong plain" is that paired speedup (above 1.00: faster than the plain tool).
 
-    python benchmarks/detectors.py [--rounds 3] [--models example:yolov8n,...] [--write-readme]
+    python benchmarks/detectors.py [--rounds 3] [--models example:yolov8n,...] [--write-docs]
 """
 
 from __future__ import annotations
@@ -123,7 +123,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--models", default="example:yolov8n,example:ppocr-det,example:mobilenetv2")
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", "--write-readme", dest="write_readme", action="store_true",
+                        help="write the table into docs/benchmarks.md between its <!-- NAME:start/end --> "
+                             "markers (--write-readme: the old name)")
     args = parser.parse_args()
 
     from controller.fleet.local import LocalAgent

@@ -5,7 +5,7 @@ process and `farmctl bench` (a real farmctl process driving a real embedded farm
 times in its own child process) on the built-in MobileNetV2, with the same thread count, warm-up and
 minimums. Reports each p50 and the ratio of their medians (target 0.97-1.03).
 
-    python benchmarks/fidelity.py [--threads 1] [--rounds 20] [--min-seconds 1] [--write-readme]
+    python benchmarks/fidelity.py [--threads 1] [--rounds 20] [--min-seconds 1] [--write-docs]
 """
 
 from __future__ import annotations
@@ -65,7 +65,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--min-iterations", type=int, default=100)
     parser.add_argument("--min-seconds", type=float, default=1.0)
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", "--write-readme", dest="write_readme", action="store_true",
+                        help="write the table into docs/benchmarks.md between its <!-- NAME:start/end --> "
+                             "markers (--write-readme: the old name)")
     parser.add_argument("--plain-once", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.plain_once:

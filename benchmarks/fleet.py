@@ -6,7 +6,7 @@
 2. the LiteRT backend on MediaPipe's .tflite models (p50, XNNPACK, 1 thread) and how well its per-op
    profile (each op timed alone) adds up to the whole model.
 
-    python benchmarks/fleet.py [--jobs 12] [--rounds 3] [--write-readme]
+    python benchmarks/fleet.py [--jobs 12] [--rounds 3] [--write-docs]
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--jobs", type=int, default=12, help="benchmark jobs in the batch")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of 1 agent / 2 agents")
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", "--write-readme", dest="write_readme", action="store_true",
+                        help="write the table into docs/benchmarks.md between its <!-- NAME:start/end --> "
+                             "markers (--write-readme: the old name)")
     args = parser.parse_args()
 
     from controller.fleet.local import LocalAgent

@@ -5,7 +5,7 @@
    like the example (8 epochs), against the hand-made example: test accuracy, p50 (alternating rounds,
    median), parameters.
 
-    python benchmarks/nas.py [--check 20] [--iterations 12] [--population 6] [--write-readme]
+    python benchmarks/nas.py [--check 20] [--iterations 12] [--population 6] [--write-docs]
 """
 
 from __future__ import annotations
@@ -28,7 +28,9 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=12)
     parser.add_argument("--population", type=int, default=6)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", "--write-readme", dest="write_readme", action="store_true",
+                        help="write the table into docs/benchmarks.md between its <!-- NAME:start/end --> "
+                             "markers (--write-readme: the old name)")
     args = parser.parse_args()
 
 

@@ -8,7 +8,7 @@ first swapped every other loop): the speedup is the median of the paired ratios 
 p50 the variant's own p50 in the loop where the baseline ran fastest. Accuracy/fidelity are computed
 from the agent's own outputs.
 
-    python benchmarks/optimize.py [--rounds 3] [--models example,example:minilm] [--write-readme]
+    python benchmarks/optimize.py [--rounds 3] [--models example,example:minilm] [--write-docs]
 """
 
 from __future__ import annotations
@@ -52,7 +52,9 @@ def main() -> int:
     parser.add_argument("--models", default="example,example:minilm,example:minilm@0.95",
                         help="comma separated; MODEL@F sets --min-fidelity F (a rerun on the same model "
                              "resumes every measurement from the store, so it costs only the choice)")
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", "--write-readme", dest="write_readme", action="store_true",
+                        help="write the table into docs/benchmarks.md between its <!-- NAME:start/end --> "
+                             "markers (--write-readme: the old name)")
     args = parser.parse_args()
 
     from controller.fleet.local import LocalAgent

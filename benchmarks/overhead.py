@@ -6,7 +6,7 @@ measured loop's own duration (`measured_seconds` from --json), and reports the m
   * embedded agent, later runs (agent start, model already cached),
   * an agent already running (`--device 127.0.0.1:PORT`): the per-job cost alone.
 
-    python benchmarks/overhead.py [--repeats 5] [--write-readme]
+    python benchmarks/overhead.py [--repeats 5] [--write-docs]
 """
 
 from __future__ import annotations
@@ -26,7 +26,9 @@ from benchmarks._common import farmctl, machine, write_readme_section  # noqa: E
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", "--write-readme", dest="write_readme", action="store_true",
+                        help="write the table into docs/benchmarks.md between its <!-- NAME:start/end --> "
+                             "markers (--write-readme: the old name)")
     args = parser.parse_args()
     flags = ["--threads", "1", "--warmup", "10", "--min-iterations", "100", "--min-seconds", "1"]
 

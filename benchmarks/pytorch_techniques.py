@@ -2,7 +2,7 @@
 fixed test split, parameters, FLOPs, ONNX file size, and p50 latency by a real local farm-agent
 (ONNX Runtime CPU, 1 thread; rounds alternate order, p50 is the median of the rounds' p50s).
 
-    python benchmarks/pytorch_techniques.py [--rounds 3] [--fine-tune-epochs 3] [--write-readme]
+    python benchmarks/pytorch_techniques.py [--rounds 3] [--fine-tune-epochs 3] [--write-docs]
 """
 
 from __future__ import annotations
@@ -25,7 +25,9 @@ def main() -> int:
     parser.add_argument("--student-epochs", type=int, default=8)
     parser.add_argument("--transfer-epochs", type=int, default=6)
     parser.add_argument("--min-seconds", type=float, default=1.0)
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", "--write-readme", dest="write_readme", action="store_true",
+                        help="write the table into docs/benchmarks.md between its <!-- NAME:start/end --> "
+                             "markers (--write-readme: the old name)")
     args = parser.parse_args()
 
     import torch

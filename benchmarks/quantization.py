@@ -7,7 +7,7 @@ on real English sentences). Every variant is made by optimizers/ and timed by a 
 original (order alternating by round); p50 is the median of the rounds' p50s and the speedup the median
 of the paired FP32/variant ratios. Fidelity is measured on held-out inputs against FP32.
 
-    python benchmarks/quantization.py [--rounds 3] [--min-seconds 2] [--write-readme]
+    python benchmarks/quantization.py [--rounds 3] [--min-seconds 2] [--write-docs]
 """
 
 from __future__ import annotations
@@ -60,7 +60,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--min-seconds", type=float, default=2.0)
     parser.add_argument("--rounds", type=int, default=3, help="paired timing rounds, alternating order")
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", "--write-readme", dest="write_readme", action="store_true",
+                        help="write the table into docs/benchmarks.md between its <!-- NAME:start/end --> "
+                             "markers (--write-readme: the old name)")
     args = parser.parse_args()
 
     import onnx
@@ -161,7 +163,7 @@ def render(rows: dict[str, list[dict]]) -> str:
             lines.append(line)
         lines.append("")
     lines.append("Rows marked 'same model as FP32' time an identical file: their distance from 1.00x is this "
-                 "machine's noise. ![latency vs fidelity](benchmarks/results/quantization.png)")
+                 "machine's noise. ![latency vs fidelity](../benchmarks/results/quantization.png)")
     return "\n".join(lines)
 
 

@@ -4,7 +4,7 @@ on the same cache). Every job must end in a result or an error with a code; a jo
 deadline is lost (the goal is 0). Reports jobs submitted, completed, failed by code, lost, and the agent's
 RSS at start and end of each of its lives.
 
-    python benchmarks/soak.py [--minutes 5] [--clients 4] [--agent-kills 3] [--write-readme]
+    python benchmarks/soak.py [--minutes 5] [--clients 4] [--agent-kills 3] [--write-docs]
 """
 
 from __future__ import annotations
@@ -119,7 +119,9 @@ def main() -> int:
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--clients", type=int, default=4)
     parser.add_argument("--agent-kills", type=int, default=3)
-    parser.add_argument("--write-readme", action="store_true")
+    parser.add_argument("--write-docs", "--write-readme", dest="write_readme", action="store_true",
+                        help="write the table into docs/benchmarks.md between its <!-- NAME:start/end --> "
+                             "markers (--write-readme: the old name)")
     args = parser.parse_args()
     from tests import models as test_models
 
