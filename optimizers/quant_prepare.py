@@ -93,9 +93,34 @@ def prepare(source: LoadedModel, cfg: QuantizeConfig, workdir: Path, record: Opt
         except Exception as exc:  # symbolic shape inference raises assorted errors on real exports
             errors.append(f"{type(exc).__name__}: {str(exc)[:120]}")
             log.info("quant_pre_process (%s) failed: %s", label, errors[-1])
+            remove_shape_inference_leftovers()
     record.settings["preprocessing"] = "none"
     record.notes.append(f"ONNX Runtime's pre-processing failed ({errors[-1]}); quantized the model as it is")
     return raw
+
+
+SHAPE_INFERENCE_LEFTOVER = "sym_shape_infer_temp.onnx"
+
+
+def remove_shape_inference_leftovers(folder: Path | None = None) -> list[Path]:
+    """ONNX Runtime's symbolic shape inference, when it fails, saves its half-inferred model as
+    sym_shape_infer_temp.onnx plus its weights as UUID-named .data files into the current directory (the
+    user's). Remove exactly those files (the ones that model names) and return them."""
+    import onnx
+
+    folder = folder or Path.cwd()
+    temp = folder / SHAPE_INFERENCE_LEFTOVER
+    if not temp.is_file():
+        return []
+    try:
+        model = onnx.load(str(temp), load_external_data=False)
+    except Exception:  # not the file ORT writes: leave it alone
+        return []
+    names = {e.value for t in model.graph.initializer for e in t.external_data if e.key == "location"}
+    removed = [folder / n for n in names if "/" not in n and (folder / n).is_file()] + [temp]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed
 
 
 def _rename_runtime_names(path: Path) -> None:

@@ -128,3 +128,15 @@ def test_every_onnx_technique_runs_on_the_export_or_says_why_not(name, tmp_path)
     cells = {t: run_technique(t, path, source, tmp_path) for t in TECHNIQUES}
     assert all(c.startswith(("ok", "cannot: ")) for c in cells.values()), cells
     assert cells["int8"].startswith("ok") and cells["profile"].startswith("ok")
+
+
+def test_a_failed_shape_inference_leaves_nothing_in_the_working_directory(tmp_path, monkeypatch):
+    """ONNX Runtime's symbolic shape inference fails on MobileViT and dumps its half-inferred model and
+    weights into the current directory; the quantizer falls back, says so, and removes them."""
+    path = export_onnx(build("mobilevit"), tmp_path / "mobilevit.onnx")
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    q = Quantizer("int8").quantize(path, calibration_data="synthetic", output=tmp_path / "q.onnx")
+    assert q.record.settings["preprocessing"] == "without symbolic shape inference"
+    assert list(work.iterdir()) == []
