@@ -23,6 +23,7 @@ _EXPORTS = {
     "MeasureSettings": "controller.measure.settings",
     "LocalAgent": "controller.fleet.local",
     "AgentClient": "controller.fleet.client",
+    "TLSFiles": "controller.fleet.client",
     "ResultsStore": "controller.measure.store",
     "StoreError": "controller.measure.store",
     "optimize": "controller.optimization.api",
