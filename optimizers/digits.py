@@ -103,7 +103,9 @@ def digits_mobilenetv2(width: float = 1.0, num_classes: int = 10):
         def forward(self, x):
             return self.classifier(self.pool(self.features(x)))
 
-    return DigitsMobileNetV2()
+    model = DigitsMobileNetV2()
+    model.input_shape = DIGITS_INPUT   # declared, so every technique finds its input (optimizers.torch_inputs)
+    return model
 
 
 STUDENT_GRID = 3  # the student's classifier sees a 3x3 map, not one global average: where strokes are
@@ -118,11 +120,13 @@ def digits_student(num_classes: int = 10, width: float = 1.0):
     torch = _torch()
     nn = torch.nn
     a, b, c = (max(4, int(ch * width)) for ch in (16, 32, 64))
-    return nn.Sequential(
+    student = nn.Sequential(
         nn.Conv2d(1, a, 3, padding=1, bias=False), nn.BatchNorm2d(a), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(a, b, 3, padding=1, bias=False), nn.BatchNorm2d(b), nn.ReLU(), nn.MaxPool2d(2),
         nn.Conv2d(b, c, 3, padding=1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
         nn.AvgPool2d(3, stride=2), nn.Flatten(), nn.Linear(c * STUDENT_GRID ** 2, num_classes))
+    student.input_shape = DIGITS_INPUT
+    return student
 
 
 def weights_path(epochs: int = 8, train_size: int = 3500) -> Path:
