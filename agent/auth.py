@@ -55,8 +55,8 @@ class TokenAuthInterceptor(grpc.ServerInterceptor):
             return continuation(handler_call_details)
         handler = continuation(handler_call_details)
         reason = ("no bearer token was sent" if not given else "the bearer token is wrong")
-        message = (f"unauthenticated: {reason}; pass the agent's token with --token or the EDGEFARM_TOKEN "
-                   "environment variable (or `token:` in inventory.yaml)")
+        message = (f"unauthenticated: {reason}; give farmctl the agent's token in the EDGEFARM_TOKEN "
+                   "environment variable (or name another variable with `token_env:` in inventory.yaml)")
 
         def deny(request_or_iterator, context):
             context.abort(grpc.StatusCode.UNAUTHENTICATED, message)

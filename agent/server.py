@@ -218,7 +218,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = AgentConfig(host=args.host, port=args.port, cache_dir=args.cache_dir,
+    config = AgentConfig(host=args.host, port=args.port,
+                         cache_dir=args.cache_dir.resolve() if args.cache_dir else None,  # runners run elsewhere
                          cache_max_bytes=int(args.cache_max_mb * 2**20), name=args.name,
                          device_class=args.device_class, token=token,
                          advertise=args.advertise, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,

@@ -76,6 +76,8 @@ def load_data(data: DataLike, model, labels: np.ndarray | None = None,
     if data is None:
         raise DataMismatch(f"no data given; the model's inputs are {_describe(inputs)}: give numpy arrays, "
                            "an .npz keyed by input name, an image folder or an iterable of feed dicts")
+    if isinstance(data, str) and data == "synthetic":   # random inputs, said in the source
+        return synthetic_data(model, n=max_samples or 8)
     if isinstance(data, (str, Path)):
         path = Path(data)
         source = str(path)

@@ -48,6 +48,10 @@ def cmd_nas(args: argparse.Namespace) -> int:
 
     if args.max_attempts < 1 or args.calibrate < 0:
         raise FarmError("--max-attempts must be at least 1 and --calibrate at least 0")
+    for flag, value in (("--final-epochs", args.final_epochs), ("--proxy-epochs", args.proxy_epochs),
+                        ("--iterations", args.iterations), ("--proxy-samples", args.proxy_samples)):
+        if value < 1:
+            raise FarmError(f"{flag} must be at least 1, got {value} (checked before the search starts)")
 
     constraints = {k: v for k, v in (("latency_ms", args.latency_ms), ("model_size_mb", args.size_mb),
                                      ("min_accuracy", args.min_accuracy)) if v is not None}

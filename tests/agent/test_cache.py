@@ -97,3 +97,14 @@ def test_stale_partial_files_are_removed_at_start(tmp_path):
     ModelCache(tmp_path, 100)
     # kept: a live agent's upload in progress; gone: an hour-old one and one whose agent died
     assert leftovers(cache) == [fresh.name]
+
+def test_a_relative_cache_folder_works(start_agent, conv_onnx, tmp_path, monkeypatch):
+    """`farm-agent serve --cache-dir agent-cache`: the runners (started in job folders) still find the
+    models; the folder is resolved against the agent's working directory when it starts."""
+    from controller.measure.api import bench
+    from controller.measure.settings import MeasureSettings
+
+    monkeypatch.chdir(tmp_path)
+    client, _ = start_agent("--cache-dir", "agent-cache")
+    res = bench(conv_onnx, client, MeasureSettings(threads=1, warmup=1, min_iterations=5, min_seconds=0.0))
+    assert res.iterations >= 5 and (tmp_path / "agent-cache" / "models").is_dir()

@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from controller.cli.main import main
+from tests import models
 from tests.optimizers import graphs
 
 
@@ -77,3 +78,9 @@ def test_bad_input_exits_2_with_the_fix(tmp_path, capsys):
     assert main(["quantize", str(model)]) == 2
     assert "calibration_data='synthetic'" in capsys.readouterr().err
     assert not (tmp_path / "net.int8.onnx").exists()  # nothing half-written is left behind
+
+
+def test_evaluate_on_synthetic_data_as_the_help_says(tmp_path, capsys):
+    model = models.conv_model(tmp_path / "m.onnx")
+    assert main(["evaluate", str(model), "--data", "synthetic", "--reference", str(model)]) == 0
+    assert "1.0000" in capsys.readouterr().out
