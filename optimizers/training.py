@@ -130,5 +130,5 @@ def accuracy(model, data, batch_size: int = 256) -> float:
 
 
 def evaluate(model, data, batch_size: int = 256) -> float:
-    """Top-1 accuracy (the name the README's PyTorch examples use)."""
+    """Top-1 accuracy (the name docs/techniques.md's PyTorch examples use)."""
     return accuracy(model, data, batch_size)

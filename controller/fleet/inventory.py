@@ -257,7 +257,7 @@ def load_inventory(path: Path | None = None) -> dict[str, DeviceEntry]:
         text = Path(path).read_text()
     except FileNotFoundError:
         raise InventoryError(f"inventory file '{path}' does not exist; pass --inventory FILE or create "
-                             "inventory.yaml (see the README's fleet section)") from None
+                             "inventory.yaml (see docs/fleet.md)") from None
     return parse_inventory(text, path)
 
 

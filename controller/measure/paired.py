@@ -1,4 +1,4 @@
-"""Paired decisions (DESIGN.md, "Decisions under drift"): a candidate is timed in the same loop as the
+"""Paired decisions (docs/architecture.md, how a number is measured): a candidate is timed in the same loop as the
 baseline, one inference of each in turn, and its speedup is the median of the paired ratios with a 95 %
 interval. It counts as faster only when the interval's lower end clears the noise margin, so a slow spell
 of the machine, which hits both models of a pair alike, decides nothing."""

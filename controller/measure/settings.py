@@ -12,7 +12,7 @@ from protos import agent_pb2 as pb
 
 @dataclass
 class MeasureSettings:
-    """How a model is timed on a device (DESIGN.md, Measurement)."""
+    """How a model is timed on a device (docs/architecture.md, how a number is measured)."""
 
     threads: int = 0                 # 0 = the device's physical cores (the result records the number)
     warmup: int = 10
