@@ -16,6 +16,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from agent import __version__ as AGENT_VERSION
 from agent.auth import TokenAuthInterceptor, server_credentials
 from agent.backends import available_backends
 from agent.cache import ModelCache
@@ -158,6 +159,7 @@ def read_token(path: Path | None) -> str | None:
 def build_parser() -> argparse.ArgumentParser:
     """farm-agent's command line."""
     parser = argparse.ArgumentParser(prog="farm-agent", description="edgefarm device agent")
+    parser.add_argument("--version", action="version", version=f"farm-agent {AGENT_VERSION}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="command", required=True)
     serve = sub.add_parser("serve", help="serve models over gRPC")

@@ -7,6 +7,7 @@ import logging
 import sys
 from pathlib import Path
 
+import agent
 from controller.cli import fleet, measure, nas, optimize, techniques
 from controller.errors import FarmError
 from controller.measure.api import default_store_path
@@ -16,6 +17,7 @@ def build_parser() -> argparse.ArgumentParser:
     """farmctl's command line."""
     parser = argparse.ArgumentParser(prog="farmctl", description="edgefarm controller: measure models on "
                                      "real devices")
+    parser.add_argument("--version", action="version", version=f"farmctl {agent.__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument("--store", type=Path, default=default_store_path(),

@@ -183,3 +183,10 @@ def test_bench_without_a_model_says_which_example_it_measures(tmp_path):
     assert "built-in bench example, a MobileNetV2 on 1x3x224x224" in out.stderr
     assert "digits example" in out.stderr  # and that optimize's example is another one
     assert json.loads(out.stdout)["input_shapes"]
+
+
+def test_both_programs_say_their_version():
+    for program in ("controller", "agent"):
+        out = subprocess.run([sys.executable, "-m", program, "--version"], capture_output=True, text=True,
+                             timeout=60, env=dict(os.environ, PYTHONPATH=str(Path(__file__).resolve().parents[3])))
+        assert out.returncode == 0 and out.stdout.strip() in ("farmctl 0.1.0", "farm-agent 0.1.0"), out
