@@ -8,9 +8,8 @@ Names are imported lazily, so `import controller` stays cheap (no torch, no onnx
 
 from __future__ import annotations
 
-import importlib
-
 import agent  # noqa: F401  (turns gRPC's fork handlers off before grpc is imported; see agent/__init__.py)
+from core.lazy import lazy_exports
 from optimizers import on_device
 
 _EXPORTS = {
@@ -27,8 +26,8 @@ _EXPORTS = {
     "ResultsStore": "controller.measure.store",
     "StoreError": "controller.measure.store",
     "optimize": "controller.optimization.api",
-    "OptimizeResult": "controller.optimization.api",
-    "DeviceResult": "controller.optimization.api",
+    "OptimizeResult": "controller.optimization.results",
+    "DeviceResult": "controller.optimization.results",
     "Constraints": "controller.optimization.constraints",
     "run_nas": "controller.nas",
     "farm_latency_table": "controller.nas",
@@ -43,16 +42,7 @@ _EXPORTS = {
 __all__ = sorted(_EXPORTS)
 
 
-def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'controller' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return sorted(set(globals()) | set(_EXPORTS))
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 
 
 def _profile_on_farm(request: on_device.FarmProfileRequest):
