@@ -8,7 +8,11 @@ import sys
 from pathlib import Path
 
 import agent
-from controller.cli import fleet, measure, nas, optimize, techniques
+from controller.cli.fleet import add_parsers as add_fleet
+from controller.cli.measure import add_parsers as add_measure
+from controller.cli.nas import add_parser as add_nas
+from controller.cli.optimize import add_parser as add_optimize
+from controller.cli.techniques import add_parsers as add_techniques
 from controller.errors import FarmError
 from controller.measure.api import default_store_path
 
@@ -25,11 +29,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inventory", type=Path, default=None,
                         help="fleet file (default ./inventory.yaml if present, else just 'local')")
     sub = parser.add_subparsers(dest="command", required=True)
-    measure.add_parsers(sub)
-    optimize.add_parser(sub)
-    nas.add_parser(sub)
-    techniques.add_parsers(sub)
-    fleet.add_parsers(sub)
+    add_measure(sub)
+    add_optimize(sub)
+    add_nas(sub)
+    add_techniques(sub)
+    add_fleet(sub)
     return parser
 
 
