@@ -103,7 +103,6 @@ def _npz(path: Path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _class_folders(root: Path, size: int, channels: int) -> tuple[np.ndarray, np.ndarray, str]:
-    from optimizers.data import ImagePreprocess, image_folder  # the image loader of calibration folders
 
     classes = sorted(p for p in root.iterdir() if p.is_dir())
     if len(classes) < 2:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 
 from optimizers.errors import DataMismatch, OptimizerError
 from optimizers.torch_helpers import count_params
-from optimizers.torch_inputs import find_example_input, select_output
+from optimizers.torch_inputs import evaluating, find_example_input, select_output
 
 log = logging.getLogger(__name__)
 
@@ -113,14 +113,11 @@ class LowRankFactorizer:
         report.params_after = count_params(result)
         found = find_example_input(model, example_input if example_input is not None else inputs, output=output)
         x = found.tensor
-        if found.source != "example_input" and x.is_floating_point() and found.source != "the first sample of the data":
-            x = torch.randn(found.shape, generator=torch.Generator().manual_seed(0))  # not zeros: errors show
-        was = model.training
-        model.eval()
-        with torch.no_grad():
+        if found.guessed:   # zeros of a guessed shape would hide the error: random inputs of that shape
+            x = torch.randn(found.shape, generator=torch.Generator().manual_seed(0))
+        with evaluating(model), evaluating(result):
             y = select_output(model(x), output).float()
             y2 = select_output(result(x), output).float()
-        model.train(was)
         report.output_relative_error = float((y2 - y).norm() / y.norm().clamp_min(1e-12))
         report.output_max_abs_error = float((y2 - y).abs().max())
         report.example_input = found.source

@@ -130,7 +130,7 @@ class Pruner:
         _check_ratio(ratio)
         model = copy.deepcopy(model) if copy_model else model
         found = find_example_input(model, example_input, train_data, output)
-        want = tuple(select_output(_run(model, found.tensor), output).shape)
+        want = found.output_shape
         pristine = copy.deepcopy(model)
         keep = known_unprunable(model)
         self.example_source = found.source
@@ -212,14 +212,3 @@ def _unstructured(model, ratio: float, criterion: str, layer_ratios: dict[str, f
         prune.l1_unstructured(module, "weight", amount=amount)
         prune.remove(module, "weight")
 
-
-def _run(model, x):
-    import torch
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            return model(x)
-    finally:
-        model.train(was_training)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import logging
 
-from optimizers.torch_inputs import select_output
+from optimizers.torch_inputs import evaluating, select_output
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +45,11 @@ def known_unprunable(model) -> dict[str, str]:
 
 def output_problem(model, example, want_shape: tuple[int, ...], output=None) -> str | None:
     """Why the model does not run on the example or changed its output shape; None when it is sound."""
-    import torch
-
-    was_training = model.training
-    model.eval()
     try:
-        with torch.no_grad():
+        with evaluating(model):
             shape = tuple(select_output(model(example), output).shape)
     except Exception as exc:  # whatever a broken model raises
         return f"{type(exc).__name__}: {str(exc).strip()[:200]}"
-    finally:
-        model.train(was_training)
     return None if shape == want_shape else f"the output shape changed from {list(want_shape)} to {list(shape)}"
 
 

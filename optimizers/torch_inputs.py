@@ -13,7 +13,8 @@ function of the output)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,10 +32,26 @@ class ExampleInput:
 
     tensor: object   # torch.Tensor
     source: str
+    output_shape: tuple[int, ...] = ()   # the shape of the model's output tensor on it
+    guessed: bool = False                # zeros of a guessed shape, not data or an input given
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.tensor.shape)
+
+
+@contextmanager
+def evaluating(model) -> Iterator[None]:
+    """The model in eval mode without gradients inside the block; its training flag restored after."""
+    import torch
+
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
 
 
 def select_output(y, output: OutputSelector = None):
@@ -81,14 +98,9 @@ def tensor_model(model, example, output: OutputSelector = None):
     import torch
 
     if output is None:
-        was_training = model.training
-        model.eval()
-        try:
-            with torch.no_grad():
-                if isinstance(model(example), torch.Tensor):
-                    return model
-        finally:
-            model.train(was_training)
+        with evaluating(model):
+            if isinstance(model(example), torch.Tensor):
+                return model
     return output_module(model, output)
 
 
@@ -161,25 +173,18 @@ def find_example_input(model, example_input=None, data=None, output: OutputSelec
 
 
 def _checked(model, guesses: list[tuple[str, object]], output: OutputSelector, strict: bool) -> ExampleInput:
-    import torch
-
     tried = []
-    was_training = model.training
-    model.eval()
-    try:
+    with evaluating(model):
         for how, x in guesses:
             try:
-                with torch.no_grad():
-                    select_output(model(x), output)
-                return ExampleInput(x, how)
+                shape = tuple(select_output(model(x), output).shape)
+                return ExampleInput(x, how, shape, guessed=how not in ("example_input", "the first sample of the data"))
             except ModelError:
                 raise
             except Exception as exc:  # the forward pass of a wrong guess raises whatever the model raises
                 tried.append(f"{how}, shape {list(x.shape)}: {type(exc).__name__}: {str(exc).strip()[:160]}")
                 if strict:
                     break
-    finally:
-        model.train(was_training)
     name = type(model).__name__
     if strict:
         raise ModelError(f"{name} does not run on the example_input given ({tried[0]}); give example_input "
