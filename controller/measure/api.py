@@ -17,7 +17,7 @@ from controller.fleet.client import AgentClient
 from controller.fleet.inventory import LOCAL, connect, load_inventory, resolve_device
 from controller.measure.preflight import ModelRef, check_model, display_path, resolve_model
 from controller.measure.settings import MeasureSettings
-from controller.measure.store import ResultsStore, RunRecord
+from controller.measure.store import ResultsStore, RunRecord, opened
 from optimizers.flops import GraphFlops, graph_flops, row_flops
 from optimizers.layer_names import layer_label
 from optimizers.on_device import FarmProfileRequest
@@ -193,12 +193,6 @@ def _prepare(model: str | Path | ModelRef | None,
     return ref, replace(settings, input_shapes=ref.input_shapes)
 
 
-def _open_store(store: ResultsStore | Path | str | None) -> tuple[ResultsStore | None, bool]:
-    if store is None or isinstance(store, ResultsStore):
-        return store, False
-    return ResultsStore(store), True
-
-
 def bench(model: str | Path | ModelRef | None = None, device: str | AgentClient = LOCAL,
           settings: MeasureSettings | None = None, store: ResultsStore | Path | str | None = None,
           inventory: Path | None = None, progress: ProgressFn | None = None,
@@ -214,16 +208,11 @@ def bench(model: str | Path | ModelRef | None = None, device: str | AgentClient 
         if reference_ref.backend != ref.backend:
             raise ModelError(f"the reference {reference_ref.name} runs on {reference_ref.backend} but the model "
                              f"on {ref.backend}; use a reference of the same format")
-    db, owned = _open_store(store)
-    try:
-        with _client_for(device, inventory) as client:
-            job = _run(client, pb.BENCHMARK, ref, settings, progress, reference=reference_ref)
-            run_id = _record(db, "benchmark", ref, settings, job, [])
-            if job.error:
-                raise JobFailed(job.error["code"], job.error["message"], client.name)
-    finally:
-        if owned:
-            db.close()
+    with opened(store) as db, _client_for(device, inventory) as client:
+        job = _run(client, pb.BENCHMARK, ref, settings, progress, reference=reference_ref)
+        run_id = _record(db, "benchmark", ref, settings, job, [])
+        if job.error:
+            raise JobFailed(job.error["code"], job.error["message"], client.name)
     result, info, digest, sent = job.result, job.info, job.digest, job.bytes_sent
     lat = result["latency"]
     return BenchResult(
@@ -248,24 +237,19 @@ def profile(model: str | Path | ModelRef | None = None, device: str | AgentClien
             bottleneck_percent: float = BOTTLENECK_PERCENT) -> ProfileResult:
     """Per-layer profile on a device, with FLOPs per layer from the ONNX graph."""
     ref, settings = _prepare(model, settings)
-    db, owned = _open_store(store)
-    try:
-        with _client_for(device, inventory) as client:
-            job = _run(client, pb.PROFILE, ref, settings, progress)
-            rows = sorted(job.layers.get("rows", []), key=lambda r: -r["time_ms"])
-            onnx_graph = ref.backend == "onnxruntime"
-            graph = graph_flops(ref.model, ref.input_shapes) if onnx_graph else GraphFlops({}, {})
-            for r in rows:
-                r["flops"], r["source_nodes"] = row_flops(r, graph) if onnx_graph else (0, [])
-                r["memory_bytes"] = int(r.get("memory_bytes", 0))   # an int64 in the wire message
-                r["label"] = layer_label(r["name"], r["source_nodes"])
-                r["gflops_per_s"] = r["flops"] / (r["time_ms"] * 1e6) if r["time_ms"] > 0 else 0.0
-            run_id = _record(db, "profile", ref, settings, job, rows)
-            if job.error:
-                raise JobFailed(job.error["code"], job.error["message"], client.name)
-    finally:
-        if owned:
-            db.close()
+    with opened(store) as db, _client_for(device, inventory) as client:
+        job = _run(client, pb.PROFILE, ref, settings, progress)
+        rows = sorted(job.layers.get("rows", []), key=lambda r: -r["time_ms"])
+        onnx_graph = ref.backend == "onnxruntime"
+        graph = graph_flops(ref.model, ref.input_shapes) if onnx_graph else GraphFlops({}, {})
+        for r in rows:
+            r["flops"], r["source_nodes"] = row_flops(r, graph) if onnx_graph else (0, [])
+            r["memory_bytes"] = int(r.get("memory_bytes", 0))   # an int64 in the wire message
+            r["label"] = layer_label(r["name"], r["source_nodes"])
+            r["gflops_per_s"] = r["flops"] / (r["time_ms"] * 1e6) if r["time_ms"] > 0 else 0.0
+        run_id = _record(db, "profile", ref, settings, job, rows)
+        if job.error:
+            raise JobFailed(job.error["code"], job.error["message"], client.name)
     result, info, digest, layer_msg = job.result, job.info, job.digest, job.layers
     return ProfileResult(
         device=info.name, model=ref.name, model_digest=digest, backend=result["backend"],

@@ -6,7 +6,8 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -323,3 +324,16 @@ class ResultsStore:
             except BaseException:
                 self.conn.execute("ROLLBACK")
                 raise
+
+
+@contextmanager
+def opened(store: ResultsStore | Path | str | None) -> Iterator[ResultsStore | None]:
+    """The store given (left open for its owner), one opened at a path (closed after the block), or None."""
+    if store is None or isinstance(store, ResultsStore):
+        yield store
+        return
+    db = ResultsStore(store)
+    try:
+        yield db
+    finally:
+        db.close()
