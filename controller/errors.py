@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from core.errors import FarmError, ModelError
+from core.errors import FarmError, ModelError, UsageError
 
-__all__ = ["FarmError", "ModelError", "DeviceError", "AgentUnavailable", "JobFailed"]
+__all__ = ["FarmError", "ModelError", "UsageError", "DeviceError", "AgentUnavailable", "JobFailed"]
 
 
 class DeviceError(FarmError):

@@ -3,12 +3,13 @@ written as one line per event otherwise (logs, CI)."""
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 
-WIDTH = 24
+WIDTH = 24          # the bar's cells on a wide terminal; fewer on a narrow one
 HEARTBEAT_S = 8.0    # with nothing to report for this long, say what is still running: a line every <= 9 s
 
 
@@ -58,11 +59,15 @@ class ProgressBar:
 
     def _bar(self, message: str) -> str:
         total = max(self.total, self.done, 1)
-        filled = int(WIDTH * self.done / total)
+        cells = WIDTH if not self._tty else max(8, min(WIDTH, terminal_columns(self.stream) // 8))
+        filled = int(cells * self.done / total)
         left = max(total - self.done - self.running, 0)
         elapsed = time.monotonic() - self._started
-        return (f"[{'#' * filled}{'-' * (WIDTH - filled)}] {self.done}/{total} done, {self.running} running, "
-                f"{left} left ({elapsed:.0f} s){': ' + message if message else ''}")
+        eta = ""
+        if self.total and 0 < self.done < self.total:   # the jobs so far, extrapolated: a rough guide
+            eta = f", ETA {duration(elapsed / self.done * (self.total - self.done))}"
+        return (f"[{'#' * filled}{'-' * (cells - filled)}] {self.done}/{total} done, {self.running} running, "
+                f"{left} left ({duration(elapsed)}{eta}){': ' + message if message else ''}")
 
     def _emit(self, line: str, permanent: bool) -> None:
         if permanent:
@@ -71,8 +76,8 @@ class ProgressBar:
             if permanent:
                 self.sink(line)
             return
-        if self._tty:
-            self.stream.write("\r\033[K" + line[:160] + ("\n" if permanent else ""))
+        if self._tty:   # a line redrawn in place must fit the terminal, or its wrapped rows stay behind
+            self.stream.write("\r\033[K" + (line + "\n" if permanent else fit(line, terminal_columns(self.stream))))
         elif permanent:
             self.stream.write(line + "\n")
         self.stream.flush()
@@ -117,3 +122,28 @@ class ProgressBar:
         if self._tty:
             self.stream.write("\n")
             self.stream.flush()
+
+
+def terminal_columns(stream) -> int:
+    """The terminal's width now (it can be resized): $COLUMNS, else the stream's tty; 80 if unknown."""
+    try:
+        if os.environ.get("COLUMNS"):
+            return max(20, int(os.environ["COLUMNS"]))
+        return max(20, os.get_terminal_size(stream.fileno()).columns)
+    except (AttributeError, OSError, ValueError):
+        return 80
+
+
+def fit(line: str, columns: int) -> str:
+    """The line cut to one row short of the width (the cursor's cell), marked with ... when cut."""
+    return line if len(line) < columns else line[:columns - 4] + "..."
+
+
+def duration(seconds: float) -> str:
+    """12 s, 3m05s, 1h02m."""
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"

@@ -7,6 +7,10 @@ class FarmError(Exception):
     """Base class for errors a user can act on."""
 
 
+class UsageError(FarmError):
+    """The command line or an option's value is wrong (farmctl exits 2, like argparse's own errors)."""
+
+
 class ModelError(FarmError):
     """The model file is missing, malformed, or needs input shapes."""
 

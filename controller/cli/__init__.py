@@ -13,5 +13,5 @@ def main(argv: list[str] | None = None) -> int:
         from controller.cli.main import main as run
     except ImportError as exc:
         print(f"farmctl: {exc}; install the controller extra: pip install 'edgefarm[controller]'", file=sys.stderr)
-        return 2
+        return 1
     return run(argv)

@@ -92,3 +92,9 @@ def say_example(args: argparse.Namespace) -> None:
     """Bench and profile without a model say which example they measure, so it is never taken for optimize's."""
     if args.model is None and not args.quiet:
         print(EXAMPLE_NOTE, file=sys.stderr, flush=True)
+
+
+def add_alias(p: argparse.ArgumentParser, old: str, new: str) -> None:
+    """Keep an old spelling of a renamed flag working, hidden from --help: it sets the new flag's value."""
+    canonical = next(a for a in p._actions if new in a.option_strings)
+    p.add_argument(old, dest=canonical.dest, type=canonical.type, default=argparse.SUPPRESS, help=argparse.SUPPRESS)

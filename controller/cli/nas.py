@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from controller.cli.flags import add_alias
+
 EXIT_NOTHING_FITS = 3
 
 
@@ -15,9 +17,12 @@ def add_parser(sub) -> None:
     """Register `farmctl nas`."""
     p = sub.add_parser("nas", help="search MobileNetV3-style architectures for a device, latency measured there")
     p.add_argument("--device", default="local", help="inventory name or HOST:PORT (default: local)")
-    p.add_argument("--search-space", default="mobilenet_v3")
-    p.add_argument("--latency-ms", type=float, default=None, help="p50 limit on the device")
-    p.add_argument("--size-mb", type=float, default=None, help="float32 weights limit (MB)")
+    p.add_argument("--search-space", default="mobilenet_v3", help="the space searched (default mobilenet_v3, "
+                   "the one there is so far)")
+    p.add_argument("--max-latency-ms", type=float, default=None, help="p50 limit on the device")
+    p.add_argument("--max-size-mb", type=float, default=None, help="float32 weights limit (MB)")
+    add_alias(p, "--latency-ms", "--max-latency-ms")     # the spellings before optimize's names were adopted
+    add_alias(p, "--size-mb", "--max-size-mb")
     p.add_argument("--min-accuracy", type=float, default=None, help="minimum proxy accuracy (0-1)")
     p.add_argument("--iterations", type=int, default=10, help="evolution steps after the initial population")
     p.add_argument("--population", type=int, default=6)
@@ -43,17 +48,17 @@ def add_parser(sub) -> None:
 
 
 def cmd_nas(args: argparse.Namespace) -> int:
-    from controller.errors import FarmError
+    from controller.errors import UsageError
     from controller.nas import NASOptions, Undisturbed, run_nas
 
     if args.max_attempts < 1 or args.calibrate < 0:
-        raise FarmError("--max-attempts must be at least 1 and --calibrate at least 0")
+        raise UsageError("--max-attempts must be at least 1 and --calibrate at least 0")
     for flag, value in (("--final-epochs", args.final_epochs), ("--proxy-epochs", args.proxy_epochs),
                         ("--iterations", args.iterations), ("--proxy-samples", args.proxy_samples)):
         if value < 1:
-            raise FarmError(f"{flag} must be at least 1, got {value} (checked before the search starts)")
+            raise UsageError(f"{flag} must be at least 1, got {value} (checked before the search starts)")
 
-    constraints = {k: v for k, v in (("latency_ms", args.latency_ms), ("model_size_mb", args.size_mb),
+    constraints = {k: v for k, v in (("latency_ms", args.max_latency_ms), ("model_size_mb", args.max_size_mb),
                                      ("min_accuracy", args.min_accuracy)) if v is not None}
     say = (lambda line: None) if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
     run = run_nas(args.device, constraints, options=NASOptions(

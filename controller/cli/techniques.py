@@ -8,8 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+from controller.cli.flags import add_alias
+from controller.errors import UsageError
 from controller.measure.examples import EXAMPLES
 from optimizers.quantization import COMPUTE_OP_TYPES
+
+DATA_HELP = "an .npz keyed by input name (optional 'labels'), a folder of images, or 'synthetic'"
 
 
 def _model_arg(p: argparse.ArgumentParser) -> None:
@@ -117,7 +121,9 @@ def cmd_rewrite(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from optimizers import evaluate
 
-    ev = evaluate(_source(args.model), args.data, reference=_source(args.reference) if args.reference else None,
+    if args.eval_data is None:
+        raise UsageError("evaluate needs --eval-data: " + DATA_HELP)
+    ev = evaluate(_source(args.model), args.eval_data, reference=_source(args.reference) if args.reference else None,
                   threads=args.threads)
     if args.json:
         print(json.dumps(ev.to_json()))
@@ -138,10 +144,12 @@ def add_parsers(sub) -> None:
     from optimizers.quantization import ALGORITHMS, METHODS
     from optimizers.rewrites import REWRITES
 
-    data_help = "an .npz keyed by input name (optional 'labels'), a folder of images, or 'synthetic'"
+    data_help = DATA_HELP
     p = sub.add_parser("quantize", help="quantize an ONNX model (INT8 static/dynamic, FP16, INT4)")
     _model_arg(p)
-    p.add_argument("--method", choices=list(METHODS), default="int8")
+    p.add_argument("--method", choices=list(METHODS), default="int8",
+                   help="int8 (static, calibrated), dynamic (INT8 weights, activations at run time), fp16, or int4 "
+                        "(MatMul weights)")
     p.add_argument("--algorithm", choices=list(ALGORITHMS), default="minmax", help="calibration (static INT8)")
     p.add_argument("--calibration-data", default=None, help=data_help)
     p.add_argument("--eval-data", default=None, help="also report fidelity/accuracy on these data")
@@ -182,8 +190,9 @@ def add_parsers(sub) -> None:
     p.set_defaults(func=cmd_rewrite)
 
     p = sub.add_parser("evaluate", help="accuracy (with labels) and fidelity against a reference model")
-    p.add_argument("model")
-    p.add_argument("--data", required=True, help=data_help)
+    p.add_argument("model", help="the .onnx file to evaluate")
+    p.add_argument("--eval-data", default=None, help=data_help + " (required)")
+    add_alias(p, "--data", "--eval-data")      # evaluate's spelling before it matched optimize and quantize
     p.add_argument("--reference", default=None, help="the original model, for fidelity")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--json", action="store_true")

@@ -6,7 +6,7 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass, field
 
-from controller.errors import FarmError
+from controller.errors import UsageError
 from protos import agent_pb2 as pb
 
 
@@ -47,11 +47,11 @@ def parse_input_shape(text: str) -> tuple[str, list[int]]:
     """Parse NAME=1,3,224,224 (also accepts x as separator) into (name, dims)."""
     name, sep, dims = text.rpartition("=")
     if not sep or not name:
-        raise FarmError(f"--input-shape '{text}' must look like NAME=1,3,224,224")
+        raise UsageError(f"--input-shape '{text}' must look like NAME=1,3,224,224")
     try:
         values = [int(d) for d in dims.replace("x", ",").split(",") if d.strip()]
     except ValueError:
-        raise FarmError(f"--input-shape '{text}': dimensions must be integers, e.g. {name}=1,3,224,224") from None
+        raise UsageError(f"--input-shape '{text}': dimensions must be integers, e.g. {name}=1,3,224,224") from None
     if not values or any(v <= 0 for v in values):
-        raise FarmError(f"--input-shape '{text}': every dimension must be a positive integer")
+        raise UsageError(f"--input-shape '{text}': every dimension must be a positive integer")
     return name, values

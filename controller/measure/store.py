@@ -130,7 +130,7 @@ RUN_COLUMNS = ("id", "created_at", "kind", "status", "error_code", "error", "mod
 
 
 class StoreError(FarmError):
-    """The store file cannot be used (newer schema, not SQLite): one line from farmctl, exit status 2."""
+    """The store file cannot be used (newer schema, not SQLite): one line from farmctl, exit status 1."""
 
 
 def _retry_locked(step, seconds: float = 30.0):

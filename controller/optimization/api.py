@@ -10,7 +10,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
-from controller.errors import FarmError
+from controller.errors import FarmError, UsageError
 from controller.fleet.inventory import LOCAL, connect_pool, load_inventory, resolve_devices
 from controller.fleet.scheduler import Scheduler
 from controller.measure.settings import MeasureSettings
@@ -73,11 +73,11 @@ def _options(options: OptimizeOptions | None, overrides: dict) -> OptimizeOption
 def _check_before_work(model: str | None, opts: OptimizeOptions) -> None:
     """Mistakes that would otherwise surface after minutes of training fail first."""
     if model is None and (opts.calibration_data is not None or opts.eval_data is not None):
-        raise FarmError("the built-in example brings its own data (digits: training images to calibrate, the "
+        raise UsageError("the built-in example brings its own data (digits: training images to calibrate, the "
                         "validation split to evaluate); --calibration-data and --eval-data go with an ONNX MODEL")
     if opts.tflite:
         if model is not None:
-            raise FarmError("--tflite converts the PyTorch candidates with litert-torch; it applies to the built-in "
+            raise UsageError("--tflite converts the PyTorch candidates with litert-torch; it applies to the built-in "
                             "PyTorch example (run without MODEL); give a .tflite file as MODEL to `farmctl bench`")
         try:
             tflite_converter()

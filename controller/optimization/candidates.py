@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.errors import FarmError
+from controller.errors import FarmError, UsageError
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +73,11 @@ def parse_techniques(text: str | list[str] | None) -> list[str]:
     items = [t.strip() for t in (text.split(",") if isinstance(text, str) else text) if t.strip()]
     unknown = [t for t in items if t not in TECHNIQUES and t not in CALIBRATION_CHOICES]
     if unknown:
-        raise FarmError(f"unknown technique(s) {', '.join(map(repr, unknown))}; --techniques takes a comma "
+        raise UsageError(f"unknown technique(s) {', '.join(map(repr, unknown))}; --techniques takes a comma "
                         f"separated list of: {', '.join(TECHNIQUES)} (or one calibration: "
                         f"{', '.join(CALIBRATION_CHOICES)})")
     if not items:
-        raise FarmError(f"--techniques is empty; choose from: {', '.join(TECHNIQUES)}")
+        raise UsageError(f"--techniques is empty; choose from: {', '.join(TECHNIQUES)}")
     return items
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from controller.errors import FarmError
+from controller.errors import UsageError
 from controller.optimization.rows import CandidateRow
 from optimizers.metrics import Metric
 
@@ -31,10 +31,10 @@ class Constraints:
         """Fill the default quality guard: with a --metric, a drop of 0.01 of it; else 1 point of accuracy
         with labels, fidelity 0.99 without."""
         if metric is None and (self.min_metric is not None or self.max_metric_drop is not None):
-            raise FarmError("--min-metric and --max-metric-drop limit a task metric: name it with --metric "
+            raise UsageError("--min-metric and --max-metric-drop limit a task metric: name it with --metric "
                             "(top1, mask-iou@0.5 or module:function)")
         if self.max_accuracy_drop is not None and not labelled:
-            raise FarmError("--max-accuracy-drop needs labelled evaluation data (an .npz with 'labels', or the "
+            raise UsageError("--max-accuracy-drop needs labelled evaluation data (an .npz with 'labels', or the "
                             "built-in example); without labels use --min-fidelity")
         quality = (self.max_accuracy_drop, self.min_fidelity, self.min_metric, self.max_metric_drop)
         if all(q is None for q in quality):

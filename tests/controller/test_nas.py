@@ -137,7 +137,7 @@ def test_nas_on_the_users_own_three_channel_data_from_the_cli(tmp_path, capsys):
     x = np.repeat(np.kron(d.images[:600], np.ones((4, 4)))[:, None] / 16.0, 3, axis=1).astype(np.float32)
     np.savez(tmp_path / "digits32.npz", x=x, y=d.target[:600])
     code = main(["-q", "--store", str(tmp_path / "r.db"), "nas", "--data", str(tmp_path / "digits32.npz"),
-                 "--latency-ms", "5", "--iterations", "1", "--population", "2", "--proxy-epochs", "1",
+                 "--max-latency-ms", "5", "--iterations", "1", "--population", "2", "--proxy-epochs", "1",
                  "--proxy-samples", "256", "--final-epochs", "1", "--calibrate", "0", "--max-attempts", "2",
                  "--out", str(tmp_path / "out"), "--json"])
     run = json.loads(capsys.readouterr().out)

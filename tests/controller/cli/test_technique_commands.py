@@ -69,18 +69,18 @@ def test_mixed_precision_streams_progress(tmp_path, capsys):
     assert "kept_float: ['fc2'" in captured.out
 
 
-def test_bad_input_exits_2_with_the_fix(tmp_path, capsys):
+def test_bad_input_exits_1_with_the_fix(tmp_path, capsys):
     model = graphs.convnet(tmp_path / "net.onnx")
     np.savez(tmp_path / "wrong.npz", image=np.zeros((2, 3, 32, 32), np.float32))
-    assert main(["quantize", str(model), "--calibration-data", str(tmp_path / "wrong.npz")]) == 2
+    assert main(["quantize", str(model), "--calibration-data", str(tmp_path / "wrong.npz")]) == 1
     err = capsys.readouterr().err
     assert "farmctl: error:" in err and "missing 'x'" in err and "unknown 'image'" in err
-    assert main(["quantize", str(model)]) == 2
+    assert main(["quantize", str(model)]) == 1
     assert "calibration_data='synthetic'" in capsys.readouterr().err
     assert not (tmp_path / "net.int8.onnx").exists()  # nothing half-written is left behind
 
 
 def test_evaluate_on_synthetic_data_as_the_help_says(tmp_path, capsys):
     model = models.conv_model(tmp_path / "m.onnx")
-    assert main(["evaluate", str(model), "--data", "synthetic", "--reference", str(model)]) == 0
+    assert main(["evaluate", str(model), "--eval-data", "synthetic", "--reference", str(model)]) == 0
     assert "1.0000" in capsys.readouterr().out

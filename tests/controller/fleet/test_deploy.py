@@ -143,7 +143,7 @@ def test_a_changed_host_key_is_refused_with_the_fix(sshd, tmp_path):
     wrong = tmp_path / "known_hosts"
     wrong.write_text(f"[127.0.0.1]:{sshd.port} {_keygen(other)}\n")
     out = _farmctl(_inventory(tmp_path, sshd, _free_port(), known_hosts=wrong), "deploy", "box", timeout=120)
-    assert out.returncode == 2
+    assert out.returncode == 1
     assert "device 'box': the SSH host key of 127.0.0.1 CHANGED" in out.stderr and "ssh-keygen" in out.stderr
 
 
@@ -151,11 +151,11 @@ def test_an_unknown_host_key_and_a_refused_login_are_clear(sshd, tmp_path):
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
     out = _farmctl(_inventory(tmp_path, sshd, _free_port(), known_hosts=empty), "deploy", "box", timeout=120)
-    assert out.returncode == 2 and "is not in" in out.stderr and "--accept-new-host-key" in out.stderr
+    assert out.returncode == 1 and "is not in" in out.stderr and "--accept-new-host-key" in out.stderr
     stranger = tmp_path / "stranger"
     _keygen(stranger)
     out = _farmctl(_inventory(tmp_path, sshd, _free_port(), key=stranger), "logs", "box", timeout=120)
-    assert out.returncode == 2 and "device 'box': SSH refused" in out.stderr and "authorized_keys" in out.stderr
+    assert out.returncode == 1 and "device 'box': SSH refused" in out.stderr and "authorized_keys" in out.stderr
 
 
 def test_unreachable_ssh_and_missing_tls_are_clear(tmp_path):

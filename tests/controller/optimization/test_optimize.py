@@ -173,13 +173,13 @@ def test_a_rerun_says_it_came_from_the_store_and_remeasure_and_fresh_measure_aga
     assert (tmp_path / "out" / "candidates" / "fp16.onnx").stat().st_mtime_ns > built      # built again
 
 
-@pytest.mark.parametrize("extra, message", [
-    (["--techniques", "int8,turbo"], "unknown technique(s) 'turbo'"),
-    (["--device", "127.0.0.1:1"], "127.0.0.1:1"),
-    (["--max-accuracy-drop", "1"], "--max-accuracy-drop needs labelled evaluation data"),
+@pytest.mark.parametrize("extra, message, status", [
+    (["--techniques", "int8,turbo"], "unknown technique(s) 'turbo'", 2),        # a wrong command line
+    (["--device", "127.0.0.1:1"], "127.0.0.1:1", 1),                             # a failure at run time
+    (["--max-accuracy-drop", "1"], "--max-accuracy-drop needs labelled evaluation data", 2),
 ])
-def test_bad_input_is_a_clear_error(tmp_path, capsys, extra, message):
-    assert main(_optimize(tmp_path, *extra)) == 2
+def test_bad_input_is_a_clear_error(tmp_path, capsys, extra, message, status):
+    assert main(_optimize(tmp_path, *extra)) == status
     assert message in capsys.readouterr().err
 
 
@@ -195,14 +195,14 @@ def test_tflite_twins_say_what_they_need(tmp_path, capsys):
     assert "--tflite converts the PyTorch candidates with litert-torch" in capsys.readouterr().err
     if importlib.util.find_spec("litert_torch") or importlib.util.find_spec("ai_edge_torch"):
         pytest.skip("litert-torch is installed here")
-    assert main(["--store", str(tmp_path / "r.db"), "optimize", "--tflite", "--out", str(tmp_path / "o")]) == 2
+    assert main(["--store", str(tmp_path / "r.db"), "optimize", "--tflite", "--out", str(tmp_path / "o")]) == 1
     assert "needs litert-torch, an optional extra of about 2 GB (pip install 'edgefarm[litert-torch]')" in \
         capsys.readouterr().err
 
 
 def test_data_that_do_not_fit_the_model(tmp_path, capsys):
     np.savez(tmp_path / "cal.npz", pixels=np.zeros((4, 3, 224, 224), np.float32))
-    assert main(_optimize(tmp_path, "--calibration-data", str(tmp_path / "cal.npz"))) == 2
+    assert main(_optimize(tmp_path, "--calibration-data", str(tmp_path / "cal.npz"))) == 1
     err = capsys.readouterr().err
     assert "the data do not fit mobilenetv2" in err and "'pixels'" in err
 
