@@ -3,6 +3,7 @@ events as JSON lines on stdout. Only the backend's run() call is inside the time
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import resource
@@ -17,6 +18,7 @@ from agent.backends import Backend, InputSpec, backend_class
 from agent.errors import JobError
 from agent.stats import latency_stats
 from agent.telemetry import PowerMeter
+from agent.trace import fit, pack, synthesised_trace
 from core.inputs import make_feeds, resolve_shapes
 
 PROGRESS_EVERY_S = 1.0
@@ -177,10 +179,18 @@ def run_job(job: dict) -> None:
     if kind == "PROFILE":
         emit("progress", phase="profile", iterations=len(times), elapsed_s=measured_s,
              message="reading the profiler trace")
-        rows, total_ms, runs = backend.layer_profile(skip_runs=1 + job["warmup"])
-        emit("layers", rows=rows, total_ms=total_ms, iterations=runs)
+        skip = 1 + job["warmup"]
+        rows, total_ms, runs = backend.layer_profile(skip_runs=skip)
+        emit_layers(rows, total_ms, runs, fit(lambda k: backend.profile_trace(skip, k), runs))
         result["flags"] = result["flags"] + ["profiling_on"]
     emit("result", **result)
+
+
+def emit_layers(rows: list[dict], total_ms: float, runs: int, trace: bytes) -> None:
+    """The layers event; the trace (zlib-compressed Chrome-trace JSON, agent.trace) travels as base64 in the
+    JSON line, which the servicer decodes into LayerRows.trace_json_zlib."""
+    emit("layers", rows=rows, total_ms=total_ms, iterations=runs,
+         trace_json_zlib=base64.b64encode(trace).decode("ascii"))
 
 
 def times_ms(times_ns: list[int]) -> list[float]:
@@ -209,7 +219,10 @@ def _run_external(backend: Backend, cls, job: dict, load_ms: float) -> None:
     times = [int(ms * 1e6) for ms in out["times_ms"]]
     result = _result(cls, job, times, load_ms, 0.0, sum(times) / 1e9, [], job.get("input_shapes") or {})
     if kind == "PROFILE":
-        emit("layers", rows=out["layers"], total_ms=out["total_ms"], iterations=out["runs"])
+        meta = {"backend": cls.name, "backend_version": cls.version(), "runs_profiled": out["runs"],
+                "note": "trtexec --exportProfile gives each layer's mean: one representative run"}
+        trace = synthesised_trace([[(r, r["time_ms"]) for r in out["layers"]]], meta)
+        emit_layers(out["layers"], out["total_ms"], out["runs"], pack(trace))
         result["flags"] = ["profiling_on"]
     emit("result", **result)
 

@@ -1,4 +1,6 @@
-"""FLOPs per layer from the ONNX graph (with shape inference), and for runtime-fused profile rows."""
+"""FLOPs per layer from the ONNX graph (with shape inference), and for runtime-fused profile rows. An op
+outside the tables below (Attention, LSTM, GRU, Einsum, Resize, ...), or one whose shapes are unknown, has
+unknown FLOPs (None, printed "n/a"), never 0; a model's total is then a lower bound (format_total)."""
 
 from __future__ import annotations
 
@@ -13,12 +15,21 @@ ELEMENTWISE = {
     "Add", "Sub", "Mul", "Div", "Relu", "Clip", "Sigmoid", "Tanh", "Sqrt", "Pow", "Exp", "Log", "Erf",
     "LeakyRelu", "HardSigmoid", "HardSwish", "Gelu", "Neg", "Abs", "Min", "Max", "PRelu", "Elu",
     "Selu", "Softplus", "Reciprocal", "Where", "Cast", "QuantizeLinear", "DequantizeLinear",
-    "BatchNormalization", "InstanceNormalization", "Mish", "Swish", "QuickGelu", "BiasGelu",
+    "BatchNormalization", "InstanceNormalization", "Mish", "Swish", "QuickGelu", "BiasGelu", "FastGelu",
 }
-MATMUL = {"MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "QLinearMatMul", "FusedGemm"}
+MATMUL = {"MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "QLinearMatMul", "FusedGemm", "QGemm",
+          "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "MatMulNBits"}
 CONV = {"Conv", "FusedConv", "NchwcConv", "QLinearConv", "ConvInteger", "ConvTranspose"}
 REDUCE = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
           "ReduceL2", "NchwcGlobalAveragePool"}
+# Ops that move or reshape data, or compute shapes: no floating-point work.
+NO_FLOPS = {
+    "Reshape", "Transpose", "Concat", "Split", "Slice", "Gather", "GatherElements", "GatherND", "Squeeze",
+    "Unsqueeze", "Flatten", "Shape", "Size", "Identity", "Constant", "ConstantOfShape", "Expand", "Tile",
+    "Pad", "Range", "Dropout", "DepthToSpace", "SpaceToDepth", "ReorderInput", "ReorderOutput",
+    "MemcpyToHost", "MemcpyFromHost", "ScatterND", "ScatterElements", "NonZero", "Equal", "Less", "Greater",
+    "LessOrEqual", "GreaterOrEqual", "Not", "And", "Or", "Xor",
+}
 _SHAPE = re.compile(r"\[([0-9,\-]*)\]")
 
 
@@ -27,10 +38,20 @@ def _prod(dims) -> int:
 
 
 def node_flops(op_type: str, inputs: list[list[int] | None], outputs: list[list[int] | None],
-               attrs: dict | None = None) -> int:
-    """FLOPs (a multiply-add counts 2) of one node from its input and output shapes."""
+               attrs: dict | None = None) -> int | None:
+    """FLOPs (a multiply-add counts 2) of one node from its input and output shapes; None when unknown: an
+    op outside the tables, or shapes shape inference could not give."""
+    if op_type in NO_FLOPS:
+        return 0
     attrs = attrs or {}
     out = outputs[0] if outputs and outputs[0] is not None else None
+    needs = [out]                                  # the shapes each formula below reads
+    if op_type in MATMUL or op_type in REDUCE or op_type == "ConvTranspose":
+        needs.append(inputs[0] if inputs else None)
+    if op_type in CONV:
+        needs.append(inputs[1] if len(inputs) > 1 else None)
+    if any(shape is None for shape in needs):
+        return None
     try:
         if op_type in CONV:
             w = inputs[1]
@@ -55,8 +76,8 @@ def node_flops(op_type: str, inputs: list[list[int] | None], outputs: list[list[
         if op_type in ELEMENTWISE:
             return _prod(out)
     except (TypeError, IndexError, ValueError):
-        return 0
-    return 0
+        return None
+    return None
 
 
 def parse_shape_strings(shapes: list[str]) -> list[list[int] | None]:
@@ -74,7 +95,7 @@ class GraphNode:
 
     name: str
     op_type: str
-    flops: int
+    flops: int | None    # None: unknown
     inputs: list[str]
 
 
@@ -87,8 +108,27 @@ class GraphFlops:
 
     @property
     def total(self) -> int:
-        """FLOPs of one inference."""
-        return sum(n.flops for n in self.nodes.values())
+        """FLOPs of one inference over the nodes whose FLOPs are known (a lower bound when `unknown`)."""
+        return sum(n.flops for n in self.nodes.values() if n.flops is not None)
+
+    @property
+    def unknown(self) -> list[str]:
+        """Nodes whose FLOPs are unknown (ops outside the tables, or without inferred shapes)."""
+        return [n.name for n in self.nodes.values() if n.flops is None]
+
+
+def format_flops(flops: int | None, scale: float = 1e6, digits: int = 2) -> str:
+    """FLOPs in units of `scale` (MFLOPs by default), or "n/a" when unknown."""
+    return "n/a" if flops is None else f"{flops / scale:.{digits}f}"
+
+
+def format_total(flops: int, unknown: int, scale: float = 1e9, unit: str = "GFLOPs", digits: int = 3) -> str:
+    """A model's FLOPs: "0.615 GFLOPs", "≥ 0.615 GFLOPs (3 ops unknown)", or "n/a GFLOPs (N ops unknown)"
+    when nothing was known."""
+    if not unknown:
+        return f"{flops / scale:.{digits}f} {unit}"
+    ops = f"{unknown} op{'s' if unknown != 1 else ''} unknown"
+    return f"n/a {unit} ({ops})" if not flops else f"≥ {flops / scale:.{digits}f} {unit} ({ops})"
 
 
 def graph_flops(model, input_shapes: dict[str, list[int]]) -> GraphFlops:
@@ -111,7 +151,7 @@ def graph_flops(model, input_shapes: dict[str, list[int]]) -> GraphFlops:
                 d.dim_value = v
     try:
         model = shape_inference.infer_shapes(model)
-    except Exception:  # an unknown op stops inference; FLOPs stay 0 for what cannot be inferred
+    except Exception:  # an unknown op stops inference; what cannot be inferred has unknown FLOPs
         pass
     shapes: dict[str, list[int] | None] = {}
     for vi in list(model.graph.input) + list(model.graph.value_info) + list(model.graph.output):
@@ -151,11 +191,12 @@ def source_nodes(row: dict, graph: GraphFlops) -> list[str]:
     return []
 
 
-def row_flops(row: dict, graph: GraphFlops) -> tuple[int, list[str]]:
+def row_flops(row: dict, graph: GraphFlops) -> tuple[int | None, list[str]]:
     """FLOPs of a profile row and the graph nodes behind it: summed from the graph when the row maps to
-    graph nodes, else computed from the shapes the runtime reported."""
+    graph nodes (None if any of them is unknown), else computed from the shapes the runtime reported."""
     sources = source_nodes(row, graph)
     if sources:
-        return sum(graph.nodes[n].flops for n in sources), sources
+        parts = [graph.nodes[n].flops for n in sources]
+        return (None if None in parts else sum(parts)), sources
     return node_flops(row["op_type"], parse_shape_strings(row.get("input_shapes", [])),
                       parse_shape_strings(row.get("output_shapes", []))), []

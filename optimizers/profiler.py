@@ -27,7 +27,7 @@ class LayerProfile:
     time_ms: float          # mean per inference
     percentage: float       # share of the summed layer time, in percent
     memory_mb: float        # output + activation + parameter bytes the runtime reported, in MiB
-    flops: int
+    flops: int | None       # None: unknown (an op outside optimizers.flops' tables)
     source_nodes: list[str] = field(default_factory=list)
 
     @property
@@ -126,6 +126,6 @@ class Profiler:
             if tmp is not None:
                 Path(tmp.name).unlink(missing_ok=True)
         layers = [LayerProfile(r["name"], r["op_type"], r["time_ms"], r["percent"],
-                               int(r.get("memory_bytes", 0)) / 2**20, int(r.get("flops", 0)), r.get("source_nodes", []))
+                               int(r.get("memory_bytes", 0)) / 2**20, r.get("flops"), r.get("source_nodes", []))
                   for r in result.layers]
         return ModelProfile(result.device, result.total_ms, result.iterations, result.threads, layers)

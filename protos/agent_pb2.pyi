@@ -249,17 +249,19 @@ class LayerRow(_message.Message):
     def __init__(self, name: _Optional[str] = ..., op_type: _Optional[str] = ..., time_ms: _Optional[float] = ..., percent: _Optional[float] = ..., input_shapes: _Optional[_Iterable[str]] = ..., output_shapes: _Optional[_Iterable[str]] = ..., memory_bytes: _Optional[int] = ..., provider: _Optional[str] = ...) -> None: ...
 
 class LayerRows(_message.Message):
-    __slots__ = ("rows", "total_ms", "iterations")
+    __slots__ = ("rows", "total_ms", "iterations", "trace_json_zlib")
     ROWS_FIELD_NUMBER: _ClassVar[int]
     TOTAL_MS_FIELD_NUMBER: _ClassVar[int]
     ITERATIONS_FIELD_NUMBER: _ClassVar[int]
+    TRACE_JSON_ZLIB_FIELD_NUMBER: _ClassVar[int]
     rows: _containers.RepeatedCompositeFieldContainer[LayerRow]
     total_ms: float
     iterations: int
-    def __init__(self, rows: _Optional[_Iterable[_Union[LayerRow, _Mapping]]] = ..., total_ms: _Optional[float] = ..., iterations: _Optional[int] = ...) -> None: ...
+    trace_json_zlib: bytes
+    def __init__(self, rows: _Optional[_Iterable[_Union[LayerRow, _Mapping]]] = ..., total_ms: _Optional[float] = ..., iterations: _Optional[int] = ..., trace_json_zlib: _Optional[bytes] = ...) -> None: ...
 
 class LatencyStats(_message.Message):
-    __slots__ = ("min_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "count", "max_ms")
+    __slots__ = ("min_ms", "p50_ms", "p90_ms", "p99_ms", "mean_ms", "std_ms", "cv", "count", "max_ms", "p95_ms")
     MIN_MS_FIELD_NUMBER: _ClassVar[int]
     P50_MS_FIELD_NUMBER: _ClassVar[int]
     P90_MS_FIELD_NUMBER: _ClassVar[int]
@@ -269,6 +271,7 @@ class LatencyStats(_message.Message):
     CV_FIELD_NUMBER: _ClassVar[int]
     COUNT_FIELD_NUMBER: _ClassVar[int]
     MAX_MS_FIELD_NUMBER: _ClassVar[int]
+    P95_MS_FIELD_NUMBER: _ClassVar[int]
     min_ms: float
     p50_ms: float
     p90_ms: float
@@ -278,7 +281,8 @@ class LatencyStats(_message.Message):
     cv: float
     count: int
     max_ms: float
-    def __init__(self, min_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., std_ms: _Optional[float] = ..., cv: _Optional[float] = ..., count: _Optional[int] = ..., max_ms: _Optional[float] = ...) -> None: ...
+    p95_ms: float
+    def __init__(self, min_ms: _Optional[float] = ..., p50_ms: _Optional[float] = ..., p90_ms: _Optional[float] = ..., p99_ms: _Optional[float] = ..., mean_ms: _Optional[float] = ..., std_ms: _Optional[float] = ..., cv: _Optional[float] = ..., count: _Optional[int] = ..., max_ms: _Optional[float] = ..., p95_ms: _Optional[float] = ...) -> None: ...
 
 class ThermalZone(_message.Message):
     __slots__ = ("name", "temp_c", "passive_c")

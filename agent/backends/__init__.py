@@ -49,6 +49,11 @@ class Backend(ABC):
     def layer_profile(self, skip_runs: int) -> tuple[list[dict], float, int]:
         """Per-layer rows (mean per inference), total ms per inference, and runs profiled."""
 
+    def profile_trace(self, skip_runs: int, max_runs: int) -> dict | None:
+        """After layer_profile: the profile as a Chrome trace (agent.trace) holding at most max_runs measured
+        runs, or None where the runtime gives none."""
+        return None
+
 
 # name -> "module:Class"; modules are imported only when a backend is asked for.
 BACKENDS = {

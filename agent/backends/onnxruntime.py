@@ -12,6 +12,7 @@ import onnxruntime as ort
 
 from agent.backends import Backend, InputSpec
 from agent.errors import JobError
+from agent.trace import ort_trace
 
 ort.disable_telemetry_events()   # ONNX Runtime's own usage telemetry: nothing leaves or is kept on a device
 
@@ -60,6 +61,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self) -> None:
         self.session: ort.InferenceSession | None = None
+        self.profile_events: list[dict] = []
 
     @staticmethod
     def version() -> str:
@@ -103,8 +105,15 @@ class OnnxRuntimeBackend(Backend):
 
     def layer_profile(self, skip_runs: int) -> tuple[list[dict], float, int]:
         path = self.session.end_profiling()
-        events = json.loads(Path(path).read_text())
-        return parse_ort_profile(events, skip_runs)
+        self.profile_events = json.loads(Path(path).read_text())
+        return parse_ort_profile(self.profile_events, skip_runs)
+
+    def profile_trace(self, skip_runs: int, max_runs: int) -> dict | None:
+        """ONNX Runtime's own profiler events (already Chrome-trace events), as agent.trace.ort_trace keeps them."""
+        if not self.profile_events:
+            return None
+        meta = {"backend": self.name, "backend_version": ort.__version__}
+        return ort_trace(self.profile_events, skip_runs, max_runs, meta)
 
 
 def _shape_strings(entries: list) -> list[str]:

@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 
 from agent.backends import Backend, InputSpec
-from agent.backends.trtexec import engine_key, gpu_name, has_qdq, layer_type, run_trtexec, trt_version
+from agent.backends.trtexec import engine_key, gpu_name, has_qdq, run_trtexec, trt_row, trt_version
 from agent.errors import JobError
+from agent.trace import synthesised_trace
 
 try:  # imported at module load so that an agent without TensorRT lists it as unavailable
     import tensorrt as trt
@@ -143,13 +144,22 @@ class TensorRTBackend(Backend):
         rows = []
         for name, times in self.layer_times.items():
             kept = times[skip_runs:] or times
-            rows.append({"name": name, "op_type": layer_type(name), "time_ms": statistics.fmean(kept),
-                         "input_shapes": [], "output_shapes": [], "memory_bytes": 0, "provider": "tensorrt"})
+            rows.append({**trt_row(name), "time_ms": statistics.fmean(kept)})
         total = sum(r["time_ms"] for r in rows)
         for r in rows:
             r["percent"] = 100.0 * r["time_ms"] / (total or 1.0)
         runs = max((len(t) for t in self.layer_times.values()), default=0) - skip_runs
         return rows, total, max(runs, 0)
+
+    def profile_trace(self, skip_runs: int, max_runs: int) -> dict | None:
+        """IProfiler's per-execution layer times, one synthesised run per measured execution."""
+        if not self.layer_times:
+            return None
+        measured = max(len(t) for t in self.layer_times.values()) - skip_runs
+        runs = [[(trt_row(name), times[skip_runs + j]) for name, times in self.layer_times.items()
+                 if skip_runs + j < len(times)] for j in range(min(max(measured, 0), max_runs))]
+        return synthesised_trace(runs, {"backend": self.name, "backend_version": self.version(),
+                                        "runs_profiled": max(measured, 0), "precision": self.precision})
 
 
 if trt is not None:

@@ -15,6 +15,7 @@ from ai_edge_litert.interpreter import Interpreter, OpResolverType  # absent: th
 
 from agent.backends import Backend, InputSpec
 from agent.errors import JobError
+from agent.trace import synthesised_trace
 
 TFLITE_MAGIC = b"TFL3"
 PROFILE_RUNS = 30
@@ -45,6 +46,7 @@ class LiteRTBackend(Backend):
         self.interp = None
         self.path: Path | None = None
         self.threads = 1
+        self.profiled: tuple[list[dict], float] | None = None
 
     @staticmethod
     def version() -> str:
@@ -96,7 +98,19 @@ class LiteRTBackend(Backend):
     def layer_profile(self, skip_runs: int) -> tuple[list[dict], float, int]:
         rows = op_profile(self.path.read_bytes(), self.threads)
         total = _time_invokes(self.interp, PROFILE_RUNS)
+        self.profiled = rows, total
         return rows, total, PROFILE_RUNS
+
+    def profile_trace(self, skip_runs: int, max_runs: int) -> dict | None:
+        """One synthesised run: each operator's time alone (see the module docstring), in execution order;
+        the whole model's median invoke is in otherData (the operators need not add up to it)."""
+        if self.profiled is None:
+            return None
+        rows, total = self.profiled
+        return synthesised_trace([[(r, r["time_ms"]) for r in rows]], {
+            "backend": self.name, "backend_version": self.version(), "model_median_ms": total,
+            "runs_profiled": PROFILE_RUNS,
+            "note": "LiteRT has no op profiler here: one representative run, each operator timed alone"})
 
 
 def _time_invokes(interp, runs: int) -> float:

@@ -52,14 +52,18 @@ def parse_trtexec_profile(doc: list[dict]) -> tuple[list[dict], float, int]:
         if "name" not in row:
             continue
         avg = float(row.get("averageMs", float(row.get("timeMs", 0.0)) / max(runs, 1)))
-        rows.append({"name": row["name"], "op_type": layer_type(row["name"]), "time_ms": avg,
-                     "input_shapes": [], "output_shapes": [], "memory_bytes": 0, "provider": "tensorrt",
-                     "percent": float(row.get("percentage", 0.0))})
+        rows.append({**trt_row(row["name"]), "time_ms": avg, "percent": float(row.get("percentage", 0.0))})
     total = sum(r["time_ms"] for r in rows)
     if rows and not any(r["percent"] for r in rows):
         for r in rows:
             r["percent"] = 100.0 * r["time_ms"] / (total or 1.0)
     return rows, total, runs
+
+
+def trt_row(name: str) -> dict:
+    """A TensorRT layer's profile row without its time: TensorRT reports no shapes or memory per layer."""
+    return {"name": name, "op_type": layer_type(name), "input_shapes": [], "output_shapes": [], "memory_bytes": 0,
+            "provider": "tensorrt"}
 
 
 def layer_type(name: str) -> str:

@@ -6,7 +6,7 @@ import logging
 import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, nullcontext
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +18,7 @@ from controller.fleet.inventory import LOCAL, connect, load_inventory, resolve_d
 from controller.measure.preflight import ModelRef, check_model, display_path, resolve_model
 from controller.measure.settings import MeasureSettings
 from controller.measure.store import ResultsStore, RunRecord, opened
+from controller.measure.trace import decode_trace, write_times, write_trace
 from optimizers.flops import GraphFlops, graph_flops, row_flops
 from optimizers.layer_names import layer_label
 from optimizers.on_device import FarmProfileRequest
@@ -64,10 +65,15 @@ class BenchResult:
     # per-inference times in order (Result.times_ms); with a reference, its i-th time ran right after ours
     times_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
     reference_times_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    throughput: dict = field(default_factory=dict)   # inferences_per_s, batch, samples_per_s (see throughput())
 
     def to_json(self) -> dict:
         """The object `farmctl bench --json` prints (without the per-inference times)."""
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in TIMES}
+
+    def export_times(self, path: str | Path) -> Path:
+        """Write the per-inference times (and the reference's) to a .csv or .json file."""
+        return write_times(path, self.times_ms, self.reference_times_ms, _about(self))
 
     def paired_speedup(self) -> PairedRatio:
         """With a reference: the median over iteration pairs of reference time / this model's time, with
@@ -92,12 +98,45 @@ class ProfileResult:
     layers: list[dict]
     bottlenecks: list[str]
     bottleneck_percent: float
-    total_flops: int
+    total_flops: int         # FLOPs of one inference over the ops whose FLOPs are known: a lower bound ...
     run_id: int | None
+    flops_unknown_ops: int = 0   # ... when this many ops (outside optimizers.flops' tables) count as unknown
+    # the profiled loop's per-inference times, and the trace the agent sent (zlib-compressed Chrome-trace JSON)
+    times_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
+    trace_json_zlib: bytes = field(default=b"", repr=False)
 
     def to_json(self) -> dict:
-        """The object `farmctl profile --json` prints."""
-        return asdict(self)
+        """The object `farmctl profile --json` prints (without the times and the trace)."""
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("times_ms", "trace_json_zlib")}
+
+    @property
+    def trace(self) -> dict | None:
+        """The profile as a Chrome trace ({"traceEvents": [...]}), or None when the agent sent none."""
+        return decode_trace(self.trace_json_zlib)
+
+    def write_trace(self, path: str | Path) -> Path:
+        """Write the Chrome trace as JSON: open it at ui.perfetto.dev or chrome://tracing."""
+        return write_trace(self.trace, path)
+
+    def export_times(self, path: str | Path) -> Path:
+        """Write the profiled loop's per-inference times (profiler on) to a .csv or .json file."""
+        return write_times(path, self.times_ms, np.zeros(0), _about(self))
+
+
+def _about(res: BenchResult | ProfileResult) -> dict:
+    return {"model": res.model, "model_digest": res.model_digest, "device": res.device, "backend": res.backend,
+            "backend_version": res.backend_version, "threads": res.threads, "run_id": res.run_id}
+
+
+def throughput(mean_ms: float, input_shapes: dict[str, list[int]]) -> dict:
+    """Inferences per second of the benchmark's loop, 1000 / mean ms: one stream, one inference after another
+    (not concurrent requests). samples_per_s multiplies it by the batch, taken as the first dimension when
+    every input has at least 2 dimensions and all share that first one (NCHW, NLC ... layouts); else the
+    batch is unknown (null)."""
+    ips = 1000.0 / mean_ms if mean_ms > 0 else 0.0
+    firsts = {dims[0] for dims in input_shapes.values() if len(dims) >= 2}
+    batch = firsts.pop() if len(firsts) == 1 and all(len(d) >= 2 for d in input_shapes.values()) else None
+    return {"inferences_per_s": ips, "batch": batch, "samples_per_s": ips * batch if batch else None}
 
 
 @contextmanager
@@ -122,6 +161,7 @@ class JobOutcome:
     error: dict | None
     outputs: dict = field(default_factory=dict)
     times: dict[str, np.ndarray] = field(default_factory=dict)   # Result.times_ms / reference_times_ms
+    trace: bytes = b""   # LayerRows.trace_json_zlib
 
 
 def _result_fields(result: pb.Result) -> tuple[dict, dict[str, np.ndarray]]:
@@ -152,7 +192,7 @@ def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSetting
                                 settings=settings.to_proto(), time_limit_s=settings.time_limit_s,
                                 memory_limit_bytes=int(settings.memory_limit_mb * 2**20), inputs=inputs or [],
                                 reference_digest=ref_digest)
-        result, layers, error, outputs, times = {}, {}, None, {}, {}
+        result, layers, error, outputs, times, trace = {}, {}, None, {}, {}, b""
         for event in client.run(request):
             which = event.WhichOneof("event")
             if progress:
@@ -160,6 +200,8 @@ def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSetting
             if which == "result":
                 result, times = _result_fields(event.result)
             elif which == "layers":
+                trace = event.layers.trace_json_zlib
+                event.layers.ClearField("trace_json_zlib")   # bytes: kept as they are, not as base64 text
                 layers = to_dict(event.layers)
             elif which == "outputs":
                 outputs = {t.name: tensor_to_array(t) for t in event.outputs.tensors}
@@ -167,7 +209,7 @@ def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSetting
                 error = {"code": pb.ErrorCode.Name(event.error.code), "message": event.error.message}
         if not error or error["code"] != "MODEL_NOT_FOUND":
             break
-    return JobOutcome(info, upload.digest, sent, result, layers, error, outputs, times)
+    return JobOutcome(info, upload.digest, sent, result, layers, error, outputs, times, trace)
 
 
 def _record(store: ResultsStore | None, kind: str, ref: ModelRef, settings: MeasureSettings,
@@ -215,20 +257,22 @@ def bench(model: str | Path | ModelRef | None = None, device: str | AgentClient 
             raise JobFailed(job.error["code"], job.error["message"], client.name)
     result, info, digest, sent = job.result, job.info, job.digest, job.bytes_sent
     lat = result["latency"]
+    if not lat.get("p95_ms") and job.times["times_ms"].size:   # an agent older than LatencyStats.p95_ms
+        lat["p95_ms"] = float(np.percentile(job.times["times_ms"].astype(np.float64), 95))
+    shapes = {k: [int(d) for d in v.get("dims", [])] for k, v in result["input_shapes"].items()}
     return BenchResult(
         device=info.name, device_class=info.device_class, model=ref.name, model_digest=digest,
         backend=result["backend"], backend_version=result["backend_version"], threads=result["threads"],
-        latency_ms={k: lat[f"{k}_ms"] for k in ("min", "p50", "p90", "p99", "mean", "std")},
+        latency_ms={k: lat.get(f"{k}_ms", 0.0) for k in ("min", "p50", "p90", "p95", "p99", "max", "mean", "std")},
         cv=lat["cv"], iterations=lat["count"], flags=list(result.get("flags", [])),
         load_ms=result["load_ms"], first_inference_ms=result["first_inference_ms"],
         peak_memory_bytes=int(result["peak_memory_bytes"]), measured_seconds=result["measured_seconds"],
-        input_shapes={k: [int(d) for d in v.get("dims", [])] for k, v in result["input_shapes"].items()},
-        upload_bytes=sent, run_id=run_id,
+        input_shapes=shapes, upload_bytes=sent, run_id=run_id,
         telemetry={"before": result.get("telemetry_before"), "after": result.get("telemetry_after")},
         energy=result.get("energy") or {},
         reference_latency_ms=({k: result["reference_latency"][f"{k}_ms"] for k in ("min", "p50", "p90", "p99")}
                               if "reference_latency" in result else {}),
-        **job.times)
+        throughput=throughput(lat["mean_ms"], shapes), **job.times)
 
 
 def profile(model: str | Path | ModelRef | None = None, device: str | AgentClient = LOCAL,
@@ -242,11 +286,12 @@ def profile(model: str | Path | ModelRef | None = None, device: str | AgentClien
         rows = sorted(job.layers.get("rows", []), key=lambda r: -r["time_ms"])
         onnx_graph = ref.backend == "onnxruntime"
         graph = graph_flops(ref.model, ref.input_shapes) if onnx_graph else GraphFlops({}, {})
-        for r in rows:
-            r["flops"], r["source_nodes"] = row_flops(r, graph) if onnx_graph else (0, [])
+        for r in rows:   # FLOPs None: unknown (an op outside optimizers.flops' tables, or a .tflite model)
+            r["flops"], r["source_nodes"] = row_flops(r, graph) if onnx_graph else (None, [])
             r["memory_bytes"] = int(r.get("memory_bytes", 0))   # an int64 in the wire message
             r["label"] = layer_label(r["name"], r["source_nodes"])
-            r["gflops_per_s"] = r["flops"] / (r["time_ms"] * 1e6) if r["time_ms"] > 0 else 0.0
+            r["gflops_per_s"] = (r["flops"] / (r["time_ms"] * 1e6) if r["time_ms"] > 0 else 0.0) \
+                if r["flops"] is not None else None
         run_id = _record(db, "profile", ref, settings, job, rows)
         if job.error:
             raise JobFailed(job.error["code"], job.error["message"], client.name)
@@ -256,8 +301,9 @@ def profile(model: str | Path | ModelRef | None = None, device: str | AgentClien
         backend_version=result["backend_version"], threads=result["threads"],
         total_ms=layer_msg.get("total_ms", 0.0), iterations=layer_msg.get("iterations", 0), layers=rows,
         bottlenecks=[r["name"] for r in rows if r["percent"] >= bottleneck_percent],
-        bottleneck_percent=bottleneck_percent, total_flops=graph.total,
-        run_id=run_id)
+        bottleneck_percent=bottleneck_percent, total_flops=graph.total, run_id=run_id,
+        flops_unknown_ops=len(graph.unknown) if onnx_graph else len(rows),
+        times_ms=job.times.get("times_ms", np.zeros(0, np.float32)), trace_json_zlib=job.trace)
 
 
 def profile_for_optimizers(request: FarmProfileRequest) -> ProfileResult:

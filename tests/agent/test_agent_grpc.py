@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
 import time
+import zlib
 from pathlib import Path
 
 import grpc
@@ -87,6 +89,11 @@ def test_profile_returns_layer_rows(shared_agent, conv_onnx):
     conv = next(r for r in layers.rows if r.op_type == "Conv")
     assert conv.time_ms > 0 and conv.memory_bytes > 0 and conv.output_shapes[0].endswith(",32,32]")
     assert "profiling_on" in events[-1].result.flags
+    # ORT's own profile comes back as a Chrome trace (zlib-compressed JSON): first run + 2 warm-up + 7 measured
+    trace = json.loads(zlib.decompress(layers.trace_json_zlib))
+    runs = [e for e in trace["traceEvents"] if e["name"] == "model_run"]
+    assert [e["args"]["phase"] for e in runs] == ["first", "warmup", "warmup"] + ["measured"] * 7
+    assert {e["name"] for e in trace["traceEvents"]} >= {f"{r.name}_kernel_time" for r in layers.rows}
 
 
 def test_evaluate_returns_the_models_outputs(shared_agent, conv_onnx):

@@ -46,6 +46,13 @@ def test_litert_backend_runs_and_profiles_a_real_tflite_model(face_tflite):
     assert total_ms > 0 and runs > 0 and abs(sum(r["percent"] for r in rows) - 100) < 1e-6
     # the ops timed alone add up to about the whole model (within a factor of 2 on a noisy machine)
     assert 0.5 < sum(r["time_ms"] for r in rows) / total_ms < 2.0
+    trace = backend.profile_trace(skip_runs=0, max_runs=10)   # one synthesised run in ORT's event format
+    nodes = [e for e in trace["traceEvents"] if e.get("cat") == "Node"]
+    assert [e["args"]["op_name"] for e in nodes] == [r["op_type"] for r in rows]
+    run = next(e for e in trace["traceEvents"] if e["name"] == "model_run")
+    assert run["dur"] == pytest.approx(sum(e["dur"] for e in nodes)) == pytest.approx(
+        sum(r["time_ms"] for r in rows) * 1000, abs=0.01 * len(rows))
+    assert trace["otherData"]["model_median_ms"] == total_ms and trace["otherData"]["synthesised"]
 
 
 def test_tflite_models_through_the_farm(shared_agent, face_tflite, tmp_path):
@@ -68,6 +75,7 @@ def test_a_broken_tflite_file_is_a_clear_error(tmp_path):
 
 def test_trtexec_profile_and_times_parse():
     from agent.backends.trtexec import layer_type, parse_trtexec_profile, parse_trtexec_times
+    from agent.trace import synthesised_trace
 
     rows, total, runs = parse_trtexec_profile(json.loads((DATA / "trtexec_profile.json").read_text()))
     assert runs == 200 and len(rows) == 5
@@ -75,6 +83,9 @@ def test_trtexec_profile_and_times_parse():
     assert rows[0]["time_ms"] == pytest.approx(0.123054) and rows[0]["percent"] == pytest.approx(31.4016)
     assert total == pytest.approx(0.123054 + 0.0914735 + 0.105216 + 0.018432 + 0.053709)
     assert layer_type("/fc/Gemm") == "Gemm"
+    trace = synthesised_trace([[(r, r["time_ms"]) for r in rows]], {"backend": "tensorrt"})   # as the runner does
+    assert [e["name"] for e in trace["traceEvents"][2:]] == [r["name"] + "_kernel_time" for r in rows]
+    assert trace["traceEvents"][1]["dur"] == pytest.approx(total * 1000, abs=0.01)   # whole ns per layer
     times = parse_trtexec_times(json.loads((DATA / "trtexec_times.json").read_text()))
     assert times == pytest.approx([0.392, 0.391, 0.398])
     with pytest.raises(JobError, match="count"):

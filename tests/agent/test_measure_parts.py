@@ -9,6 +9,7 @@ from agent.backends.onnxruntime import parse_ort_profile
 from agent.errors import JobError
 from agent.stats import latency_stats
 from agent.telemetry import cpu_frequencies, is_throttled, result_flags, thermal_zones
+from agent.trace import ort_trace
 from core.inputs import InputSpec, make_feeds, resolve_shapes
 
 
@@ -17,6 +18,7 @@ def test_latency_stats():
     assert s["min_ms"] == 1 and s["max_ms"] == 100 and s["count"] == 100
     assert s["p50_ms"] == pytest.approx(50.5) and s["p90_ms"] == pytest.approx(90.1)
     assert s["p99_ms"] == pytest.approx(99.01) and s["mean_ms"] == pytest.approx(50.5)
+    assert s["p95_ms"] == pytest.approx(95.05)
     assert s["cv"] == pytest.approx(np.std(np.arange(1, 101), ddof=1) / 50.5)
     with pytest.raises(ValueError):
         latency_stats([])
@@ -109,3 +111,19 @@ def test_parse_ort_profile_drops_warmup_runs():
     assert conv["memory_bytes"] == 60 and conv["output_shapes"] == ["float[1,8,4,4]"]
     with pytest.raises(JobError):
         parse_ort_profile(events, skip_runs=3)
+
+
+def test_ort_trace_keeps_the_events_and_caps_measured_runs():
+    events = [_event("Session", "session_initialization", 0, 500)]
+    for run in range(4):
+        t = 1000 + run * 10_000
+        events += [_event("Session", "model_run", t, 2000), _event("Node", "conv_kernel_time", t + 10, 900)]
+    trace = ort_trace(events, skip_runs=2, max_runs=1, meta={"backend": "onnxruntime"})
+    kept = trace["traceEvents"]
+    assert kept[0] == {"ph": "M", "name": "process_name", "pid": 0, "tid": 0, "args": {"name": "onnxruntime"}}
+    runs = [e["args"] for e in kept if e["name"] == "model_run"]
+    assert runs == [{"phase": "first", "iteration": -2}, {"phase": "warmup", "iteration": -1},
+                    {"phase": "measured", "iteration": 0}]           # the 4th run is over max_runs
+    assert sum(e["name"] == "conv_kernel_time" for e in kept) == 3 and kept[1]["name"] == "session_initialization"
+    assert trace["otherData"] == {"backend": "onnxruntime", "runs_profiled": 2, "runs_in_trace": 1,
+                                  "skipped_runs": 2, "synthesised": False}

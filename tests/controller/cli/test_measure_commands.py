@@ -28,7 +28,7 @@ def test_bench_json_and_store(tmp_path, conv_onnx):
     out = farmctl("bench", str(conv_onnx), "--json", *FAST, store=store)
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
-    assert set(res["latency_ms"]) == {"min", "p50", "p90", "p99", "mean", "std"}
+    assert set(res["latency_ms"]) == {"min", "p50", "p90", "p95", "p99", "max", "mean", "std"}
     assert res["iterations"] >= 10 and isinstance(res["flags"], list) and res["cv"] >= 0
     assert res["threads"] == 1 and res["device"] == "local" and res["upload_bytes"] >= 0
     again = json.loads(farmctl("bench", str(conv_onnx), "--json", *FAST, store=store).stdout)
