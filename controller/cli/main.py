@@ -12,6 +12,7 @@ from controller.cli.help import HelpFormatter, add_global_flags, finish
 from controller.cli.measure import add_parsers as add_measure
 from controller.cli.nas import add_parser as add_nas
 from controller.cli.optimize import add_parser as add_optimize
+from controller.cli.results import add_parsers as add_results
 from controller.cli.techniques import add_parsers as add_techniques
 from controller.errors import FarmError, UsageError
 from controller.measure.api import default_store_path
@@ -33,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_global_flags(parser, {"verbose": False, "quiet": False, "store": default_store_path(), "inventory": None})
     sub = parser.add_subparsers(dest="command", required=True)
     add_measure(sub)
+    add_results(sub)
     add_optimize(sub)
     add_nas(sub)
     add_techniques(sub)

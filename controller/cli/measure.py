@@ -1,21 +1,19 @@
-"""farmctl's measuring commands: devices, bench, profile, report and example."""
+"""farmctl's measuring commands: devices, bench, profile and example (report, compare, show: results.py)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import shutil
-import sys
 from pathlib import Path
 
 from controller.cli.flags import add_measure_flags, flag_text, measure_settings, progress_printer, say_example
-from controller.errors import FarmError
 from controller.measure.api import BOTTLENECK_PERCENT
 from controller.measure.settings import MeasureSettings
 
 
 def add_parsers(sub) -> None:
-    """Register devices, bench, profile, report and example."""
+    """Register devices, bench, profile and example."""
     p = sub.add_parser("devices", help="list the inventory's devices (and discovered agents) with their health")
     p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for each device")
     p.add_argument("--discover", action="store_true",
@@ -43,15 +41,6 @@ def add_parsers(sub) -> None:
                    help="write the profile as Chrome-trace JSON (open it in ui.perfetto.dev or chrome://tracing)")
     add_export_times(p)
     p.set_defaults(func=cmd_profile)
-
-    p = sub.add_parser("report", help="tables of stored results")
-    p.add_argument("--format", choices=["md", "csv", "html"], default="md")
-    p.add_argument("-o", "--output", type=Path, default=None, help="write to a file instead of stdout")
-    p.add_argument("--model", default=None, help="model name or digest prefix")
-    p.add_argument("--device", default=None, help="device name")
-    p.add_argument("--kind", choices=["benchmark", "profile"], default=None)
-    p.add_argument("--limit", type=int, default=None)
-    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("example", help="write (or locate) a built-in example model")
     p.add_argument("name", nargs="?", default="mobilenetv2")
@@ -157,26 +146,6 @@ def cmd_profile(args: argparse.Namespace) -> int:
         if path:
             print(f"{what} written to {path}")
     print(f"stored as run {res.run_id} in {args.store}")
-    return 0
-
-
-def cmd_report(args: argparse.Namespace) -> int:
-    from controller.measure.report import render
-    from controller.measure.store import ResultsStore
-
-    if not Path(args.store).exists():
-        raise FarmError(f"no results store at '{args.store}'; run `farmctl bench` first or pass --store")
-    store = ResultsStore(args.store)
-    try:
-        runs = store.runs(model=args.model, device=args.device, kind=args.kind, limit=args.limit)
-    finally:
-        store.close()
-    text = render(runs, args.format)
-    if args.output:
-        Path(args.output).write_text(text)
-        print(f"wrote {len(runs)} runs to {args.output}", file=sys.stderr)
-    else:
-        sys.stdout.write(text)
     return 0
 
 

@@ -162,6 +162,7 @@ class JobOutcome:
     outputs: dict = field(default_factory=dict)
     times: dict[str, np.ndarray] = field(default_factory=dict)   # Result.times_ms / reference_times_ms
     trace: bytes = b""   # LayerRows.trace_json_zlib
+    reference_digest: str = ""   # the reference timed in the same loop (RunRequest.reference_digest)
 
 
 def _result_fields(result: pb.Result) -> tuple[dict, dict[str, np.ndarray]]:
@@ -209,7 +210,8 @@ def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSetting
                 error = {"code": pb.ErrorCode.Name(event.error.code), "message": event.error.message}
         if not error or error["code"] != "MODEL_NOT_FOUND":
             break
-    return JobOutcome(info, upload.digest, sent, result, layers, error, outputs, times, trace)
+    return JobOutcome(info, upload.digest, sent, result, layers, error, outputs, times, trace,
+                      reference_digest=ref_digest)
 
 
 def _record(store: ResultsStore | None, kind: str, ref: ModelRef, settings: MeasureSettings,
@@ -222,7 +224,8 @@ def _record(store: ResultsStore | None, kind: str, ref: ModelRef, settings: Meas
     return store.record(RunRecord(
         kind, {"name": ref.name, "path": display_path(ref.path), "digest": job.digest, "size": ref.path.stat().st_size},
         to_dict(job.info), ref.backend, backend_version, settings.as_dict(), settings.key(threads),
-        job.result or None, layers, job.error and job.error["code"], job.error and job.error["message"]))
+        job.result or None, layers, job.error and job.error["code"], job.error and job.error["message"],
+        times=job.times, reference_digest=job.reference_digest))
 
 
 def _prepare(model: str | Path | ModelRef | None,

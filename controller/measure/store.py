@@ -11,9 +11,12 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from controller.errors import FarmError
+import numpy as np
 
-SCHEMA_VERSION = 3
+from controller.errors import FarmError
+from controller.measure import frames
+
+SCHEMA_VERSION = 4
 
 # Migrations: index i brings a store from user_version i to i+1.
 MIGRATIONS = [
@@ -69,11 +72,21 @@ MIGRATIONS = [
         PRIMARY KEY (device_fingerprint, backend, backend_version, settings_key, block_key)
     );
     """,
+    """
+    ALTER TABLE runs ADD COLUMN p95_ms REAL;
+    ALTER TABLE runs ADD COLUMN max_ms REAL;
+    ALTER TABLE runs ADD COLUMN reference_digest TEXT;
+    UPDATE runs SET p95_ms = NULLIF(json_extract(result_json, '$.latency.p95_ms'), 0),
+                    max_ms = NULLIF(json_extract(result_json, '$.latency.max_ms'), 0)
+              WHERE result_json IS NOT NULL;
+    ALTER TABLE layers ADD COLUMN source_nodes TEXT;
+    CREATE TABLE run_times (
+        run_id INTEGER PRIMARY KEY REFERENCES runs(id) ON DELETE CASCADE,
+        times BLOB NOT NULL,                -- per-inference ms in order, float32 little-endian
+        reference_times BLOB                -- the reference's, the i-th right after times[i] (paired)
+    );
+    """,
 ]
-
-CANDIDATE_COLUMNS = ("optimize_key", "device_name", "name", "created_at", "techniques", "status", "reason",
-                     "model_digest", "model_path", "size_bytes", "p50_ms", "p90_ms", "p99_ms", "cv", "flags",
-                     "accuracy", "fidelity", "run_id", "detail_json")
 
 
 @dataclass
@@ -91,6 +104,9 @@ class RunRecord:
     layers: Iterable[dict] = ()
     error_code: str | None = None
     error: str | None = None
+    # per-inference ms in order: {"times_ms": ..., "reference_times_ms": ...} (Result's, when it sent them)
+    times: dict[str, np.ndarray] = field(default_factory=dict)
+    reference_digest: str = ""   # the model timed in the same loop, one inference of each in turn
 
 
 @dataclass
@@ -126,7 +142,8 @@ RUN_COLUMNS = ("id", "created_at", "kind", "status", "error_code", "error", "mod
                "model_digest", "model_size", "device_name", "device_class", "device_fingerprint",
                "backend", "backend_version", "threads", "settings_key", "min_ms", "p50_ms", "p90_ms",
                "p99_ms", "mean_ms", "std_ms", "cv", "iterations", "load_ms", "first_inference_ms",
-               "peak_memory_bytes", "flags")
+               "peak_memory_bytes", "flags", "p95_ms", "max_ms", "reference_digest")
+TIMES_DTYPE = np.dtype("<f4")
 
 
 class StoreError(FarmError):
@@ -190,6 +207,12 @@ class ResultsStore:
         """Close the connection."""
         self.conn.close()
 
+    def __enter__(self) -> ResultsStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
     def schema_version(self) -> int:
         """The store's schema version."""
         return self.conn.execute("PRAGMA user_version").fetchone()[0]
@@ -211,6 +234,8 @@ class ResultsStore:
             "min_ms": lat.get("min_ms"), "p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"),
             "p99_ms": lat.get("p99_ms"), "mean_ms": lat.get("mean_ms"), "std_ms": lat.get("std_ms"),
             "cv": lat.get("cv"), "iterations": lat.get("count"),
+            "p95_ms": lat.get("p95_ms") or None, "max_ms": lat.get("max_ms") or None,
+            "reference_digest": run.reference_digest or None,
             "load_ms": (result or {}).get("load_ms"),
             "first_inference_ms": (result or {}).get("first_inference_ms"),
             "peak_memory_bytes": (result or {}).get("peak_memory_bytes"),
@@ -221,20 +246,26 @@ class ResultsStore:
         cols = ", ".join(row)
         marks = ", ".join(f":{k}" for k in row)
         with self.lock:
-            return self._insert_run(cols, marks, row, run.layers)
+            return self._insert_run(cols, marks, row, run)
 
-    def _insert_run(self, cols: str, marks: str, row: dict, layers: Iterable[dict]) -> int:
+    def _insert_run(self, cols: str, marks: str, row: dict, run: RunRecord) -> int:
+        times, ref_times = (np.asarray(run.times.get(k, ()), TIMES_DTYPE) for k in ("times_ms", "reference_times_ms"))
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             run_id = self.conn.execute(f"INSERT INTO runs ({cols}) VALUES ({marks})", row).lastrowid
             self.conn.executemany(
-                "INSERT INTO layers VALUES (:run_id, :rank, :name, :op_type, :time_ms, :percent, :flops, "
-                ":memory_bytes, :input_shapes, :output_shapes)",
+                "INSERT INTO layers (run_id, rank, name, op_type, time_ms, percent, flops, memory_bytes, "
+                "input_shapes, output_shapes, source_nodes) VALUES (:run_id, :rank, :name, :op_type, :time_ms, "
+                ":percent, :flops, :memory_bytes, :input_shapes, :output_shapes, :source_nodes)",
                 [{"run_id": run_id, "rank": i, "name": r["name"], "op_type": r.get("op_type"),
                   "time_ms": r.get("time_ms"), "percent": r.get("percent"), "flops": r.get("flops"),
                   "memory_bytes": r.get("memory_bytes"),
                   "input_shapes": json.dumps(r.get("input_shapes", [])),
-                  "output_shapes": json.dumps(r.get("output_shapes", []))} for i, r in enumerate(layers)])
+                  "output_shapes": json.dumps(r.get("output_shapes", [])),
+                  "source_nodes": json.dumps(list(r.get("source_nodes") or []))} for i, r in enumerate(run.layers)])
+            if times.size:
+                self.conn.execute("INSERT INTO run_times VALUES (?, ?, ?)",
+                                  (run_id, times.tobytes(), ref_times.tobytes() if ref_times.size else None))
             self.conn.execute("COMMIT")
         except BaseException:
             self.conn.execute("ROLLBACK")
@@ -244,6 +275,10 @@ class ResultsStore:
     def runs(self, *, model: str | None = None, device: str | None = None, kind: str | None = None,
              status: str | None = None, limit: int | None = None) -> list[dict]:
         """Runs, newest first, filtered by model name or digest prefix, device name, kind, status."""
+        return self._select_runs(", ".join(RUN_COLUMNS), model, device, kind, status, limit)
+
+    def _select_runs(self, columns: str, *filters) -> list[dict]:
+        model, device, kind, status, limit = filters
         where, args = [], []
         if model:
             where.append("(model_name = ? OR model_digest LIKE ?)")
@@ -252,7 +287,7 @@ class ResultsStore:
             if val:
                 where.append(f"{col} = ?")
                 args.append(val)
-        sql = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"
+        sql = f"SELECT {columns} FROM runs"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY id DESC"
@@ -261,12 +296,58 @@ class ResultsStore:
         with self.lock:
             return [dict(r) for r in self.conn.execute(sql, args)]
 
+    def run(self, run_id: int) -> dict | None:
+        """Every column of one run (its settings, result and device JSON included), or None."""
+        with self.lock:
+            row = self.conn.execute("SELECT * FROM runs WHERE id = ?", (int(run_id),)).fetchone()
+        return dict(row) if row else None
+
     def layers(self, run_id: int) -> list[dict]:
         """Per-layer rows of a profile run, in the order they were stored (slowest first)."""
         with self.lock:
             rows = self.conn.execute("SELECT * FROM layers WHERE run_id = ? ORDER BY rank", (run_id,)).fetchall()
-        return [{**dict(r), "input_shapes": json.loads(r["input_shapes"]),
-                 "output_shapes": json.loads(r["output_shapes"])} for r in rows]
+        return [frames.parse_layer(dict(r)) for r in rows]
+
+    def times(self, run_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """A run's per-inference times (ms, in order) and its reference's, pair by pair; empty arrays when
+        the store has none (a run stored before schema 4, a failed one)."""
+        with self.lock:
+            row = self.conn.execute("SELECT times, reference_times FROM run_times WHERE run_id = ?",
+                                    (int(run_id),)).fetchone()
+        if row is None:
+            return np.zeros(0, TIMES_DTYPE), np.zeros(0, TIMES_DTYPE)
+        return tuple(np.frombuffer(b or b"", TIMES_DTYPE) for b in row)
+
+    def dataframe(self, table: str = "runs", **filters):
+        """A table of the store as a pandas DataFrame with every stored column (JSON lists parsed):
+        `runs` (filters as runs(): model, device, kind, status, limit; plus `times`, the number of
+        per-inference times stored), `layers` (run=ID or a list of ids; default every run's; with the run's
+        model and device), `candidates` (optimize_key=KEY, device=NAME; the paired speedup lifted out)."""
+        frames.check_filters(table, filters)
+        if table == "runs":
+            cols = "*, (SELECT length(times) / 4 FROM run_times WHERE run_id = runs.id) AS times"
+            rows = self._select_runs(cols, *(filters.get(k) for k in frames.FILTERS["runs"]))
+        elif table == "layers":
+            rows = self._layer_rows(filters.get("run"))
+        else:
+            rows = self._candidate_rows(filters.get("optimize_key"), filters.get("device"))
+        return frames.frame(table, rows)
+
+    def _layer_rows(self, run) -> list[dict]:
+        ids = [run] if isinstance(run, int) else list(run or [])
+        sql = ("SELECT layers.*, runs.model_name, runs.model_digest, runs.device_name, runs.kind FROM layers "
+               "JOIN runs ON runs.id = layers.run_id")
+        if run is not None:
+            sql += f" WHERE run_id IN ({', '.join('?' * len(ids))})"
+        with self.lock:
+            rows = self.conn.execute(sql + " ORDER BY run_id, rank", [int(i) for i in ids]).fetchall()
+        return [frames.parse_layer(dict(r)) for r in rows]
+
+    def _candidate_rows(self, optimize_key: str | None, device: str | None) -> list[dict]:
+        where = [(c, v) for c, v in (("optimize_key", optimize_key), ("device_name", device)) if v]
+        sql = "SELECT * FROM candidates" + (" WHERE " + " AND ".join(f"{c} = ?" for c, _ in where) if where else "")
+        with self.lock:
+            return [dict(r) for r in self.conn.execute(sql + " ORDER BY created_at, rowid", [v for _, v in where])]
 
     def record_candidate(self, record: CandidateRecord) -> None:
         """Insert (or replace) one optimize candidate's numbers on one device, in one transaction."""
@@ -291,14 +372,7 @@ class ResultsStore:
 
     def candidates(self, optimize_key: str, device_name: str | None = None) -> list[CandidateRecord]:
         """Stored candidates of one optimize run (optionally one device), oldest first."""
-        sql = f"SELECT {', '.join(CANDIDATE_COLUMNS)} FROM candidates WHERE optimize_key = ?"
-        args: list = [optimize_key]
-        if device_name:
-            sql += " AND device_name = ?"
-            args.append(device_name)
-        with self.lock:
-            found = self.conn.execute(sql + " ORDER BY created_at, rowid", args).fetchall()
-        return [CandidateRecord.from_row(dict(r)) for r in found]
+        return [CandidateRecord.from_row(r) for r in self._candidate_rows(optimize_key, device_name)]
 
     def lut_get(self, *, device_fingerprint: str, backend: str, backend_version: str,
                 settings_key: str) -> dict[str, float]:

@@ -73,19 +73,6 @@ def test_profile_table_marks_bottlenecks_and_plots(tmp_path, conv_onnx):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_report_formats(tmp_path, conv_onnx):
-    store = tmp_path / "r.db"
-    assert farmctl("bench", str(conv_onnx), *FAST, store=store).returncode == 0
-    md = farmctl("report", store=store).stdout
-    assert md.startswith("| run | when | kind |") and "tiny_conv" in md
-    csv = farmctl("report", "--format", "csv", store=store).stdout.splitlines()
-    assert csv[0].startswith("id,created_at,kind") and len(csv) == 2
-    html_path = tmp_path / "r.html"
-    assert farmctl("report", "--format", "html", "-o", str(html_path), store=store).returncode == 0
-    page = html_path.read_text()
-    assert "<table>" in page and "data:image/png;base64," in page
-
-
 def test_devices_lists_the_embedded_agent(tmp_path):
     out = farmctl("devices", "--json", store=tmp_path / "r.db", cwd=tmp_path)
     assert out.returncode == 0, out.stderr
