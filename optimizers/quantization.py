@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.extras import install_hint
 from optimizers.data import Dataset, ImagePreprocess
 from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
 from optimizers.onnx_model import (
@@ -129,6 +130,12 @@ class Int4WeightOnly(QuantMethod):
 
     def apply(self, job: _Job):
         import onnx
+
+        try:
+            import onnx_ir  # noqa: F401  (ORT's quantizer imports it without declaring it)
+        except ImportError:
+            raise OptimizerError("INT4 quantization needs onnx-ir (ONNX Runtime's MatMulNBitsQuantizer imports "
+                                 f"it), which is not installed: {install_hint('onnx_ir')}") from None
         from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
         model = onnx.load(str(job.prepared))

