@@ -4,14 +4,17 @@ A profile row is a kernel the runtime ran, named by the runtime; the graph nodes
 `source_nodes` (optimizers/layer_names.py). Two runs of one model name their rows alike, but a quantized or
 rewritten copy, or another runtime version, fuses differently: `conv` and `relu` may be one kernel on one
 side and two on the other. Rows of every side that share a graph node (or a runtime name) are joined into
-one aligned layer and their times summed, so each aligned layer covers the same nodes on every side."""
+one aligned layer and their times summed, so each aligned layer covers the same nodes on every side. A row
+without source nodes (the FP16 kernels ONNX Runtime wraps in casts) is placed by its runtime name's base."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from controller.measure import frames
-from optimizers.layer_names import layer_label, row_nodes
+from optimizers.layer_names import RUNTIME_SUFFIX, layer_label, row_nodes
+
+INSERTED_CAST = "InsertedPrecisionFreeCast_"
 
 
 class _Joined:
@@ -36,8 +39,18 @@ class _Joined:
         return root
 
 
+def runtime_base(name: str) -> str:
+    """The graph node a runtime name was made from, where ONNX Runtime left it readable: without its layout
+    and fusion suffixes, the '.out' of a fused node and the prefix of the casts it inserts around an FP16
+    node it runs in FP32 ('InsertedPrecisionFreeCast_BatchNormalization_13.out_nchwc' -> 'BatchNormalization_13')."""
+    base = RUNTIME_SUFFIX.sub("", name)
+    base = base[: -len(".out")] if base.endswith(".out") else base
+    return base.removeprefix(INSERTED_CAST)
+
+
 def _tokens(row: dict) -> list[str]:
-    return [f"node:{n}" for n in row_nodes(row)] + [f"name:{row['name']}"]
+    nodes = [*row_nodes(row), runtime_base(row["name"])]
+    return [f"node:{n}" for n in dict.fromkeys(nodes)] + [f"name:{row['name']}"]
 
 
 def aligned_groups(layer_sets: Sequence[Sequence[dict]]) -> list[list[list[dict]]]:
@@ -56,7 +69,8 @@ def aligned_groups(layer_sets: Sequence[Sequence[dict]]) -> list[list[list[dict]
 
 
 def _label(group: list[list[dict]]) -> tuple[str, str]:
-    nodes = list(dict.fromkeys(n for rows in group for r in rows for n in row_nodes(r)))
+    nodes = list(dict.fromkeys(n for rows in group for r in rows for n in r.get("source_nodes") or []))
+    nodes = nodes or list(dict.fromkeys(runtime_base(r["name"]) for rows in group for r in rows))
     per_side = ["+".join(dict.fromkeys(r.get("op_type") or "?" for r in rows)) for rows in group if rows]
     return layer_label(nodes[0], nodes), " / ".join(dict.fromkeys(per_side))
 

@@ -29,6 +29,7 @@ class Filled:
     big: int                 # a benchmark of tiny_conv_64
     small_profile: int
     int8_profile: int
+    fp16_profile: int
     device: str
 
 
@@ -38,10 +39,12 @@ def filled(shared_agent, model_dir, tmp_path_factory):
     small = models.conv_model(model_dir / "tiny_conv.onnx")
     big = models.conv_model(model_dir / "tiny_conv_64.onnx", size=64)
     int8 = Quantizer("int8").quantize(small, calibration_data="synthetic", output=model_dir / "tiny_conv_int8.onnx")
+    fp16 = Quantizer("fp16").quantize(small, output=model_dir / "tiny_conv_fp16.onnx")
     store = ResultsStore(tmp_path_factory.mktemp("compare") / "r.db")
     paired = bench(big, client, FAST, store, reference=small)
     runs = [bench(small, client, FAST, store).run_id, bench(big, client, FAST, store).run_id,
-            profile(small, client, FAST, store).run_id, profile(int8.path, client, FAST, store).run_id]
+            profile(small, client, FAST, store).run_id, profile(int8.path, client, FAST, store).run_id,
+            profile(fp16.path, client, FAST, store).run_id]
     yield Filled(store, paired, *runs, device=client.name)
     store.close()
 
@@ -80,6 +83,14 @@ def test_layers_align_on_graph_nodes_across_float_and_int8(filled):
     text = cmp.to_markdown(top=0)
     assert f"## layers (A run {filled.small_profile}, B run {filled.int8_profile})" in text
     assert "| conv +1 fused | Conv / QLinearConv |" in text and "| total (all layers) |" in text
+
+
+def test_fp16_kernels_onnx_runtime_wraps_in_casts_align_by_their_runtime_names(filled):
+    cmp = compare_runs(filled.store, [filled.small_profile, filled.fp16_profile])
+    rows = {r["layer"]: r for r in cmp.layers.to_dict("records")}
+    for layer in ("conv +1 fused", "pool", "fc"):     # 'InsertedPrecisionFreeCast_r_nchwc' is the fused conv
+        assert rows[layer]["A_ms"] > 0 and rows[layer]["B_ms"] > 0, layer
+    assert not [name for name in rows if "InsertedPrecisionFreeCast" in name]
 
 
 def test_a_benchmark_takes_its_layers_from_a_profile_of_the_same_model(filled):
@@ -147,7 +158,9 @@ def test_rows_fused_on_one_side_and_apart_on_the_other_are_one_layer():
     apart = [{"name": "conv", "op_type": "Conv", "time_ms": 2.0, "source_nodes": ["conv"]},
              {"name": "relu", "op_type": "Relu", "time_ms": 0.5, "source_nodes": ["relu"]},
              {"name": "fc_token_3", "op_type": "Gemm", "time_ms": 2.0}]
-    rows = layer_diff(["A", "B"], [fused, apart]).to_dict("records")
-    assert [(r["layer"], r["op_type"], r["A_ms"], r["B_ms"]) for r in rows] == [
-        ("conv +1 fused", "Conv / Conv+Relu", 3.0, 2.5), ("fc", "Gemm", 1.0, 2.0)]
-    assert rows[0]["B_delta_ms"] == -0.5 and rows[1]["B_speedup"] == 0.5
+    cast = [{"name": "InsertedPrecisionFreeCast_relu.out_nchwc", "op_type": "Conv", "time_ms": 4.0}]
+    rows = layer_diff(["A", "B", "C"], [fused, apart, cast]).to_dict("records")
+    assert [(r["layer"], r["op_type"], r["A_ms"], r["B_ms"], r["C_ms"]) for r in rows[:1]] == [
+        ("conv +1 fused", "Conv / Conv+Relu", 3.0, 2.5, 4.0)]
+    assert (rows[1]["layer"], rows[1]["A_ms"], rows[1]["B_ms"]) == ("fc", 1.0, 2.0)
+    assert rows[0]["B_delta_ms"] == -0.5 and rows[1]["B_speedup"] == 0.5 and rows[0]["C_speedup"] == 0.75
