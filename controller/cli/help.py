@@ -47,6 +47,9 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
     "deploy": [("deploy pi1", "install and start farm-agent on the inventory device pi1 over SSH")],
     "logs": [("logs pi1 --lines 100", "the agent's last 100 log lines")],
     "undeploy": [("undeploy pi1", "stop the agent and remove it")],
+    "dashboard": [("dashboard", "the dashboard of ./edgefarm-results.db on http://127.0.0.1:8050/"),
+                  ("dashboard --store team.db --host 0.0.0.0 --port 8080 --token-file dashboard.token",
+                   "for the team: every address, a token required")],
     "completion": [("completion bash > ~/.local/share/bash-completion/completions/farmctl",
                     "tab completion for bash (zsh and tcsh too)")],
 }

@@ -7,6 +7,7 @@ import logging
 import sys
 
 import agent
+from controller.cli.dashboard import add_parser as add_dashboard
 from controller.cli.fleet import add_parsers as add_fleet
 from controller.cli.help import HelpFormatter, add_global_flags, finish
 from controller.cli.measure import add_parsers as add_measure
@@ -39,6 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_nas(sub)
     add_techniques(sub)
     add_fleet(sub)
+    add_dashboard(sub)
     add_completion(sub)
     return finish(parser)
 

@@ -369,8 +369,21 @@ class OptimizeRun:
             artifact.write_bytes(Path(best.path).read_bytes())
             best.reason = (f"chosen: fastest candidate meeting every constraint "
                            f"({best.ratio().text()} paired with the baseline)")
-            return DeviceResult(device, base, rows, best.name, str(artifact))
+            return self.record_decision(DeviceResult(device, base, rows, best.name, str(artifact)))
         near = closest(rows, self.constraints, base)
         failure = (f"no candidate meets the constraints on {device}. Closest: " + " | ".join(near) if near
                    else f"no candidate could be measured on {device}")
-        return DeviceResult(device, base, rows, None, None, failure)
+        return self.record_decision(DeviceResult(device, base, rows, None, None, failure))
+
+    def record_decision(self, result: DeviceResult) -> DeviceResult:
+        """The decision, with each row's verdict, kept on the baseline's stored record (the store, not only
+        the report, says what was chosen: the dashboard shows it); the rows' own records are left as measured,
+        so a rerun resumes them."""
+        base = next((c for c in self.store.candidates(self.plan.key, result.device) if c.name == "baseline"), None)
+        if base is not None:
+            base.detail["decision"] = {
+                "chosen": result.chosen, "failure": result.failure, "decided_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                "rows": {r.name: {"status": r.status, "reason": r.reason, "speedup": r.speedup,
+                                  "meets": bool(r.meets_constraints)} for r in result.candidates}}
+            self.store.record_candidate(base)
+        return result
