@@ -83,6 +83,8 @@ def test_times_reference_and_every_column_in_the_dataframe(tmp_path):
                                                detail={"paired": {"median": 1.9, "low": 1.8, "high": 2.0}}))
         (cand,) = store.dataframe("candidates", optimize_key="key").to_dict("records")
         assert cand["techniques"] == ["int8"] and (cand["paired_low"], cand["paired_high"]) == (1.8, 2.0)
+        (record,) = store.candidates("key", "dev")
+        assert record.latency_ms["p50"] == 0.5 and record.detail["paired"]["median"] == 1.9
         with pytest.raises(UsageError, match="takes the filters model, device, kind, status, limit, not run"):
             store.dataframe("runs", run=1)
         with pytest.raises(UsageError, match="no table 'jobs'"):
