@@ -1,7 +1,13 @@
 # Two entry points: `make demo` (the main job on the embedded default) and `make test`.
+# The demo installs only what it needs (edgefarm[optimize,examples]); setup, test, bench and protos the dev
+# extra and the test models, in the same venv (so `make test` after `make demo` adds to it).
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
+TORCH  := torch==2.13.0
+# TORCH_INDEX: a package index with torch's CPU build, for a machine without a local CPU wheel, where pip
+# would otherwise fetch the multi-GB CUDA build, e.g. make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
+TORCH_INDEX ?=
 # long quiet steps print a line every 8 s, so nothing looks hung
 TALK   := $(PYTHON) scripts/heartbeat.py
 
@@ -9,20 +15,33 @@ TALK   := $(PYTHON) scripts/heartbeat.py
 
 setup: $(VENV)/.installed $(VENV)/share/edgefarm-models/.done
 
-$(VENV)/.installed: pyproject.toml
-	@echo "setting up $(VENV) (first time only: about 3 min and 2.0 GB on 2 cores)"
+# the venv, a current pip and torch (the CPU build), first: the extras leave an installed torch as it is
+$(VENV)/.torch:
+	@echo "creating $(VENV) with $(TORCH) (CPU)$(if $(TORCH_INDEX), from $(TORCH_INDEX))"
 	$(PYTHON) -m venv $(VENV)
 	$(TALK) --label "upgrading pip" -- $(BIN)/python -m pip install --quiet --upgrade pip
-	$(TALK) --label "installing torch 2.13.0 (CPU)" -- $(BIN)/python -m pip install --quiet torch==2.13.0
-	$(TALK) --label "installing edgefarm and its dependencies" -- $(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(TALK) --label "installing $(TORCH) (CPU)" -- $(BIN)/python -m pip install --quiet $(TORCH) \
+		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
 	touch $@
 
-# real .tflite models (from the mediapipe wheel) for the LiteRT backend's tests and benchmark
+# what the demo needs: the farm, torch and the techniques, the digits; no test tools, no test models
+$(VENV)/.demo: pyproject.toml $(VENV)/.torch
+	@echo "installing edgefarm[optimize,examples] into $(VENV) (first time: about 2 min, 1.2 GB in all)"
+	$(TALK) --label "installing edgefarm[optimize,examples]" -- $(BIN)/python -m pip install --quiet -e '.[optimize,examples]'
+	touch $@
+
+# everything: the dev extra has the demo's extras too, so the demo's stamp is touched with it
+$(VENV)/.installed: pyproject.toml $(VENV)/.torch
+	@echo "installing edgefarm[dev] into $(VENV) (first time: about 3 min, 2.0 GB in all)"
+	$(TALK) --label "installing edgefarm[dev] and its dependencies" -- $(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@ $(VENV)/.demo
+
+# real .tflite models (from the mediapipe wheel) and two detectors for the tests and benchmarks
 $(VENV)/share/edgefarm-models/.done: $(VENV)/.installed scripts/fetch_models.py
 	$(BIN)/python scripts/fetch_models.py
 	touch $@
 
-demo: setup
+demo: $(VENV)/.demo
 	$(BIN)/farmctl devices
 	$(BIN)/farmctl optimize --out edgefarm-optimize
 
