@@ -22,7 +22,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--model", default=None, help="model name or digest prefix")
     p.add_argument("--device", default=None, help="device name")
     p.add_argument("--kind", choices=["benchmark", "profile"], default=None)
-    p.add_argument("--limit", type=int, default=None, help="the newest N runs")
+    p.add_argument("--limit", type=int, default=None, metavar="N", help="the newest N runs")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("compare", help="compare stored runs, models or devices: latency deltas, the paired "
@@ -31,13 +31,13 @@ def add_parsers(sub) -> None:
                    "baseline")
     p.add_argument("--model", default=None, help="narrow device:NAME sides to this model (name or digest prefix)")
     p.add_argument("--device", default=None, help="narrow model:NAME sides to this device")
-    p.add_argument("--top", type=int, default=25, help="aligned layers to show, slowest first (0: all)")
+    p.add_argument("--top", type=int, default=25, metavar="N", help="aligned layers to show, slowest first (0: all)")
     p.add_argument("--json", action="store_true", help="one JSON object: sides, latency, layers, notes")
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("show", help="one stored run: its settings, statistics and layers")
     p.add_argument("run", type=int, help="the run id (`farmctl report` lists them)")
-    p.add_argument("--top", type=int, default=25, help="layers to show, slowest first (0: all)")
+    p.add_argument("--top", type=int, default=25, metavar="N", help="layers to show, slowest first (0: all)")
     p.add_argument("--json", action="store_true", help="one JSON object: run, settings, result, device, layers")
     p.set_defaults(func=cmd_show)
 

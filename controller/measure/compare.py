@@ -221,6 +221,8 @@ def _notes(sides: list[Side], frame) -> list[str]:
                      "one device with the same threads; separate runs differ by the machine's moment too "
                      "(Python's `bench(..., reference=)` and `farmctl optimize` time pairs)")
     for s in sides:
+        if s.run["status"] != "ok":
+            notes.append(f"{s.key} is a failed run ({s.run['error_code']}): it has no latency")
         if s.run["kind"] == "profile":
             notes.append(f"{s.key} is a profile run: its latency is the profiled loop's (profiler on)")
     for s in sides:

@@ -37,7 +37,7 @@ class RunView:
                ("device", f"{r['device_name']} ({r['device_class'] or 'no class'}), fingerprint "
                           f"{(r['device_fingerprint'] or '')[:16]}"),
                ("backend", f"{r['backend']} {r['backend_version'] or ''}".strip()),
-               ("threads", str(r["threads"])), ("settings", json.dumps(self.settings, sort_keys=True)),
+               ("threads", str(r["threads"] or "not recorded")), ("settings", json.dumps(self.settings, sort_keys=True)),
                ("when", r["created_at"]), ("status", r["status"] + (f": {r['error_code']}: {r['error']}"
                                                                     if r["error_code"] else ""))]
         for key, name in (("load_ms", "load"), ("first_inference_ms", "first inference")):

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from controller.errors import FarmError, UsageError
+from controller.errors import FarmError, JobFailed, UsageError
 from controller.measure.api import BenchResult, bench, profile
 from controller.measure.compare import compare_runs
 from controller.measure.layer_diff import layer_diff
@@ -31,6 +31,7 @@ class Filled:
     int8_profile: int
     fp16_profile: int
     device: str
+    failed: int              # a benchmark the agent refused (UNSUPPORTED_OP), stored as failed
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,10 @@ def filled(shared_agent, model_dir, tmp_path_factory):
     runs = [bench(small, client, FAST, store).run_id, bench(big, client, FAST, store).run_id,
             profile(small, client, FAST, store).run_id, profile(int8.path, client, FAST, store).run_id,
             profile(fp16.path, client, FAST, store).run_id]
-    yield Filled(store, paired, *runs, device=client.name)
+    with pytest.raises(JobFailed):
+        bench(models.unknown_op_model(model_dir / "unknown_op.onnx"), client, FAST, store)
+    (failed,) = store.runs(status="failed")
+    yield Filled(store, paired, *runs, device=client.name, failed=failed["id"])
     store.close()
 
 
@@ -91,6 +95,13 @@ def test_fp16_kernels_onnx_runtime_wraps_in_casts_align_by_their_runtime_names(f
     for layer in ("conv +1 fused", "pool", "fc"):     # 'InsertedPrecisionFreeCast_r_nchwc' is the fused conv
         assert rows[layer]["A_ms"] > 0 and rows[layer]["B_ms"] > 0, layer
     assert not [name for name in rows if "InsertedPrecisionFreeCast" in name]
+
+
+def test_a_failed_run_as_a_side_has_no_latency_and_says_so(filled):
+    cmp = compare_runs(filled.store, [filled.failed, filled.small])
+    assert cmp.frame["p50_ms"].isna().tolist() == [True, False] and cmp.frame["speedup"].isna().all()
+    assert "A is a failed run (UNSUPPORTED_OP): it has no latency" in cmp.notes
+    assert "| status | failed: UNSUPPORTED_OP: " in show_run(filled.store, filled.failed).to_markdown()
 
 
 def test_a_benchmark_takes_its_layers_from_a_profile_of_the_same_model(filled):
