@@ -7,9 +7,10 @@ from __future__ import annotations
 import io
 import threading
 
+import numpy as np
 from matplotlib.figure import Figure
 
-from controller.optimization.plot import COLORS, pareto_front
+from controller.optimization.plot import COLORS, LOG_AXIS_SPREAD, pareto_front
 
 _LOCK = threading.Lock()   # matplotlib's text layout caches are not documented as thread-safe
 QUALITY_LABELS = {"accuracy": "accuracy (validation)", "fidelity": "fidelity (output cosine vs baseline)",
@@ -33,8 +34,8 @@ def latency_svg(run: dict, times_ms: list[float] | None = None) -> bytes:
         cut = ordered[min(len(ordered) - 1, int(len(ordered) * 0.995))]   # a few outliers would hide the shape
         shown = [t for t in times_ms if t <= cut]
         ax.hist(shown, bins=min(60, max(10, len(shown) // 20)), color="#4c78a8")
-        for name, q in (("p50", 0.5), ("p99", 0.99)):
-            value = ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+        for name, q in (("p50", 50), ("p99", 99)):
+            value = float(np.percentile(times_ms, q))   # as the agent computes the stored percentiles
             ax.axvline(value, color="#e45756" if name == "p50" else "#555", lw=1.2, label=f"{name} {value:.3f} ms")
         ax.legend(fontsize=8)
         ax.set_ylabel("inferences")
@@ -79,7 +80,7 @@ def layers_svg(layers: list[dict], top: int = 25) -> bytes:
 def _kind(row: dict, chosen: str | None) -> str:
     if row["name"] == "baseline":
         return "baseline"
-    if row["name"] == chosen or row.get("verdict") == "meets":
+    if row["name"] == chosen or row.get("meets"):
         return "meets"
     speedup = row.get("speedup")
     return "slower" if speedup is not None and speedup < 1.0 else "fails"
@@ -109,12 +110,15 @@ def tradeoff_svg(device: str, rows: list[dict], quality: str, chosen: str | None
     if pts:
         ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "--", color="#888", lw=1, zorder=2,
                 label="Pareto front (fastest for its quality)")
+    xs = [p[0] for p in pts]
+    if xs and min(xs) > 0 and max(xs) / min(xs) > LOG_AXIS_SPREAD:   # as the report's plot: one outlier
+        ax.set_xscale("log")
     ys = [p[1] for p in pts]
     if ys:   # a margin around the points (at least 0.002 tall: qualities that close stay readable)
         pad = max((max(ys) - min(ys)) * 0.1, 0.001)
         ax.set_ylim(min(ys) - pad, max(ys) + pad)
     ax.ticklabel_format(axis="y", useOffset=False)
-    ax.set_xlabel("p50 latency (ms), measured on the device")
+    ax.set_xlabel("p50 latency (ms), measured on the device" + (" (log scale)" if ax.get_xscale() == "log" else ""))
     ax.set_ylabel(QUALITY_LABELS.get(quality, quality))
     ax.set_title(f"{device}: {len(rows)} measured" + ("" if pts else " (nothing measured yet)"), fontsize=9)
     ax.grid(alpha=0.3)

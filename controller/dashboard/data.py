@@ -92,8 +92,8 @@ def last_telemetry(store: ResultsStore, device_name: str) -> dict | None:
     newest = store.runs(device=device_name, status="ok", limit=1)
     if not newest:
         return None
-    run = run_detail(store, newest[0]["id"]) or {}
-    summary = telemetry_summary(run.get("result"))
+    run = store.run(newest[0]["id"]) or {}
+    summary = telemetry_summary(json.loads(run.get("result_json") or "null"))
     return summary and {**summary, "run_id": newest[0]["id"], "created_at": newest[0]["created_at"]}
 
 

@@ -5,6 +5,7 @@ the run writes, the latency vs quality plot) and compare. Every handler only rea
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import OrderedDict
 from datetime import date
 from pathlib import Path
@@ -98,6 +99,7 @@ class Pages:
         self.env.filters["num"] = lambda v, d=2: "-" if v is None else f"{v:.{d}f}"
         self.env.filters["size"] = size_text
         self._svgs: OrderedDict[str, bytes] = OrderedDict()
+        self._svg_lock = threading.Lock()    # handlers run in a thread pool
 
     def render(self, name: str, request: Request, **context) -> HTMLResponse:
         page = self.env.get_template(name).render(request=request, poll_ms=int(self.options.poll_seconds * 1000),
@@ -106,11 +108,15 @@ class Pages:
 
     def svg(self, key: str, draw) -> Response:
         """An SVG, drawn once per key (the key names what it shows and the data's version)."""
-        if key not in self._svgs:
-            self._svgs[key] = draw()
-            while len(self._svgs) > 128:
-                self._svgs.popitem(last=False)
-        return Response(self._svgs[key], media_type=SVG, headers={"cache-control": "no-cache"})
+        with self._svg_lock:
+            body = self._svgs.get(key)
+        if body is None:
+            body = draw()
+            with self._svg_lock:
+                self._svgs[key] = body
+                while len(self._svgs) > 128:
+                    self._svgs.popitem(last=False)
+        return Response(body, media_type=SVG, headers={"cache-control": "no-cache"})
 
     # devices -------------------------------------------------------------------------------------------
     def _devices(self) -> list[dict]:

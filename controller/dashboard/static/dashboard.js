@@ -63,6 +63,9 @@ const COLUMNS = [
   ["cv", "num", r => fmt(r.cv, 3)], ["why", "", r => r.reason],
 ];
 
+// chosen; meets (every constraint, but another was faster); or the stored status (ok while measuring)
+const status = (r, d) => (r.name === d.chosen ? "chosen" : r.meets && r.name !== "baseline" ? "meets" : r.status);
+
 function deviceBlock(key, device, d, version) {
   const verdict = d.decided_at
     ? (d.chosen ? ["decided ", d.decided_at, ": chose ", el("b", {}, d.chosen)] : ["decided ", d.decided_at, ": ", d.failure || "nothing chosen"])
@@ -74,8 +77,7 @@ function deviceBlock(key, device, d, version) {
   const body = el("tbody", {}, ...d.rows.map(r => el("tr", {"data-name": r.name, "data-status": r.status,
       class: r.name === d.chosen ? "chosen" : null},
     ...cols.map(([t, cls, f]) => el("td", {class: cls || null},
-      t === "status" ? el("span", {class: "badge " + (r.name === d.chosen ? "chosen" : r.status)},
-                          r.name === d.chosen ? "chosen" : r.status) : f(r))))));
+      t === "status" ? el("span", {class: "badge " + status(r, d)}, status(r, d)) : f(r))))));
   const table = el("table", {class: "sortable candidates", id: "candidates-" + device, "data-device": device},
                    el("thead", {}, head), body);
   const plot = el("img", {class: "plot", alt: "latency vs quality on " + device,

@@ -179,6 +179,9 @@ def _compare_page(browser, url: str, store: Path, tmp_path: Path) -> None:
 
     bench_runs = ResultsStore(store).runs(kind="benchmark", status="ok")
     first, last = bench_runs[-1]["id"], bench_runs[0]["id"]
+    browser.get(url + f"runs/{first}")          # a benchmark's page: its latency distribution
+    assert browser.find_element(By.ID, "latency-plot").get_attribute("naturalWidth") not in (None, "0")
+    screenshot(browser, tmp_path, "run-latency")
     browser.get(url + f"compare?sides={first}+{last}")
     rows = browser.find_elements(By.CSS_SELECTOR, "#compare-latency tbody tr")
     assert [r.find_elements(By.TAG_NAME, "td")[1].text for r in rows] == [str(first), str(last)]
