@@ -48,6 +48,11 @@ demo: $(VENV)/.demo
 test: setup
 	$(BIN)/python -m pytest -q
 
+# the emulated arm64 Raspberry Pi (scripts/emulated_pi.py, docs/arm64.md): root and qemu-user-static needed
+.PHONY: test-arm64
+test-arm64: setup
+	$(BIN)/python -m pytest -q tests/arm64
+
 bench: setup
 	$(BIN)/python benchmarks/fidelity.py
 	$(BIN)/python benchmarks/overhead.py
