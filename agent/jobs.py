@@ -15,8 +15,7 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import psutil
 from agent.backends import BACKENDS
 from agent.cache import ModelCache
 from agent.errors import InvalidDigest, JobError
+from agent.job_queue import DEFAULT_AGING_S, PRIORITIES, Job, JobQueue
 from agent.process import clean_leftovers, kill_group, pump, rss_bytes, runner_dies_with_agent, runner_env
 from agent.telemetry import read_telemetry, result_flags
 
@@ -56,71 +56,19 @@ class JobSpec:
     time_limit_s: float = 0.0
     memory_limit_bytes: int = 0
     reference_digest: str = ""   # BENCHMARK: a model timed alternately with this one (drift compensation)
+    priority: str = "normal"     # low | normal | high: which waiting job takes the device next
 
 
-class Job:
-    """A job's live state: its spec, whether it was cancelled, and its child process once running."""
+@dataclass
+class JobRecord:
+    """How a job ended, for whoever watches (the metrics): outcome is 'ok' or the error code in lower
+    case ('cancelled', 'timeout', ...); the seconds are None for a job that never got the device."""
 
-    def __init__(self, spec: JobSpec) -> None:
-        self.spec = spec
-        self.id = spec.job_id or uuid.uuid4().hex
-        self.cancelled = threading.Event()
-        self.state = "queued"
-
-
-class JobQueue:
-    """FIFO of jobs; exactly one may hold the device at a time."""
-
-    def __init__(self) -> None:
-        self._cond = threading.Condition()
-        self._waiting: list[Job] = []
-        self._running: Job | None = None
-
-    def __len__(self) -> int:
-        with self._cond:
-            return len(self._waiting) + (self._running is not None)
-
-    def submit(self, job: Job) -> None:
-        """Append a job to the queue."""
-        with self._cond:
-            self._waiting.append(job)
-
-    def wait_turn(self, job: Job) -> Iterator[int]:
-        """Yield the job's queue position whenever it changes; return once the job holds the device."""
-        last = None
-        while True:
-            with self._cond:
-                if job.cancelled.is_set():
-                    self._waiting.remove(job)
-                    self._cond.notify_all()
-                    raise JobError("CANCELLED", "the job was cancelled while queued")
-                if self._running is None and self._waiting[0] is job:
-                    self._waiting.pop(0)
-                    self._running = job
-                    job.state = "running"
-                    self._cond.notify_all()  # everyone behind moved up one place
-                    return
-                position = self._waiting.index(job) + 1
-                if position == last:
-                    self._cond.wait()
-                    continue
-            last = position
-            yield position
-
-    def finish(self, job: Job) -> None:
-        """Release the device (or drop a job that never ran)."""
-        with self._cond:
-            job.state = "done"
-            if self._running is job:
-                self._running = None
-            elif job in self._waiting:
-                self._waiting.remove(job)
-            self._cond.notify_all()
-
-    def wake(self) -> None:
-        """Let waiters re-check (after a cancel)."""
-        with self._cond:
-            self._cond.notify_all()
+    kind: str
+    priority: str
+    outcome: str
+    wait_seconds: float | None
+    run_seconds: float | None
 
 
 class JobManager:
@@ -128,9 +76,11 @@ class JobManager:
     memory limits are defaults and ceilings: a job may ask for less, never more."""
 
     def __init__(self, cache: ModelCache, default_time_limit_s: float = 600.0,
-                 default_memory_limit_bytes: int = 0, default_threads: int = 0) -> None:
+                 default_memory_limit_bytes: int = 0, default_threads: int = 0,
+                 priority_aging_s: float = DEFAULT_AGING_S) -> None:
         self.cache = cache
-        self.queue = JobQueue()
+        self.queue = JobQueue(priority_aging_s)
+        self.observers: list[Callable[[JobRecord], None]] = []   # told how each job ended (agent/metrics.py)
         self.default_time_limit_s = default_time_limit_s
         self.default_memory_limit_bytes = default_memory_limit_bytes or int(
             psutil.virtual_memory().total * 0.8)
@@ -177,14 +127,35 @@ class JobManager:
 
     def execute(self, job: Job) -> Iterator[dict]:
         """Run a registered job, yielding event dicts shaped like RunEvent's oneof (e.g. {'queued': {...}})."""
+        last: dict = {}
         try:
-            yield from self._execute(job)
+            for last in self._execute(job):
+                yield last
         except JobError as exc:
-            yield _error(exc.code, exc.message)
+            last = _error(exc.code, exc.message)
+            yield last
         finally:
             self.queue.finish(job)
             with self._lock:
                 self._jobs.pop(job.id, None)
+            self._record(job, last)
+
+    def _record(self, job: Job, last: dict) -> None:
+        """Tell the observers how the job ended (a client that hung up mid-stream counts as cancelled)."""
+        if "error" in last:
+            outcome = last["error"]["code"].lower()
+        else:
+            outcome = "ok" if ("result" in last or "outputs" in last) else "cancelled"
+        now = time.monotonic()
+        ran = job.started_at > 0
+        record = JobRecord(kind=job.spec.kind if job.spec.kind in KINDS else "unknown", priority=job.spec.priority,
+                           outcome=outcome, wait_seconds=(job.started_at if ran else now) - job.queued_at
+                           if job.queued_at else None, run_seconds=now - job.started_at if ran else None)
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:   # a watcher's bug must not end the job's stream
+                log.exception("a job observer failed")
 
     def _execute(self, job: Job) -> Iterator[dict]:
         spec = job.spec
@@ -207,6 +178,8 @@ class JobManager:
                                             f"MiB, above this agent's ceiling of "
                                             f"{self.default_memory_limit_bytes / 2**20:.0f} MiB (farm-agent "
                                             "--job-memory-limit-mb); ask for at most that, or leave it unset")
+        if spec.priority not in PRIORITIES:
+            raise JobError("INVALID_INPUT", f"unknown priority {spec.priority!r}; use one of {', '.join(PRIORITIES)}")
         if spec.reference_digest and spec.kind != "BENCHMARK":
             raise JobError("INVALID_INPUT", f"a reference model is timed alongside a BENCHMARK job only, not a "
                                             f"{spec.kind} job; leave reference_digest empty")
@@ -223,8 +196,8 @@ class JobManager:
                 except InvalidDigest as exc:
                     raise JobError("INVALID_INPUT", f"{what}: {exc}") from None
             self.queue.submit(job)
-            for position in self.queue.wait_turn(job):
-                yield {"queued": {"position": position}}
+            for position, priority in self.queue.wait_turn(job):
+                yield {"queued": {"position": position, "priority": priority}}
             yield from self._run_child(job, *paths)
 
     def _job_description(self, job: Job, model_path: Path, work: Path, reference_path: Path | None = None) -> dict:

@@ -22,6 +22,7 @@ from agent.backends import available_backends
 from agent.cache import ModelCache
 from agent.device import device_info
 from agent.jobs import JobManager
+from agent.metrics import AgentMetrics, MetricsTLS, serve_metrics
 from agent.servicer import AgentServicer
 from protos import agent_pb2_grpc as pb_grpc
 
@@ -58,6 +59,8 @@ class AgentConfig:
     threads: int = 0
     max_jobs: int = 64          # open Run streams (queued + running); more get RESOURCE_EXHAUSTED
     advertise: bool = False
+    priority_aging_s: float = 60.0   # a waiting job gains one priority level this often (low never starves)
+    metrics_port: int | None = None  # Prometheus /metrics on the agent's host; None = off, 0 = a free port
 
 
 def is_loopback(host: str) -> bool:
@@ -86,8 +89,10 @@ class AgentServer:
         self.config = config
         self.cache = ModelCache(config.cache_dir or default_cache_dir(), config.cache_max_bytes)
         self.jobs = JobManager(self.cache, config.job_time_limit_s, config.job_memory_limit_bytes,
-                               config.threads)
+                               config.threads, config.priority_aging_s)
         self.info = device_info(config.name, available_backends(), config.device_class)
+        self.metrics = AgentMetrics(self.jobs, self.cache, self.info) if config.metrics_port is not None else None
+        self.metrics_server = None
         interceptors = [TokenAuthInterceptor(config.token)] if config.token else []
         self.server = grpc.server(
             futures.ThreadPoolExecutor(max_workers=config.max_jobs + RESERVED_WORKERS), interceptors=interceptors,
@@ -110,6 +115,12 @@ class AgentServer:
         if not self.port:
             raise SystemExit(f"farm-agent: could not bind {host}:{self.config.port}; is another agent "
                              "using that port? Pick another with --port (0 picks a free one)")
+        if self.metrics is not None:
+            tls = MetricsTLS(*(Path(p) for p in (self.config.tls_ca, self.config.tls_cert, self.config.tls_key))) \
+                if self.credentials else None
+            self.metrics_server = serve_metrics(self.metrics, host, self.config.metrics_port, tls)
+            log.info("metrics on %s://%s:%d/metrics", "https" if tls else "http", bind,
+                     self.metrics_server.server_port)
         self.server.start()
         if self.config.advertise:
             from agent.discovery import Advertiser
@@ -131,6 +142,9 @@ class AgentServer:
         self.health.enter_graceful_shutdown()
         self.jobs.cancel_all()
         self.server.stop(grace).wait()
+        if self.metrics_server is not None:
+            self.metrics_server.shutdown()
+            self.metrics_server.server_close()
 
 
 def parse_cpus(text: str) -> set[int]:
@@ -154,6 +168,18 @@ def read_token(path: Path | None) -> str | None:
         lines = Path(path).read_text().splitlines()
         return lines[0].strip() or None if lines else None
     return os.environ.get("EDGEFARM_TOKEN") or None
+
+
+def positive_seconds(text: str) -> float:
+    """--priority-aging-s: a positive number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of seconds (e.g. 60); low-priority "
+                                         "jobs would starve without aging")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -195,6 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
                             "answers RESOURCE_EXHAUSTED, and health checks always answer")
     serve.add_argument("--threads", type=int, default=0,
                        help="threads when a job does not say (default: physical cores)")
+    serve.add_argument("--priority-aging-s", type=positive_seconds, default=60.0, metavar="SECONDS",
+                       help="a waiting job gains one priority level every SECONDS (low -> normal -> high), so "
+                            "low-priority jobs never starve (default 60)")
+    serve.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
+                       help="serve Prometheus metrics at http://HOST:PORT/metrics on the agent's --host (HTTPS "
+                            "with the agent's mutual TLS when it has --tls-*, as it must beyond loopback; 0 picks "
+                            "a free port; default: off)")
     return parser
 
 
@@ -227,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
                          advertise=args.advertise, tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
                          job_time_limit_s=args.job_time_limit,
                          job_memory_limit_bytes=int(args.job_memory_limit_mb * 2**20), threads=args.threads,
-                         max_jobs=args.max_jobs)
+                         max_jobs=args.max_jobs, priority_aging_s=args.priority_aging_s,
+                         metrics_port=args.metrics_port)
     server = AgentServer(config)
     port = server.start()
     # The first stdout line is machine-read by the controller's local agent: keep its format.

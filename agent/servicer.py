@@ -33,6 +33,9 @@ def _abort(context: grpc.ServicerContext, exc: AgentError) -> None:
 
 
 _DEFAULTS = JobSpec(kind="", digest="")  # what a request leaves unset
+# The wire's priorities and the agent's; UNSPECIFIED (an older client) is normal.
+PRIORITY_OF = {pb.PRIORITY_UNSPECIFIED: "normal", pb.PRIORITY_LOW: "low", pb.PRIORITY_NORMAL: "normal",
+               pb.PRIORITY_HIGH: "high"}
 
 
 def spec_from_request(req: pb.RunRequest) -> JobSpec:
@@ -42,6 +45,9 @@ def spec_from_request(req: pb.RunRequest) -> JobSpec:
         inputs = {t.name: tensor_to_array(t) for t in req.inputs} or None
     except (TypeError, ValueError) as exc:
         raise JobError("INVALID_INPUT", f"an input tensor could not be decoded: {exc}") from exc
+    if req.priority not in PRIORITY_OF:
+        raise JobError("INVALID_INPUT", f"unknown priority {req.priority} in the request; use PRIORITY_LOW, "
+                                        "PRIORITY_NORMAL or PRIORITY_HIGH")
     d = _DEFAULTS
     return JobSpec(
         kind=pb.JobKind.Name(req.kind), digest=req.model_digest, backend=req.backend or d.backend,
@@ -51,7 +57,7 @@ def spec_from_request(req: pb.RunRequest) -> JobSpec:
         max_seconds=s.max_seconds or d.max_seconds, profile_iterations=s.profile_iterations or d.profile_iterations,
         input_shapes={k: list(v.dims) for k, v in s.input_shapes.items()}, inputs=inputs,
         time_limit_s=req.time_limit_s, memory_limit_bytes=req.memory_limit_bytes,
-        reference_digest=req.reference_digest)
+        reference_digest=req.reference_digest, priority=PRIORITY_OF[req.priority])
 
 
 def event_to_proto(job_id: str, event: dict) -> pb.RunEvent:
@@ -60,6 +66,8 @@ def event_to_proto(job_id: str, event: dict) -> pb.RunEvent:
     if kind == "outputs":
         return pb.RunEvent(job_id=job_id, outputs=pb.Outputs(
             tensors=[array_to_tensor(k, v) for k, v in body.items()]))
+    if kind == "queued":
+        body = {**body, "priority": f"PRIORITY_{body.get('priority', 'normal').upper()}"}
     if kind == "result":
         body = {**body, "input_shapes": {k: {"dims": v} for k, v in body.get("input_shapes", {}).items()}}
     msg = pb.RunEvent(job_id=job_id)

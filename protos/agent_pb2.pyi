@@ -14,6 +14,13 @@ class JobKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PROFILE: _ClassVar[JobKind]
     EVALUATE: _ClassVar[JobKind]
 
+class Priority(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    PRIORITY_UNSPECIFIED: _ClassVar[Priority]
+    PRIORITY_LOW: _ClassVar[Priority]
+    PRIORITY_NORMAL: _ClassVar[Priority]
+    PRIORITY_HIGH: _ClassVar[Priority]
+
 class ErrorCode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     ERROR_CODE_UNSPECIFIED: _ClassVar[ErrorCode]
@@ -32,6 +39,10 @@ JOB_KIND_UNSPECIFIED: JobKind
 BENCHMARK: JobKind
 PROFILE: JobKind
 EVALUATE: JobKind
+PRIORITY_UNSPECIFIED: Priority
+PRIORITY_LOW: Priority
+PRIORITY_NORMAL: Priority
+PRIORITY_HIGH: Priority
 ERROR_CODE_UNSPECIFIED: ErrorCode
 INVALID_MODEL: ErrorCode
 UNSUPPORTED_OP: ErrorCode
@@ -179,7 +190,7 @@ class MeasureSettings(_message.Message):
     def __init__(self, threads: _Optional[int] = ..., warmup: _Optional[int] = ..., min_iterations: _Optional[int] = ..., min_seconds: _Optional[float] = ..., max_seconds: _Optional[float] = ..., input_shapes: _Optional[_Mapping[str, Shape]] = ..., profile_iterations: _Optional[int] = ...) -> None: ...
 
 class RunRequest(_message.Message):
-    __slots__ = ("job_id", "kind", "model_digest", "backend", "settings", "inputs", "time_limit_s", "memory_limit_bytes", "reference_digest")
+    __slots__ = ("job_id", "kind", "model_digest", "backend", "settings", "inputs", "time_limit_s", "memory_limit_bytes", "reference_digest", "priority")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     MODEL_DIGEST_FIELD_NUMBER: _ClassVar[int]
@@ -189,6 +200,7 @@ class RunRequest(_message.Message):
     TIME_LIMIT_S_FIELD_NUMBER: _ClassVar[int]
     MEMORY_LIMIT_BYTES_FIELD_NUMBER: _ClassVar[int]
     REFERENCE_DIGEST_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     kind: JobKind
     model_digest: str
@@ -198,13 +210,16 @@ class RunRequest(_message.Message):
     time_limit_s: float
     memory_limit_bytes: int
     reference_digest: str
-    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., model_digest: _Optional[str] = ..., backend: _Optional[str] = ..., settings: _Optional[_Union[MeasureSettings, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., time_limit_s: _Optional[float] = ..., memory_limit_bytes: _Optional[int] = ..., reference_digest: _Optional[str] = ...) -> None: ...
+    priority: Priority
+    def __init__(self, job_id: _Optional[str] = ..., kind: _Optional[_Union[JobKind, str]] = ..., model_digest: _Optional[str] = ..., backend: _Optional[str] = ..., settings: _Optional[_Union[MeasureSettings, _Mapping]] = ..., inputs: _Optional[_Iterable[_Union[Tensor, _Mapping]]] = ..., time_limit_s: _Optional[float] = ..., memory_limit_bytes: _Optional[int] = ..., reference_digest: _Optional[str] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
 
 class Queued(_message.Message):
-    __slots__ = ("position",)
+    __slots__ = ("position", "priority")
     POSITION_FIELD_NUMBER: _ClassVar[int]
+    PRIORITY_FIELD_NUMBER: _ClassVar[int]
     position: int
-    def __init__(self, position: _Optional[int] = ...) -> None: ...
+    priority: Priority
+    def __init__(self, position: _Optional[int] = ..., priority: _Optional[_Union[Priority, str]] = ...) -> None: ...
 
 class Started(_message.Message):
     __slots__ = ("backend", "backend_version", "pid")
