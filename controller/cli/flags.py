@@ -7,7 +7,7 @@ import argparse
 import sys
 
 from agent.telemetry import NOISY_CV
-from controller.measure.settings import MeasureSettings, parse_input_shape
+from controller.measure.settings import PRIORITIES, MeasureSettings, parse_input_shape
 from protos import agent_pb2 as pb
 
 
@@ -37,7 +37,15 @@ def add_measure_flags(p: argparse.ArgumentParser, model_help: str | None = None,
                    "(default: the agent's, 600)")
     p.add_argument("--memory-limit-mb", type=float, default=0.0,
                    help="memory the job may use on the agent (default: the agent's, 80%% of RAM)")
+    add_priority_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+
+
+def add_priority_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--priority", choices=list(PRIORITIES), default=MeasureSettings().priority,
+                   help="which waiting job a busy agent runs next: high before normal before low, first come "
+                   "first served within one; a waiting job moves up a level every minute (the agent's "
+                   "--priority-aging-s), so low ones still run (default normal)")
 
 
 def measure_settings(args: argparse.Namespace) -> MeasureSettings:
@@ -46,7 +54,7 @@ def measure_settings(args: argparse.Namespace) -> MeasureSettings:
                            min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                            profile_iterations=getattr(args, "iterations", None) or MeasureSettings().profile_iterations,
                            input_shapes=shapes, time_limit_s=args.time_limit,
-                           memory_limit_mb=args.memory_limit_mb)
+                           memory_limit_mb=args.memory_limit_mb, priority=args.priority)
 
 
 def progress_printer(stream=sys.stderr):
@@ -56,6 +64,8 @@ def progress_printer(stream=sys.stderr):
         which = event.WhichOneof("event")
         if which == "queued":
             line = f"queued at position {event.queued.position}"
+            if event.queued.priority:   # agents older than priorities send none
+                line += f", priority {pb.Priority.Name(event.queued.priority).removeprefix('PRIORITY_').lower()}"
         elif which == "started":
             line = f"started on {event.started.backend} {event.started.backend_version}"
         elif which == "progress":

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
-from controller.cli.flags import add_alias
+from controller.cli.flags import add_alias, add_priority_flag
 
 EXIT_NOTHING_FITS = 3
 
@@ -43,13 +44,14 @@ def add_parser(sub) -> None:
     p.add_argument("--max-attempts", type=int, default=6, help="measurements of a block or model at most, while "
                    "the reference model timed beside it says the device was slowed (default 6)")
     p.add_argument("--out", type=Path, default=Path("edgefarm-nas"), help="nas-best.onnx/.json, nas.png")
+    add_priority_flag(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_nas)
 
 
 def cmd_nas(args: argparse.Namespace) -> int:
     from controller.errors import UsageError
-    from controller.nas import NASOptions, Undisturbed, run_nas
+    from controller.nas import LUT_SETTINGS, NASOptions, Undisturbed, run_nas
 
     if args.max_attempts < 1 or args.calibrate < 0:
         raise UsageError("--max-attempts must be at least 1 and --calibrate at least 0")
@@ -66,7 +68,7 @@ def cmd_nas(args: argparse.Namespace) -> int:
         proxy_epochs=args.proxy_epochs, proxy_samples=args.proxy_samples, final_epochs=args.final_epochs,
         out_dir=args.out, store=args.store, inventory=args.inventory, seed=args.seed, progress=say,
         calibrate=args.calibrate, rule=Undisturbed(max_attempts=args.max_attempts), data=args.data,
-        image_size=args.image_size))
+        image_size=args.image_size, settings=replace(LUT_SETTINGS, priority=args.priority)))
     if args.json:
         print(json.dumps(run.to_json(), indent=1))
     elif run.best:

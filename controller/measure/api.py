@@ -192,7 +192,7 @@ def _run(client: AgentClient, kind: int, ref: ModelRef, settings: MeasureSetting
         request = pb.RunRequest(kind=kind, model_digest=upload.digest, backend=ref.backend,
                                 settings=settings.to_proto(), time_limit_s=settings.time_limit_s,
                                 memory_limit_bytes=int(settings.memory_limit_mb * 2**20), inputs=inputs or [],
-                                reference_digest=ref_digest)
+                                reference_digest=ref_digest, priority=settings.run_priority())
         result, layers, error, outputs, times, trace = {}, {}, None, {}, {}, b""
         for event in client.run(request):
             which = event.WhichOneof("event")

@@ -9,6 +9,8 @@ from dataclasses import asdict, dataclass, field
 from controller.errors import UsageError
 from protos import agent_pb2 as pb
 
+PRIORITIES = {"low": pb.PRIORITY_LOW, "normal": pb.PRIORITY_NORMAL, "high": pb.PRIORITY_HIGH}
+
 
 @dataclass
 class MeasureSettings:
@@ -23,6 +25,14 @@ class MeasureSettings:
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     time_limit_s: float = 0.0        # 0 = the agent's default
     memory_limit_mb: float = 0.0     # 0 = the agent's default
+    # Which queued job a busy agent runs next (low | normal | high). It changes when a job runs, never how it
+    # is measured: it is not stored with results nor part of any key, so a rerun at another priority resumes.
+    priority: str = "normal"
+
+    def __post_init__(self) -> None:
+        if self.priority not in PRIORITIES:
+            raise UsageError(f"priority {self.priority!r} is not one of low, normal, high; pick one of those "
+                             "(e.g. --priority high)")
 
     def to_proto(self) -> pb.MeasureSettings:
         """The settings as sent to the agent."""
@@ -32,9 +42,15 @@ class MeasureSettings:
             profile_iterations=self.profile_iterations,
             input_shapes={k: pb.Shape(dims=v) for k, v in self.input_shapes.items()})
 
+    def run_priority(self) -> int:
+        """The priority as RunRequest.priority."""
+        return PRIORITIES[self.priority]
+
     def as_dict(self) -> dict:
-        """Plain dict for the results store."""
-        return asdict(self)
+        """Plain dict for the results store (without the priority: it says when, not how, a job ran)."""
+        d = asdict(self)
+        d.pop("priority")
+        return d
 
     def key(self, threads_used: int) -> str:
         """Hash of what changes the numbers: used as part of a result's identity."""
