@@ -20,19 +20,18 @@ $(VENV)/.torch:
 	@echo "creating $(VENV) with $(TORCH) (CPU)$(if $(TORCH_INDEX), from $(TORCH_INDEX))"
 	$(PYTHON) -m venv $(VENV)
 	$(TALK) --label "upgrading pip" -- $(BIN)/python -m pip install --quiet --upgrade pip
-	$(TALK) --label "installing $(TORCH) (CPU)" -- $(BIN)/python -m pip install --quiet $(TORCH) \
-		$(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(TALK) --label "installing $(TORCH) (CPU)" -- $(BIN)/python -m pip install --quiet $(TORCH) $(TORCH_INDEX:%=--index-url %)
 	touch $@
 
 # what the demo needs: the farm, torch and the techniques, the digits; no test tools, no test models
 $(VENV)/.demo: pyproject.toml $(VENV)/.torch
-	@echo "installing edgefarm[optimize,examples] into $(VENV) (first time: about 2 min, 1.2 GB in all)"
+	@echo "installing edgefarm[optimize,examples] into $(VENV) (first time: 3 to 7 min, 1.6 GB in all)"
 	$(TALK) --label "installing edgefarm[optimize,examples]" -- $(BIN)/python -m pip install --quiet -e '.[optimize,examples]'
 	touch $@
 
 # everything: the dev extra has the demo's extras too, so the demo's stamp is touched with it
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	@echo "installing edgefarm[dev] into $(VENV) (first time: about 3 min, 2.0 GB in all)"
+	@echo "installing edgefarm[dev] into $(VENV) (first time: 3 to 10 min, 2.0 GB in all)"
 	$(TALK) --label "installing edgefarm[dev] and its dependencies" -- $(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $@ $(VENV)/.demo
 
