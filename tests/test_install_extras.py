@@ -123,19 +123,23 @@ def test_controller_extra_is_kept_as_optimize_and_examples():
 
 
 def test_farm_commands_run_without_torch(tmp_path, conv_onnx, shared_agent):
-    """bench on the embedded agent, profile on a real agent process, report, devices, ca, completion."""
+    """bench on the embedded agent, profile and bench on a real agent process, compare, show, report (pandas),
+    devices, ca, completion, fuse."""
     _, agent = shared_agent
     device = f"127.0.0.1:{agent.port}"
     for args in (["bench", str(conv_onnx), "--device", "local", "--json", *FAST],
                  ["profile", str(conv_onnx), "--device", device, "--iterations", "5", "--warmup", "1",
                   "--plot", "layers.png"],
-                 ["report"], ["report", "--format", "html", "-o", "report.html"], ["devices"],
+                 ["bench", str(conv_onnx), "--device", device, *FAST], ["compare", "1", "3"], ["show", "2"],
+                 ["report"], ["report", "--format", "json", "-o", "runs.json"],
+                 ["report", "--format", "html", "-o", "report.html"], ["devices"],
                  ["ca", "init"], ["completion", "bash"], ["fuse", str(conv_onnx), "-o", "fused.onnx"]):
         out = farmctl(["farm"], *args, cwd=tmp_path)
         assert out.returncode == 0, f"farmctl {' '.join(args)} on a [farm] install: {out.stderr}"
         assert "Traceback" not in out.stderr
     report = farmctl(["farm"], "report", cwd=tmp_path).stdout
     assert "benchmark" in report and "profile" in report and (tmp_path / "layers.png").stat().st_size > 0
+    assert len(json.loads((tmp_path / "runs.json").read_text())["runs"]) == 3
 
 
 @pytest.mark.parametrize("extras,args,extra", [

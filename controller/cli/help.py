@@ -57,8 +57,9 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
 GLOBAL_FLAGS: list[tuple[tuple[str, ...], dict]] = [
     (("-v", "--verbose"), {"action": "store_true", "help": "debug logging"}),
     (("-q", "--quiet"), {"action": "store_true", "help": "no progress lines on stderr"}),
-    (("--store",), {"type": Path, "metavar": "PATH",
-                    "help": "results store, a SQLite file (default ./edgefarm-results.db or $EDGEFARM_STORE)"}),
+    (("--store",), {"type": str, "metavar": "PATH|URL",
+                    "help": "results store: a SQLite file, or postgresql://USER@HOST:PORT/DB for a team's "
+                            "server (default ./edgefarm-results.db or $EDGEFARM_STORE)"}),
     (("--inventory",), {"type": Path, "metavar": "YAML",
                         "help": "fleet file (default ./inventory.yaml if present, else just 'local')"}),
 ]

@@ -17,7 +17,7 @@ from controller.fleet.client import AgentClient
 from controller.fleet.inventory import LOCAL, connect, load_inventory, resolve_device
 from controller.measure.preflight import ModelRef, check_model, display_path, resolve_model
 from controller.measure.settings import MeasureSettings
-from controller.measure.store import ResultsStore, RunRecord, opened
+from controller.measure.store import ResultsStore, RunRecord, location, opened
 from controller.measure.trace import decode_trace, write_times, write_trace
 from optimizers.flops import GraphFlops, graph_flops, row_flops
 from optimizers.layer_names import layer_label
@@ -32,9 +32,10 @@ ProgressFn = Callable[[str, pb.RunEvent], None]
 TIMES = ("times_ms", "reference_times_ms")
 
 
-def default_store_path() -> Path:
-    """$EDGEFARM_STORE, else edgefarm-results.db in the current folder."""
-    return Path(os.environ.get("EDGEFARM_STORE") or "edgefarm-results.db")
+def default_store_path() -> Path | str:
+    """$EDGEFARM_STORE (a file path, or a postgresql:// URL kept as text), else edgefarm-results.db in the
+    current folder."""
+    return location(os.environ.get("EDGEFARM_STORE") or "edgefarm-results.db")
 
 
 @dataclass
