@@ -9,7 +9,7 @@ import pytest
 
 from controller.fleet.client import AgentClient
 from controller.fleet.local import LocalAgent
-from tests import models
+from tests import models, postgres
 
 
 @pytest.fixture(autouse=True)
@@ -58,3 +58,29 @@ def conv_onnx(model_dir) -> Path:
 @pytest.fixture(scope="session")
 def dynamic_onnx(model_dir) -> Path:
     return models.conv_model(model_dir / "dynamic_conv.onnx", batch="batch", size="side")
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[postgres.PostgresServer]:
+    """A throwaway PostgreSQL server for the session (tests/postgres.py). Without its binaries or psycopg the
+    tests that need it skip, saying what to install; in CI ($CI, .ci/run installs postgresql) they fail."""
+    reason = postgres.missing()
+    if reason:
+        (pytest.fail if postgres.required() else pytest.skip)(reason)
+    with postgres.PostgresServer() as server:
+        yield server
+
+
+@pytest.fixture
+def postgres_url(postgres_server) -> str:
+    """A new empty database on the session's PostgreSQL server, as a postgresql:// URL."""
+    return postgres_server.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request, tmp_path) -> Path | str:
+    """Where a results store goes, once per kind: a SQLite file, then a PostgreSQL database (the contract
+    every store keeps: tests/controller/measure/test_store_contract.py)."""
+    if request.param == "sqlite":
+        return tmp_path / "results.db"
+    return request.getfixturevalue("postgres_url")

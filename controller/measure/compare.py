@@ -18,7 +18,7 @@ from controller.errors import FarmError, UsageError
 from controller.measure import frames
 from controller.measure.layer_diff import layer_diff, layers_markdown
 from controller.measure.paired import NOISE_MARGIN
-from controller.measure.store import ResultsStore, opened
+from controller.measure.store import ResultsStore, location, opened
 
 PREFIXES = ("run", "model", "device")
 LIST_RUNS = "`farmctl report` lists the stored runs"
@@ -28,7 +28,7 @@ LIST_RUNS = "`farmctl report` lists the stored runs"
 def reading(store: ResultsStore | Path | str) -> Iterator[ResultsStore]:
     """An open store to read (one given by path is closed after): a missing file or a store without runs is
     one sentence saying to measure first, never a new empty file."""
-    if not isinstance(store, ResultsStore) and not Path(store).exists():
+    if not isinstance(store, ResultsStore) and isinstance(location(store), Path) and not Path(store).exists():
         raise FarmError(f"no results store at '{store}'; run `farmctl bench` first or pass --store")
     with opened(store) as db:
         if not db.runs(limit=1):

@@ -1,0 +1,241 @@
+"""The two databases a results store lives in, behind one small interface: a SQLite file (WAL; the embedded
+default, one person's) or a PostgreSQL server (a team's, through psycopg), chosen by the --store value.
+
+The store writes its SQL once, with SQLite's placeholders (`?` and `:name`); the PostgreSQL side turns them
+into psycopg's. Each side brings its transactions, its schema-version record and its migration lock."""
+
+from __future__ import annotations
+
+import functools
+import re
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from controller.errors import FarmError
+from controller.measure.store_schema import SCHEMA_VERSION, statements
+from core.extras import install_hint
+
+POSTGRES_SCHEMES = ("postgresql://", "postgres://")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# pg_advisory_xact_lock key: one migration at a time per PostgreSQL database ('edgefarm' in ASCII)
+_MIGRATION_LOCK = 0x656467656661726D
+
+
+class StoreError(FarmError):
+    """The store cannot be used (newer schema, not a store, a server that does not answer): one line from
+    farmctl, exit status 1."""
+
+
+def is_url(target) -> bool:
+    """Whether a --store value names a PostgreSQL server rather than a SQLite file."""
+    return isinstance(target, str) and target.startswith(POSTGRES_SCHEMES)
+
+
+def location(target: Path | str) -> Path | str:
+    """A --store value as the store takes it: a postgresql:// URL stays text, anything else is a file path;
+    another URL scheme is one sentence."""
+    if isinstance(target, Path) or is_url(target):
+        return target
+    if _SCHEME.match(str(target)):
+        raise StoreError(f"--store {str(target).split('://')[0]}:// is not a store edgefarm can use; give a file "
+                         "path (SQLite) or postgresql://USER@HOST:PORT/DATABASE")
+    return Path(target)
+
+
+def masked(url: str) -> str:
+    """A PostgreSQL URL fit to print: its password (if it carries one) replaced by ***."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.rsplit("@", 1)
+    user = netloc[0].split(":", 1)[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+
+
+def retry_locked(step, seconds: float = 30.0):
+    """Run a statement SQLite may refuse with 'database is locked' without calling its busy handler (the
+    switch to WAL of a file another process is creating), retrying for up to `seconds`."""
+    deadline = time.monotonic() + seconds
+    delay = 0.01
+    while True:
+        try:
+            return step()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+class SQLiteDB:
+    """A SQLite file in WAL mode; writers take the write lock at BEGIN IMMEDIATE (busy timeout 30 s)."""
+
+    dialect = "sqlite"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.location = str(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.conn = sqlite3.connect(str(path), timeout=30, isolation_level=None, check_same_thread=False)
+        self.conn.row_factory = sqlite3.Row
+        try:
+            retry_locked(lambda: self.conn.execute("PRAGMA journal_mode=WAL"))
+            self.conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as exc:
+            self.conn.close()
+            raise self.unusable(exc) from None
+
+    def unusable(self, exc: Exception) -> StoreError:
+        return StoreError(f"'{self.path}' is not a usable results store ({exc}); point --store at another file")
+
+    usage_errors = (sqlite3.DatabaseError,)
+
+    def query(self, sql: str, args: Sequence | dict = ()) -> list[dict]:
+        return [dict(r) for r in self.conn.execute(sql, args)]
+
+    def execute(self, sql: str, args: Sequence | dict = ()) -> None:
+        self.conn.execute(sql, args)
+
+    def executemany(self, sql: str, rows: list) -> None:
+        self.conn.executemany(sql, rows)
+
+    def insert(self, sql: str, row: dict) -> int:
+        """Run an INSERT into a table with an `id` key; its new id."""
+        return self.conn.execute(sql, row).lastrowid
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")   # the write lock now: no upgrade from reader to writer later
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    @contextmanager
+    def migrating(self) -> Iterator[int]:
+        """A write transaction (another process's migration is waited for) and the version inside it."""
+        with self.transaction():
+            yield self.version()
+
+    def version(self) -> int:
+        return self.conn.execute("PRAGMA user_version").fetchone()[0]
+
+    def set_version(self, version: int) -> None:
+        self.conn.execute(f"PRAGMA user_version = {int(version)}")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+@functools.lru_cache(maxsize=256)
+def _psycopg_sql(sql: str) -> str:
+    """SQLite placeholders as psycopg's: `?` -> %s, `:name` -> %(name)s (a '%' of the text doubled)."""
+    sql = sql.replace("%", "%%").replace("?", "%s")
+    return re.sub(r"(?<![:\w]):([A-Za-z_]\w*)", r"%(\1)s", sql)
+
+
+class PostgresDB:
+    """A PostgreSQL database through psycopg (autocommit outside explicit transactions); the schema version
+    in a one-row table, migrations serialized by a transaction-level advisory lock."""
+
+    dialect = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        self.path = self.location = masked(url)
+        try:
+            import psycopg
+            from psycopg.rows import dict_row
+        except ImportError:
+            raise StoreError(f"a PostgreSQL store needs the psycopg module: {install_hint('psycopg')}") from None
+        self.usage_errors = (psycopg.Error,)
+        try:
+            self.conn = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=10,
+                                        application_name="farmctl")
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
+            raise StoreError(f"cannot open the results store {self.location} ({reason}); check that the "
+                             "server runs and the URL in --store or $EDGEFARM_STORE") from None
+
+    def unusable(self, exc: Exception) -> StoreError:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return StoreError(f"{self.location} is not a usable results store ({reason}); point --store at another "
+                          "database")
+
+    def query(self, sql: str, args: Sequence | dict = ()) -> list[dict]:
+        return self.execute(sql, args).fetchall()
+
+    def execute(self, sql: str, args: Sequence | dict = ()):
+        """psycopg takes the text as it is without arguments ('%' stays '%'), with them its own placeholders."""
+        if not args:
+            return self.conn.execute(sql)
+        return self.conn.execute(_psycopg_sql(sql), args)
+
+    def executemany(self, sql: str, rows: list) -> None:
+        if rows:
+            with self.conn.cursor() as cur:
+                cur.executemany(_psycopg_sql(sql), rows)
+
+    def insert(self, sql: str, row: dict) -> int:
+        return self.conn.execute(_psycopg_sql(sql + " RETURNING id"), row).fetchone()["id"]
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self.conn.transaction():
+            yield
+
+    @contextmanager
+    def migrating(self) -> Iterator[int]:
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+            self.conn.execute("CREATE TABLE IF NOT EXISTS edgefarm_schema (version INTEGER NOT NULL)")
+            yield self.version()
+
+    def version(self) -> int:
+        if self.conn.execute("SELECT to_regclass('edgefarm_schema') AS t").fetchone()["t"] is None:
+            return 0
+        row = self.conn.execute("SELECT max(version) AS v FROM edgefarm_schema").fetchone()
+        return int(row["v"] or 0)
+
+    def set_version(self, version: int) -> None:
+        self.conn.execute("DELETE FROM edgefarm_schema")
+        self.conn.execute("INSERT INTO edgefarm_schema (version) VALUES (%s)", (int(version),))
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+Database = SQLiteDB | PostgresDB
+
+
+def open_database(target: Path | str) -> Database:
+    """Connect to the store's database and bring its schema up to date (in one transaction, the version read
+    inside it: two processes opening a new store at once cannot both create it)."""
+    where = location(target)
+    db = PostgresDB(where) if isinstance(where, str) else SQLiteDB(where)
+    try:
+        migrate(db)
+    except StoreError:
+        db.close()
+        raise
+    except db.usage_errors as exc:
+        db.close()
+        raise db.unusable(exc) from None
+    return db
+
+
+def migrate(db: Database, target: int = SCHEMA_VERSION) -> None:
+    """Apply the numbered migrations from the store's version up to `target`."""
+    with db.migrating() as version:
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"'{db.location}' has schema version {version}, newer than this edgefarm "
+                             f"({SCHEMA_VERSION}); upgrade edgefarm")
+        for i in range(version, target):
+            for stmt in statements(i, db.dialect):
+                db.execute(stmt)
+            db.set_version(i + 1)
