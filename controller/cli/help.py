@@ -42,6 +42,7 @@ EXAMPLES: dict[str, list[tuple[str, str]]] = {
                   "accuracy and fidelity against the original")],
     "ca": [("ca init", "create the farm CA"), ("ca issue pi1 --host 192.168.1.20", "a certificate for an agent")],
     "ca init": [("ca init", "create the farm CA in the user data folder")],
+    "ca list": [("ca list", "the farm CA's certificates, with a warning for those expiring within 30 days")],
     "ca issue": [("ca issue farmctl", "this controller's certificate"),
                  ("ca issue pi1 --host 192.168.1.20", "an agent's certificate for its address")],
     "deploy": [("deploy pi1", "install and start farm-agent on the inventory device pi1 over SSH")],

@@ -91,6 +91,7 @@ class AgentClient:
             self.channel = grpc.insecure_channel(address, options=options)
         self.stub = pb_grpc.AgentStub(self.channel)
         self.bytes_sent = 0
+        self.last_info: pb.DeviceInfo | None = None    # the latest GetInfo answer (the scheduler reads it)
 
     def close(self) -> None:
         """Close the channel."""
@@ -152,11 +153,12 @@ class AgentClient:
             return False
 
     def info(self, timeout: float = INFO_DEADLINE_S) -> pb.DeviceInfo:
-        """GetInfo."""
+        """GetInfo (kept in last_info)."""
         try:
-            return self.stub.GetInfo(pb.GetInfoRequest(), timeout=timeout, metadata=self._metadata)
+            self.last_info = self.stub.GetInfo(pb.GetInfoRequest(), timeout=timeout, metadata=self._metadata)
         except grpc.RpcError as exc:
             raise self._error(exc, "GetInfo") from None
+        return self.last_info
 
     def missing(self, digests: list[str]) -> list[str]:
         """Which digests the agent lacks."""

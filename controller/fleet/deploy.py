@@ -1,27 +1,33 @@
-"""`farmctl deploy / logs / undeploy`: install a farm-agent on a device over SSH (paramiko). The agent is
-a wheel built from this checkout, installed into a venv on the device with the base install plus the
-device's backend, run by a systemd unit (system-wide as root, `systemctl --user` otherwise) or, where
-there is no systemd, as a background process with a pid file; then its health check is awaited."""
+"""`farmctl deploy / logs / undeploy`: install a farm-agent on a device over SSH (controller/fleet/ssh.py).
+The agent is the wheel of the edgefarm this farmctl runs (controller/fleet/wheel.py), installed into a venv
+on the device with the base install plus the device's backend, the runtimes pinned by
+agent-constraints.txt; it runs as a systemd service that starts at boot and restarts on failure (a system
+unit as root, or with `User=` through passwordless sudo; else a `systemctl --user` unit with lingering
+enabled), or, where there is no systemd, as a background process with a pid file. Then its health check
+is awaited. docs/fleet.md says what runs on the board."""
 
 from __future__ import annotations
 
 import logging
 import shlex
-import subprocess
-import sys
 import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from controller.errors import DeviceError
+from controller.fleet import ca
 from controller.fleet.inventory import DeviceEntry, check_version
+from controller.fleet.ssh import Remote
+from controller.fleet.wheel import build_wheel
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parents[2]   # the source checkout (controller/fleet/deploy.py)
 UNIT = "edgefarm-agent"
 MIN_PYTHON = (3, 10)
+RESTART_SEC = 5
+CONSTRAINTS = Path(__file__).with_name("agent-constraints.txt")
+q = shlex.quote
 
 
 @dataclass
@@ -31,102 +37,42 @@ class Target:
     arch: str
     python: str
     python_version: tuple[int, int]
-    systemd: str          # "system" | "user" | "" (background process)
+    systemd: str          # "system" (a system unit) | "user" (systemctl --user + linger) | "" (background process)
     home: str
+    user: str = "root"
+    sudo: bool = False    # a non-root user with passwordless sudo: the system unit goes through `sudo -n`
+
+    @property
+    def service(self) -> str:
+        """How the agent runs, in words."""
+        if self.systemd == "system":
+            return f"systemd system unit (User={self.user}, via sudo)" if self.sudo else "systemd system unit"
+        if self.systemd == "user":
+            return f"systemd user unit, lingering enabled for {self.user}"
+        return "background process (no systemd)"
 
 
-class Remote:
-    """An SSH session to one inventory device, with errors that name the device and the fix."""
+@dataclass
+class DeployReport:
+    """What deploy did: the device, the wheel, the unit it wrote and every command it ran there."""
 
-    def __init__(self, entry: DeviceEntry, accept_new_host_key: bool = False, timeout: float = 15.0) -> None:
-        import paramiko
+    device: str
+    target: Target
+    wheel: str
+    wheel_source: str
+    unit_path: str = ""
+    unit_text: str = ""
+    commands: list[str] = field(default_factory=list)
 
-        if entry.ssh is None:
-            raise DeviceError(f"device '{entry.name}' has no `ssh:` settings in the inventory; add e.g. "
-                              "`ssh: {user: pi, key: ~/.ssh/id_ed25519}` under it")
-        self.entry, self.ssh = entry, entry.ssh
-        self.client = paramiko.SSHClient()
-        known = Path(self.ssh.known_hosts or "~/.ssh/known_hosts").expanduser()
-        if known.exists():
-            self.client.load_host_keys(str(known))
-        self.client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if accept_new_host_key
-                                                else paramiko.RejectPolicy())
-        where = f"{self.ssh.user}@{self.ssh.host}:{self.ssh.port}"
-        password = None
-        if self.ssh.password_env:
-            import os
-
-            password = os.environ.get(self.ssh.password_env)
-        try:
-            self.client.connect(self.ssh.host, port=self.ssh.port, username=self.ssh.user,
-                                key_filename=str(Path(self.ssh.key).expanduser()) if self.ssh.key else None,
-                                password=password, timeout=timeout, banner_timeout=timeout, auth_timeout=timeout,
-                                look_for_keys=self.ssh.key is None and password is None, allow_agent=True)
-        except paramiko.BadHostKeyException as exc:
-            raise DeviceError(
-                f"device '{entry.name}': the SSH host key of {self.ssh.host} CHANGED (got {exc.key.get_name()} "
-                f"{exc.key.get_base64()[:16]}..., {known} has another); if the device was reinstalled, remove the "
-                f"old key with `ssh-keygen -f {known} -R '[{self.ssh.host}]:{self.ssh.port}'` and deploy again, "
-                "otherwise someone may be impersonating it") from None
-        except paramiko.SSHException as exc:
-            text = str(exc)
-            if "not found in known_hosts" in text:
-                raise DeviceError(
-                    f"device '{entry.name}': {self.ssh.host} is not in {known}; check its fingerprint and add it "
-                    f"(`ssh-keyscan -p {self.ssh.port} {self.ssh.host} >> {known}`) or pass --accept-new-host-key"
-                ) from None
-            if isinstance(exc, paramiko.AuthenticationException) or "authentication" in text.lower():
-                raise DeviceError(
-                    f"device '{entry.name}': SSH refused {where} ({text}); check `ssh.user` and `ssh.key` in the "
-                    "inventory and that the key is in the device's ~/.ssh/authorized_keys") from None
-            raise DeviceError(f"device '{entry.name}': SSH to {where} failed ({text})") from None
-        except OSError as exc:
-            raise DeviceError(f"device '{entry.name}': cannot open SSH to {where} ({exc.strerror or exc}); is "
-                              "the device on and sshd running? check `ssh.host` / `ssh.port`") from None
-        self.sftp = None
-
-    def run(self, command: str, check: bool = True, timeout: float = 600.0) -> tuple[int, str, str]:
-        """Run a shell command on the device; with check, a non-zero exit is a DeviceError with its output."""
-        _, stdout, stderr = self.client.exec_command(command, timeout=timeout)
-        out, err = stdout.read().decode(errors="replace"), stderr.read().decode(errors="replace")
-        rc = stdout.channel.recv_exit_status()
-        if check and rc != 0:
-            raise DeviceError(f"device '{self.entry.name}': `{command[:120]}` failed ({rc}): "
-                              f"{(err or out).strip()[-600:]}")
-        return rc, out, err
-
-    def put(self, local: Path, remote: str) -> None:
-        """Copy a file to the device (SFTP)."""
-        if self.sftp is None:
-            self.sftp = self.client.open_sftp()
-        self.sftp.put(str(local), remote)
-
-    def close(self) -> None:
-        if self.sftp is not None:
-            self.sftp.close()
-        self.client.close()
-
-    def __enter__(self) -> Remote:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def build_wheel(out_dir: Path) -> Path:
-    """The edgefarm wheel of this checkout (`pip wheel --no-deps`)."""
-    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "-w", str(out_dir),
-                           str(ROOT)], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise DeviceError(f"could not build the agent wheel from {ROOT}: {proc.stderr.strip()[-400:]}")
-    return next(Path(out_dir).glob("edgefarm-*.whl"))
+    def to_json(self) -> dict:
+        return asdict(self) | {"service": self.target.service}
 
 
 def detect(remote: Remote) -> Target:
-    """Architecture, Python and init system of the device."""
+    """Architecture, Python, user, init system and passwordless sudo of the device."""
     py = remote.ssh.python
     _, arch, _ = remote.run("uname -m")
-    rc, out, _ = remote.run(f"{shlex.quote(py)} -c 'import sys; print(sys.version_info[0], sys.version_info[1]); "
+    rc, out, _ = remote.run(f"{q(py)} -c 'import sys; print(sys.version_info[0], sys.version_info[1]); "
                             f"print(sys.executable)'", check=False)
     if rc != 0:
         raise DeviceError(f"device '{remote.entry.name}' has no Python at '{py}'; install python3 (and python3-venv) "
@@ -135,11 +81,14 @@ def detect(remote: Remote) -> Target:
     if (major, minor) < MIN_PYTHON:
         raise DeviceError(f"device '{remote.entry.name}' has Python {major}.{minor}; farm-agent needs "
                           f"{MIN_PYTHON[0]}.{MIN_PYTHON[1]}+: install a newer python3 and set `ssh.python`")
-    _, uid, _ = remote.run("id -u")
-    _, home, _ = remote.run("printf %s \"$HOME\"")
-    rc, _, _ = remote.run("test -d /run/systemd/system && command -v systemctl", check=False)
-    systemd = ("system" if uid.strip() == "0" else "user") if rc == 0 else ""
-    return Target(arch.strip(), out.split()[2], (major, minor), systemd, home.strip())
+    _, ids, _ = remote.run("id -u; id -un; printf %s \"$HOME\"")
+    uid, user, home = (ids.split("\n") + ["", "", ""])[:3]
+    # systemd is the init system when it says it runs ("offline" where it is installed but not PID 1)
+    _, state, _ = remote.run("systemctl is-system-running 2>/dev/null", check=False)
+    systemd = state.strip() not in ("", "offline", "unknown")
+    sudo = systemd and uid.strip() != "0" and remote.run("sudo -n true", check=False)[0] == 0
+    mode = ("system" if uid.strip() == "0" or sudo else "user") if systemd else ""
+    return Target(arch.strip(), out.split()[2], (major, minor), mode, home.strip(), user.strip(), sudo)
 
 
 def _install_dir(remote: Remote, target: Target) -> str:
@@ -161,10 +110,8 @@ def _agent_command(entry: DeviceEntry, home: str, tls_remote: dict | None) -> li
     return cmd
 
 
-def deploy(entry: DeviceEntry, accept_new_host_key: bool = False, progress: Callable[[str], None] | None = None,
-           ready_timeout: float = 120.0, pip_args: list[str] | None = None) -> Target:
-    """Install and start the agent on the device, then wait for its health check."""
-    say = progress or log.info
+def _check_deployable(entry: DeviceEntry) -> bool:
+    """Whether the device's agent is on loopback; a network agent without TLS is refused."""
     if entry.embedded or not entry.address:
         raise DeviceError(f"device '{entry.name}' is the embedded local agent; deploy targets devices with an "
                           "address and `ssh:` settings")
@@ -173,28 +120,33 @@ def deploy(entry: DeviceEntry, accept_new_host_key: bool = False, progress: Call
         raise DeviceError(f"device '{entry.name}' has no `tls:` in the inventory, and an agent reachable from the "
                           "network must use mutual TLS: run `farmctl ca init`, `farmctl ca issue farmctl`, add "
                           "`tls:` (ca, cert, key) to the inventory, and deploy again")
+    return loopback
+
+
+def deploy(entry: DeviceEntry, accept_new_host_key: bool = False, progress: Callable[[str], None] | None = None,
+           ready_timeout: float = 120.0, pip_args: list[str] | None = None) -> DeployReport:
+    """Install and start the agent on the device, then wait for its health check."""
+    say = progress or log.info
+    loopback = _check_deployable(entry)
     with Remote(entry, accept_new_host_key) as remote:
         target = detect(remote)
         say(f"{entry.name}: {target.arch}, Python {target.python_version[0]}.{target.python_version[1]}, "
-            f"{'systemd (' + target.systemd + ')' if target.systemd else 'no systemd: a background process'}")
+            f"user {target.user}: the agent will run as a {target.service}")
+        if target.systemd == "user":
+            enable_linger(remote, target)      # before anything is installed: without it, nothing would last
         home = _install_dir(remote, target)
-        remote.run(f"mkdir -p {shlex.quote(home)}/wheels {shlex.quote(home)}/tls {shlex.quote(home)}/cache")
+        remote.run(f"mkdir -p {q(home)}/wheels {q(home)}/tls {q(home)}/cache")
         with tempfile.TemporaryDirectory() as tmp:
-            say(f"{entry.name}: building the agent wheel from {ROOT}")
             wheel = build_wheel(Path(tmp))
-            remote.put(wheel, f"{home}/wheels/{wheel.name}")
+            say(f"{entry.name}: shipping {wheel.path.name} (from the {wheel.source})")
+            remote.put(wheel.path, f"{home}/wheels/{wheel.path.name}")
+        report = DeployReport(entry.name, target, wheel.path.name, wheel.source)
         tls_remote = None
         if entry.tls and not loopback:
-            tls_remote = _copy_agent_certificate(remote, entry, home)
-        extras = ",".join(b for b in entry.backends if b == "tflite")
-        spec = f"{home}/wheels/{wheel.name}" + (f"[{extras}]" if extras else "")
-        system_site = " --system-site-packages" if "tensorrt" in entry.backends else ""  # JetPack's TensorRT
-        say(f"{entry.name}: installing into {home}/venv (base install{' + ' + extras if extras else ''})")
-        remote.run(f"{shlex.quote(target.python)} -m venv{system_site} {shlex.quote(home)}/venv")
-        remote.run(f"{shlex.quote(home)}/venv/bin/python -m pip install --quiet --upgrade "
-                   f"{' '.join(map(shlex.quote, pip_args or []))} {shlex.quote(spec)}", timeout=1800)
+            tls_remote = _copy_agent_certificate(remote, entry, home, say)
+        install(remote, entry, target, home, InstallSpec(wheel.path.name, pip_args or [], say))
         stop(remote, target, home)
-        start(remote, target, home, _agent_command(entry, home, tls_remote))
+        report.unit_path, report.unit_text = start(remote, target, home, _agent_command(entry, home, tls_remote))
         say(f"{entry.name}: waiting for the agent's health check at {entry.address}")
         with entry.client() as client:
             try:
@@ -205,34 +157,68 @@ def deploy(entry: DeviceEntry, accept_new_host_key: bool = False, progress: Call
                                   f"its log ends:\n{logs.strip()}") from None
             check_version(client)
         say(f"{entry.name}: farm-agent is up")
-        return target
+        report.commands = list(remote.commands)
+        return report
 
 
-def _copy_agent_certificate(remote: Remote, entry: DeviceEntry, home: str) -> dict:
+@dataclass
+class InstallSpec:
+    """What install() puts into the device's venv."""
+
+    wheel: str                          # the wheel's file name in {home}/wheels
+    pip_args: list[str]
+    say: Callable[[str], None]
+
+
+def install(remote: Remote, entry: DeviceEntry, target: Target, home: str, spec: InstallSpec) -> None:
+    """The venv, the shipped wheel with the device's backend, its runtimes pinned by agent-constraints.txt
+    (never an unpinned upgrade), and the shipped agent code itself even when the version is unchanged."""
+    extras = ",".join(b for b in entry.backends if b == "tflite")
+    wheel = f"{home}/wheels/{spec.wheel}"
+    constraints = f"{home}/wheels/{CONSTRAINTS.name}"
+    remote.put(CONSTRAINTS, constraints)
+    system_site = " --system-site-packages" if "tensorrt" in entry.backends else ""  # JetPack's TensorRT
+    spec.say(f"{entry.name}: installing into {home}/venv (base install{' + ' + extras if extras else ''}, "
+             f"runtimes pinned by {CONSTRAINTS.name})")
+    remote.run(f"{q(target.python)} -m venv{system_site} {q(home)}/venv")
+    pip = f"{q(home)}/venv/bin/python -m pip install --quiet {' '.join(map(q, spec.pip_args))}".rstrip()
+    remote.run(f"{pip} -c {q(constraints)} {q(wheel + (f'[{extras}]' if extras else ''))}", timeout=1800)
+    remote.run(f"{pip} --no-deps --force-reinstall {q(wheel)}", timeout=600)
+
+
+def _copy_agent_certificate(remote: Remote, entry: DeviceEntry, home: str, say: Callable[[str], None]) -> dict:
     """Issue (once) a certificate for the device from the farm CA that signed the controller's, and copy it
-    with the CA certificate to the device."""
-    from controller.fleet import ca
-
+    with the CA certificate to the device; certificates that expire within 30 days are named."""
     ca_dir = Path(entry.tls.ca).parent
     cert, key = ca_dir / f"{entry.name}.pem", ca_dir / f"{entry.name}.key"
     if not cert.exists():
         ca.issue(entry.name, [entry.address.rpartition(":")[0], entry.ssh.host], ca_dir=ca_dir)
+    for warning in ca.expiry_warnings([Path(entry.tls.ca), Path(entry.tls.cert), cert]):
+        say(f"{entry.name}: warning: {warning}")
     remote.put(Path(entry.tls.ca), f"{home}/tls/ca.pem")
     remote.put(cert, f"{home}/tls/agent.pem")
     remote.put(key, f"{home}/tls/agent.key")
-    remote.run(f"chmod 600 {shlex.quote(home)}/tls/agent.key")
+    remote.run(f"chmod 600 {q(home)}/tls/agent.key")
     return {"ca": f"{home}/tls/ca.pem", "cert": f"{home}/tls/agent.pem", "key": f"{home}/tls/agent.key"}
 
 
-def unit_text(command: list[str], home: str) -> str:
-    """The systemd unit that runs the agent and restarts it if it dies."""
-    return (f"[Unit]\nDescription=edgefarm farm-agent\nAfter=network-online.target\n\n[Service]\n"
-            f"ExecStart={' '.join(shlex.quote(c) for c in command)}\nWorkingDirectory={home}\nRestart=on-failure\n"
-            f"RestartSec=3\nEnvironment=PYTHONUNBUFFERED=1\n\n[Install]\nWantedBy=default.target\n")
+def unit_text(command: list[str], home: str, user: str | None = None, scope: str = "system") -> str:
+    """The systemd unit: after the network is up, restarted when it fails, started at boot (a system unit's
+    `User=` runs it as that user)."""
+    run_as = f"User={user}\n" if user and user != "root" and scope == "system" else ""
+    wanted_by = "multi-user.target" if scope == "system" else "default.target"
+    return (f"[Unit]\nDescription=edgefarm farm-agent\nWants=network-online.target\nAfter=network-online.target\n"
+            f"\n[Service]\n{run_as}ExecStart={' '.join(q(c) for c in command)}\nWorkingDirectory={home}\n"
+            f"Restart=on-failure\nRestartSec={RESTART_SEC}\nEnvironment=PYTHONUNBUFFERED=1\n\n"
+            f"[Install]\nWantedBy={wanted_by}\n")
+
+
+def _sudo(target: Target) -> str:
+    return "sudo -n " if target.sudo else ""
 
 
 def _systemctl(target: Target) -> str:
-    return "systemctl" if target.systemd == "system" else "systemctl --user"
+    return f"{_sudo(target)}systemctl" if target.systemd == "system" else "systemctl --user"
 
 
 def _unit_path(target: Target) -> str:
@@ -240,26 +226,55 @@ def _unit_path(target: Target) -> str:
             else f"{target.home}/.config/systemd/user/{UNIT}.service")
 
 
-def start(remote: Remote, target: Target, home: str, command: list[str]) -> None:
-    """Install and start the systemd unit, or start a background process with a pid file."""
-    if target.systemd:
-        path = _unit_path(target)
-        remote.run(f"mkdir -p $(dirname {shlex.quote(path)}) && cat > {shlex.quote(path)} <<'EOF'\n"
-                   f"{unit_text(command, home)}EOF")
-        sc = _systemctl(target)
-        remote.run(f"{sc} daemon-reload && {sc} enable --now {UNIT}")
+def enable_linger(remote: Remote, target: Target) -> None:
+    """Keep the user's systemd manager (and so the agent) running without a login session and start it at
+    boot: `loginctl enable-linger`, which polkit lets a user do for themself on most distributions."""
+    user = q(target.user)
+    _, linger, _ = remote.run(f"loginctl show-user {user} --property=Linger --value", check=False)
+    if linger.strip() == "yes":
         return
-    q = shlex.quote
+    rc, out, err = remote.run(f"loginctl enable-linger {user}", check=False)
+    if rc != 0:
+        raise DeviceError(
+            f"device '{remote.entry.name}': {target.user} has no passwordless sudo and cannot enable lingering "
+            f"({(err or out).strip()[-200:]}), so a `systemctl --user` agent would stop when the SSH session ends; "
+            f"run `sudo loginctl enable-linger {target.user}` once on the device (or give {target.user} "
+            "passwordless sudo for a system unit), then deploy again")
+
+
+def start_commands(target: Target, home: str, command: list[str]) -> tuple[str, str, list[str]]:
+    """What starting the agent runs on the device: the systemd unit's path and text and the commands that
+    write and enable it, or ("", "", [the background process's command line])."""
+    if target.systemd:
+        path, scope = _unit_path(target), target.systemd
+        text = unit_text(command, home, target.user, scope)
+        write = (f"mkdir -p {q(str(Path(path).parent))} && cat > {q(path)} <<'EOF'\n{text}EOF" if scope == "user"
+                 else f"{_sudo(target)}tee {q(path)} > /dev/null <<'EOF'\n{text}EOF")
+        sc = _systemctl(target)
+        return path, text, [write, f"{sc} daemon-reload && {sc} enable --now {UNIT}"]
     # a plain command in the background (no subshell holding the SSH channel open), in its own session
-    remote.run(f"cd {q(home)} || exit 1; setsid nohup {' '.join(q(c) for c in command)} > {q(home)}/agent.log "
-               f"2>&1 < /dev/null & echo $! > {q(home)}/agent.pid")
+    return "", "", [f"cd {q(home)} || exit 1; setsid nohup {' '.join(q(c) for c in command)} > {q(home)}/agent.log "
+                    f"2>&1 < /dev/null & echo $! > {q(home)}/agent.pid"]
+
+
+def start(remote: Remote, target: Target, home: str, command: list[str]) -> tuple[str, str]:
+    """Install and start the systemd unit, or start a background process with a pid file; returns the
+    unit's path and text ("" without systemd)."""
+    path, text, commands = start_commands(target, home, command)
+    for line in commands:
+        remote.run(line)
+    return path, text
 
 
 def stop(remote: Remote, target: Target, home: str) -> None:
-    """Stop a running agent (either way it was started); nothing running is fine."""
+    """Stop a running agent (any way it was started before, a user unit a system unit replaces included);
+    nothing running is fine."""
     if target.systemd:
         remote.run(f"{_systemctl(target)} stop {UNIT}", check=False)
-    pid_file = shlex.quote(f"{home}/agent.pid")
+    if target.systemd == "system" and target.sudo:
+        old = q(f"{target.home}/.config/systemd/user/{UNIT}.service")
+        remote.run(f"if [ -f {old} ]; then systemctl --user disable --now {UNIT}; rm -f {old}; fi", check=False)
+    pid_file = q(f"{home}/agent.pid")
     remote.run(f"if [ -f {pid_file} ]; then kill $(cat {pid_file}) 2>/dev/null; "
                f"for i in $(seq 50); do kill -0 $(cat {pid_file}) 2>/dev/null || break; sleep 0.1; done; "
                f"rm -f {pid_file}; fi", check=False)
@@ -267,9 +282,9 @@ def stop(remote: Remote, target: Target, home: str) -> None:
 
 def _logs_command(target: Target, home: str, lines: int) -> str:
     if target.systemd:
-        scope = "" if target.systemd == "system" else "--user "
-        return f"journalctl {scope}-u {UNIT} -n {int(lines)} --no-pager"
-    return f"tail -n {int(lines)} {shlex.quote(home + '/agent.log')}"
+        scope = f"{_sudo(target)}journalctl " if target.systemd == "system" else "journalctl --user "
+        return f"{scope}-u {UNIT} -n {int(lines)} --no-pager"
+    return f"tail -n {int(lines)} {q(home + '/agent.log')}"
 
 
 def logs(entry: DeviceEntry, lines: int = 50) -> str:
@@ -281,7 +296,8 @@ def logs(entry: DeviceEntry, lines: int = 50) -> str:
 
 
 def undeploy(entry: DeviceEntry, progress: Callable[[str], None] | None = None) -> None:
-    """Stop the agent, remove its unit and its install folder (models cache included)."""
+    """Stop the agent, remove its unit and its install folder (models cache included). Lingering, which other
+    services of the user may need, stays as it is."""
     say = progress or log.info
     with Remote(entry) as remote:
         target = detect(remote)
@@ -289,10 +305,10 @@ def undeploy(entry: DeviceEntry, progress: Callable[[str], None] | None = None) 
         stop(remote, target, home)
         if target.systemd:
             sc = _systemctl(target)
-            remote.run(f"{sc} disable {UNIT}; rm -f {shlex.quote(_unit_path(target))}; {sc} daemon-reload",
+            remote.run(f"{sc} disable {UNIT}; {_sudo(target)}rm -f {q(_unit_path(target))}; {sc} daemon-reload",
                        check=False)
         if home.rstrip("/") in ("", target.home.rstrip("/"), "/"):
             raise DeviceError(f"device '{entry.name}': refusing to delete '{home}'; set `ssh.install_dir` to a "
                               "folder of its own")
-        remote.run(f"rm -rf {shlex.quote(home)}")
+        remote.run(f"rm -rf {q(home)}")
         say(f"{entry.name}: farm-agent stopped and {home} removed")

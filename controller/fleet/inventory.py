@@ -4,16 +4,21 @@ line numbers, and opening a client to one of them (or the embedded local agent).
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.errors import DeviceError
+from controller.fleet import ca, fingerprint
 from controller.fleet.client import AgentClient, TLSFiles, tls_from_env
 from controller.fleet.local import LocalAgent
 from protos.codec import to_dict
+
+log = logging.getLogger(__name__)
 
 LOCAL = "local"
 KNOWN_CLASSES = ("rpi3", "rpi4", "rpi5", "rpi", "jetson-nano", "jetson-orin", "jetson", "x86", "arm64")
@@ -32,12 +37,12 @@ class InventoryError(DeviceError):
 class SSHSettings:
     """How `farmctl deploy` reaches a device."""
 
-    host: str
-    port: int = 22
-    user: str = "root"
-    key: str | None = None            # private key file; None: the SSH agent / default keys
+    host: str                         # a name, an address, or a Host alias of ~/.ssh/config
+    port: int | None = None           # None: ~/.ssh/config's Port, else 22
+    user: str | None = None           # None: ~/.ssh/config's User, else root
+    key: str | None = None            # private key; None: ~/.ssh/config IdentityFile, the SSH agent, default keys
     password_env: str | None = None   # environment variable holding a password (never the password itself)
-    known_hosts: str | None = None    # default ~/.ssh/known_hosts
+    known_hosts: str | None = None    # None: ~/.ssh/config's UserKnownHostsFile, else ~/.ssh/known_hosts
     python: str = "python3"
     agent_port: int = 50551
     install_dir: str = "~/.local/share/edgefarm"
@@ -311,6 +316,8 @@ def connect(entry: DeviceEntry, ready_timeout: float = 10.0) -> Iterator[AgentCl
         with LocalAgent(name=entry.name) as client:
             yield client
         return
+    if entry.tls:
+        ca.warn_expiring([Path(entry.tls.ca), Path(entry.tls.cert)])
     client = entry.client()
     try:
         client.wait_ready(timeout=ready_timeout, wait_for_port=False)
@@ -340,10 +347,10 @@ def connect_pool(spec: str, inventory: dict[str, DeviceEntry], stack, ready_time
     return pool
 
 
-def device_rows(inventory: Path | None = None, timeout: float = 5.0, discover: bool = False,
-                interfaces: list[str] | None = None, discover_seconds: float = 2.0) -> list[dict]:
-    """`farmctl devices`: every inventory device and (with discover) every agent found on zeroconf,
-    merged by address, each with its health and what it reports."""
+def _sources(inventory: Path | None, discover: bool, interfaces: list[str] | None,
+             discover_seconds: float) -> tuple[list[DeviceEntry], dict[str, str]]:
+    """Every inventory device and (with discover) every agent found on zeroconf, merged by address, with
+    where each came from."""
     entries = list(load_inventory(inventory).values())
     found = []
     if discover:
@@ -361,16 +368,51 @@ def device_rows(inventory: Path | None = None, timeout: float = 5.0, discover: b
         entries.append(DeviceEntry(name, agent_found.address, agent_found.device_class or None,
                                    backends=agent_found.backends, discovered=True))
         sources[name] = "discovered"
-    rows = []
-    for entry in entries:
-        row = {"name": entry.name, "class": entry.device_class, "source": sources[entry.name],
-               "address": entry.address or "embedded (127.0.0.1, started by farmctl)", "labels": entry.labels}
-        try:
-            with connect(entry, ready_timeout=timeout) as client:
-                info = to_dict(client.info())
-            row.update(status="ok", info=info)
-            row["class"] = row["class"] or info.get("device_class")
-        except DeviceError as exc:
-            row.update(status="unhealthy" if "not serving" in str(exc) else "unreachable", error=str(exc))
-        rows.append(row)
+    return entries, sources
+
+
+def probe(entry: DeviceEntry, source: str, timeout: float) -> dict:
+    """One `farmctl devices` row: the entry, its health and what its agent reports."""
+    row = {"name": entry.name, "class": entry.device_class, "source": source,
+           "address": entry.address or "embedded (127.0.0.1, started by farmctl)", "labels": entry.labels}
+    try:
+        with connect(entry, ready_timeout=timeout) as client:
+            info = to_dict(client.info())
+        row.update(status="ok", info=info)
+        row["class"] = row["class"] or info.get("device_class")
+    except DeviceError as exc:
+        row.update(status="unhealthy" if "not serving" in str(exc) else "unreachable", error=str(exc))
+    return row
+
+
+def mixed_classes(rows: list[dict], classes: list[str | None]) -> list[str]:
+    """A warning for each class (as the inventory gives it, which --device CLASS means) whose answering
+    agents report different fingerprints, also added to its rows' "warnings"."""
+    by_class: dict[str, list[dict]] = {}
+    for r, cls in zip(rows, classes):
+        if r["status"] == "ok" and cls:
+            by_class.setdefault(cls, []).append(r)
+    out = []
+    for cls, members in by_class.items():
+        if len({r["info"].get("fingerprint") for r in members}) > 1:
+            text = fingerprint.mixed_warning(cls, {r["name"]: r["info"] for r in members})
+            out.append(text)
+            for r in members:
+                r.setdefault("warnings", []).append(text)
+    return out
+
+
+def device_rows(inventory: Path | None = None, timeout: float = 5.0, discover: bool = False,
+                interfaces: list[str] | None = None, discover_seconds: float = 2.0) -> list[dict]:
+    """`farmctl devices`: every inventory device and (with discover) every agent found on zeroconf, each
+    with its health and what it reports, probed all at once (N unreachable devices cost one timeout), in
+    the inventory's order. Classes of mixed fingerprints and certificates near expiry are warned about."""
+    entries, sources = _sources(inventory, discover, interfaces, discover_seconds)
+    with ThreadPoolExecutor(max_workers=min(32, len(entries)), thread_name_prefix="probe") as pool:
+        rows = list(pool.map(lambda e: probe(e, sources[e.name], timeout), entries))
+    for text in mixed_classes(rows, [e.device_class for e in entries]):
+        log.warning("%s", text)
+    certs = [Path(p) for e in entries if e.tls for p in (e.tls.ca, e.tls.cert, Path(e.tls.ca).parent)]
+    default = ca.default_ca_dir()
+    ca.warn_expiring(certs + ([default] if default.is_dir() else []))
     return rows

@@ -2,7 +2,9 @@
 every agent of the target has one worker thread that takes the target's next job, so a device measures
 one job at a time while identical boards share the work. A job whose agent dies or stops answering is
 retried on another agent of the target (up to max_retries), and that agent leaves the rotation until
-its health check answers again."""
+its health check answers again. Agents of one target whose fingerprints differ (another runtime version,
+other hardware) do not share its jobs: the largest group of alike agents takes them, the others are left out
+with a warning, unless allow_mixed (farmctl --allow-mixed)."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from controller.errors import AgentUnavailable, DeviceError
+from controller.fleet import fingerprint
 from controller.fleet.client import AgentClient
+from protos.codec import to_dict
 
 log = logging.getLogger(__name__)
 
@@ -43,42 +47,97 @@ class _Agent:
     target: str
     client: AgentClient
     healthy: bool = True
+    fingerprint: str = ""        # "" until its GetInfo answered
 
 
 class Scheduler:
     """`submit(target, label, fn)` runs `fn(client)` on a free, healthy agent of the target; `counts()`
     says how many jobs are done, running and waiting (for a progress bar); `events` logs what the
-    scheduler decided (retries, agents leaving and rejoining the rotation)."""
+    scheduler decided (retries, agents leaving and rejoining the rotation, agents left out for their
+    fingerprint: `left_out`)."""
 
     def __init__(self, targets: dict[str, AgentClient | dict[str, AgentClient]], max_retries: int = MAX_RETRIES,
-                 health_interval: float = HEALTH_INTERVAL_S, on_event: Callable[[str], None] | None = None) -> None:
+                 health_interval: float = HEALTH_INTERVAL_S, on_event: Callable[[str], None] | None = None,
+                 allow_mixed: bool = False) -> None:
         self.max_retries = max_retries
         self.health_interval = health_interval
+        self.allow_mixed = allow_mixed
         self._on_event = on_event
         self._cond = threading.Condition()
         self._stop = False
         self._queues: dict[str, deque[_Job]] = {}
         self.agents: dict[str, list[_Agent]] = {}
+        self.fingerprints: dict[str, str] = {}      # target -> the fingerprint its agents share
+        self.left_out: dict[str, list[str]] = {}    # target -> agents kept out for another fingerprint
+        self.events: list[str] = []
         for target, clients in targets.items():
             pool = clients if isinstance(clients, dict) else {target: clients}
             if not pool:
                 raise DeviceError(f"no agent to schedule on for '{target}'")
             self._queues[target] = deque()
             self.agents[target] = [_Agent(name, target, c) for name, c in pool.items()]
+            if len(pool) > 1:
+                self._alike(target)
         self._done = 0
         self.running: dict[str, str] = {}     # agent name -> label of the job it is running
-        self.events: list[str] = []
         self.assignments: list[tuple[str, str]] = []   # (job label, agent name) of every finished attempt
         self._threads = [threading.Thread(target=self._work, args=(a,), name=f"agent-{a.name}", daemon=True)
                          for pool in self.agents.values() for a in pool]
         for t in self._threads:
             t.start()
 
-    def _say(self, line: str) -> None:
+    def _say(self, line: str, warning: bool = False) -> None:
         self.events.append(line)
-        log.info("%s", line)
+        log.log(logging.WARNING if warning and not self._on_event else logging.INFO, "%s", line)
         if self._on_event:
-            self._on_event(line)
+            self._on_event(("warning: " if warning else "") + line)
+
+    def _alike(self, target: str) -> None:
+        """Compare the target's agents' fingerprints (GetInfo); unless allow_mixed, keep the largest group of
+        alike agents and leave the others out. An agent that does not answer starts out of rotation."""
+        infos = {}
+        for agent in self.agents[target]:
+            try:
+                info = agent.client.last_info or agent.client.info()
+            except DeviceError:
+                agent.healthy = False           # its fingerprint is read when it answers again
+                continue
+            infos[agent.name], agent.fingerprint = to_dict(info), info.fingerprint
+        fps = {a.name: a.fingerprint for a in self.agents[target] if a.fingerprint}
+        alike = fingerprint.groups(fps)
+        if not alike:
+            return
+        self.fingerprints[target] = fps[alike[0][0]]
+        if len(alike) == 1:
+            return
+        self._say(fingerprint.mixed_warning(target, infos, self.allow_mixed), warning=True)
+        if self.allow_mixed:
+            return
+        out = [name for group in alike[1:] for name in group]
+        self.left_out[target] = out
+        self.agents[target] = [a for a in self.agents[target] if a.name not in out]
+        self._say(f"'{target}': jobs go to {', '.join(alike[0])}; left out: {', '.join(out)}", warning=True)
+
+    def _rejoins(self, agent: _Agent) -> bool:
+        """An agent back from out of rotation whose fingerprint was never read: read it; one unlike the
+        target's others is left out for good (unless allow_mixed)."""
+        ref = self.fingerprints.get(agent.target)
+        if agent.fingerprint or self.allow_mixed or not ref:
+            return True
+        try:
+            agent.fingerprint = agent.client.info().fingerprint
+        except DeviceError:
+            return False
+        if agent.fingerprint == ref:
+            return True
+        with self._cond:
+            self.agents[agent.target].remove(agent)
+            self.left_out.setdefault(agent.target, []).append(agent.name)
+            self._cond.notify_all()
+        self._say(f"agent '{agent.name}' of '{agent.target}' answers again but reports another fingerprint "
+                  f"({agent.fingerprint}, the others {ref}): left out (--allow-mixed lets it share the jobs)",
+                  warning=True)
+        return False
 
     def submit(self, target: str, label: str, fn: JobFn) -> Future:
         """Queue a job on a target; the future holds fn's return value (or its exception)."""
@@ -120,7 +179,7 @@ class Scheduler:
     def _work(self, agent: _Agent) -> None:
         while True:
             with self._cond:
-                if self._stop:
+                if self._stop or agent not in self.agents[agent.target]:
                     return
             if not agent.healthy:
                 self._await_health(agent)
@@ -184,7 +243,7 @@ class Scheduler:
             self._cond.wait(self.health_interval)
             if self._stop:
                 return
-        if agent.client.health(timeout=min(2.0, self.health_interval + 1)):
+        if agent.client.health(timeout=min(2.0, self.health_interval + 1)) and self._rejoins(agent):
             with self._cond:
                 agent.healthy = True
                 self._cond.notify_all()

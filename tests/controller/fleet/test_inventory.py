@@ -3,6 +3,8 @@ fix; a remote entry reached with its token; an agent of another version named wi
 
 from __future__ import annotations
 
+import socket
+import time
 from types import SimpleNamespace
 
 import pytest
@@ -17,6 +19,7 @@ from controller.fleet.inventory import (
     resolve_device,
     resolve_devices,
 )
+from controller.fleet.ssh import resolve as resolve_ssh
 
 FLEET = """\
 tls:
@@ -49,7 +52,9 @@ def test_inventory_reads_classes_labels_ssh_and_tls(tmp_path):
     pi = devices["pi-a"]
     assert (pi.device_class, pi.labels, pi.backends, pi.line) == ("rpi4", {"room": "lab", "camera": "yes"},
                                                                   ["onnxruntime", "tflite"], 8)
-    assert (pi.ssh.host, pi.ssh.user, pi.ssh.port, pi.ssh.agent_port) == ("10.0.0.5", "pi", 22, 50551)
+    assert (pi.ssh.host, pi.ssh.user, pi.ssh.port, pi.ssh.agent_port) == ("10.0.0.5", "pi", None, 50551)
+    ep = resolve_ssh(pi.ssh, None)                  # no ssh config: port 22, the inventory's user
+    assert (ep.host, ep.user, ep.port, ep.proxy_jump) == ("10.0.0.5", "pi", 22, [])
     assert pi.tls.ca == str(tmp_path / "ca" / "ca.pem")           # relative to the inventory file
     assert devices["local"].embedded and devices["local"].tls is None
     assert [e.name for e in resolve_devices("rpi4", devices)] == ["pi-a", "pi-b"]
@@ -124,3 +129,31 @@ def test_an_agent_of_another_version_is_named_with_the_fix():
     import agent
 
     check_version(client, SimpleNamespace(agent_version=agent.__version__))
+
+
+def test_farmctl_devices_probes_every_device_at_once_in_inventory_order(tmp_path):
+    """Two addresses that accept TCP but never answer gRPC cost the whole timeout each; probed in parallel,
+    the listing (with the embedded agent started meanwhile) takes about one timeout, not two."""
+    from controller.fleet.inventory import device_rows
+
+    holes = []
+    for _ in range(2):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        s.listen(8)                     # the kernel completes the handshake; nobody ever speaks
+        holes.append(s)
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("devices:\n" + "".join(f"  hole-{i}: {{address: '127.0.0.1:{s.getsockname()[1]}'}}\n"
+                                          for i, s in enumerate(holes)))
+    timeout = 8.0
+    started = time.monotonic()
+    try:
+        rows = device_rows(inv, timeout=timeout)
+    finally:
+        for s in holes:
+            s.close()
+    took = time.monotonic() - started
+    assert [r["name"] for r in rows] == ["local", "hole-0", "hole-1"]
+    assert rows[0]["status"] == "ok"
+    assert all(r["status"] == "unreachable" and "did not answer" in r["error"] for r in rows[1:])
+    assert timeout * 0.9 <= took < timeout * 1.6, took        # one at a time: 2 x 8 s and the agent's start

@@ -93,3 +93,60 @@ def test_an_agent_pinned_to_a_cpu_runs_its_jobs_there(start_agent, conv_onnx, tm
     bad = subprocess.run([sys.executable, "-m", "agent", "serve", "--cpus", "999"], capture_output=True, text=True,
                          timeout=60)
     assert bad.returncode == 2 and "this machine offers CPUs" in bad.stderr
+
+
+def _agents_with_different_fingerprints(start_agent, tmp_path, monkeypatch):
+    """Two real agents of one class; board-b runs where LiteRT cannot be imported (as on a board deployed
+    without the tflite extra), so its GetInfo lists other backends and its fingerprint differs."""
+    shim = tmp_path / "no-litert" / "ai_edge_litert"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('LiteRT is not installed on this board')\n")
+    a, _ = start_agent(name="board-a")
+    monkeypatch.setenv("PYTHONPATH", str(shim.parent))
+    b, _ = start_agent(name="board-b")
+    monkeypatch.delenv("PYTHONPATH")
+    assert [x.name for x in b.info().backends] == ["onnxruntime"] and "tflite" in [x.name for x in a.info().backends]
+    assert a.info().fingerprint != b.info().fingerprint
+    return a, b
+
+
+def test_agents_of_a_class_with_different_fingerprints_do_not_share_its_jobs(start_agent, tmp_path, monkeypatch):
+    a, b = _agents_with_different_fingerprints(start_agent, tmp_path, monkeypatch)
+    events: list[str] = []
+    with Scheduler({"x86": {"board-a": a, "board-b": b}}, on_event=events.append) as sched:
+        assert sched.healthy("x86") == ["board-a"] and sched.left_out == {"x86": ["board-b"]}
+        names = [f.result(timeout=60) for f in [sched.submit("x86", f"j{i}", lambda c: c.name) for i in range(4)]]
+    assert names == ["board-a"] * 4
+    warning = next(e for e in events if "different fingerprints" in e)
+    assert "tflite: board-a 2.3.0, board-b absent" in warning and "--allow-mixed" in warning
+    assert any("left out: board-b" in e for e in events)
+
+
+def test_allow_mixed_lets_them_share(start_agent, tmp_path, monkeypatch):
+    a, b = _agents_with_different_fingerprints(start_agent, tmp_path, monkeypatch)
+    both = threading.Barrier(2, timeout=60)       # each job waits for the other: done only if both agents run one
+
+    def job(client):
+        both.wait()
+        return client.name
+
+    events: list[str] = []
+    with Scheduler({"x86": {"board-a": a, "board-b": b}}, on_event=events.append, allow_mixed=True) as sched:
+        assert sched.healthy("x86") == ["board-a", "board-b"] and sched.left_out == {}
+        names = sorted(f.result(timeout=90) for f in [sched.submit("x86", f"j{i}", job) for i in range(2)])
+    assert names == ["board-a", "board-b"]
+    assert any("different fingerprints" in e and "sharing its jobs anyway" in e for e in events)
+
+
+def test_farmctl_devices_warns_about_a_class_of_mixed_fingerprints(start_agent, tmp_path, monkeypatch, caplog):
+    from controller.fleet.inventory import device_rows
+
+    a, b = _agents_with_different_fingerprints(start_agent, tmp_path, monkeypatch)
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(f"devices:\n  board-a: {{address: '{a.address}', class: x86}}\n"
+                   f"  board-b: {{address: '{b.address}', class: x86}}\n")
+    rows = {r["name"]: r for r in device_rows(inv)}
+    assert rows["local"].get("warnings") is None
+    assert rows["board-a"]["warnings"] == rows["board-b"]["warnings"]
+    assert "agents of class 'x86' report different fingerprints" in rows["board-a"]["warnings"][0]
+    assert any("different fingerprints" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")

@@ -18,6 +18,7 @@ from controller.fleet.inventory import resolve_devices
 from controller.fleet.local import LocalAgent
 from controller.measure.api import bench
 from tests.controller.fleet.common import FAST
+from tests.controller.fleet.sshd import free_port
 
 
 @pytest.fixture(scope="module")
@@ -107,3 +108,50 @@ def test_agent_refuses_to_listen_beyond_loopback_without_tls(tmp_path):
                            "--cache-dir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert proc.returncode != 0
     assert "refusing to listen on 0.0.0.0 without TLS" in proc.stderr and "farmctl ca issue" in proc.stderr
+
+
+def test_the_ca_lives_in_the_user_data_folder_and_an_old_one_is_moved_there(tmp_path, monkeypatch, caplog):
+    monkeypatch.delenv("EDGEFARM_CA_DIR", raising=False)
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))          # platformdirs' user data dir on Linux
+    monkeypatch.setenv("EDGEFARM_CACHE", str(tmp_path / "cache"))
+    old = tmp_path / "cache" / "ca"
+    ca.init_ca(old)                                                     # where edgefarm 0.1 put it
+    ca.issue("pi-a", ["10.0.0.5"], ca_dir=old)
+    new = ca.default_ca_dir()
+    assert new == tmp_path / "data" / "edgefarm" / "ca"
+    assert (new / "ca.key").read_bytes() and (new / "pi-a.pem").exists()
+    assert (new / "ca.key").stat().st_mode & 0o077 == 0 and new.stat().st_mode & 0o077 == 0
+    assert old.is_symlink() and (old / "ca.pem").read_bytes() == (new / "ca.pem").read_bytes()   # old paths work
+    assert any(f"moved the farm CA from {old} to {new}" in r.getMessage() for r in caplog.records)
+    caplog.clear()
+    assert ca.default_ca_dir() == new and not caplog.records           # once
+    monkeypatch.setenv("EDGEFARM_CA_DIR", str(tmp_path / "mine"))
+    assert ca.default_ca_dir() == tmp_path / "mine"
+
+
+def test_certificates_that_expire_within_30_days_are_named_with_the_fix(tmp_path):
+    d = tmp_path / "ca"
+    ca.init_ca(d, days=20)
+    ca.issue("pi-soon", ["10.0.0.7"], ca_dir=d, days=10)
+    ca.issue("farmctl", ca_dir=d, days=365)
+    warnings = ca.expiry_warnings([d])
+    assert len(warnings) == 2
+    assert warnings[0].startswith(f"CA certificate 'edgefarm farm CA' ({d / 'ca.pem'}) expires in 19 days")
+    assert "farmctl ca init --dir NEW" in warnings[0]
+    assert warnings[1].startswith("agent certificate 'pi-soon'") and "expires in 9 days" in warnings[1]
+    assert "farmctl ca issue pi-soon --host 10.0.0.7" in warnings[1] and "farmctl deploy pi-soon" in warnings[1]
+    assert ca.expiry_warnings([d / "farmctl.pem", d / "farmctl.key"]) == []    # a year left; keys are skipped
+    # farmctl ca list shows every certificate; ca list, farmctl devices and connecting warn on stderr
+    out = subprocess.run([sys.executable, "-m", "controller", "ca", "list", "--dir", str(d)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    rows = [line.split()[:2] for line in out.stdout.splitlines()]
+    assert rows == [["edgefarm", "farm"], ["farmctl", "client"], ["pi-soon", "agent"]]
+    assert out.stderr.count("farmctl: warning: ") == 2
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text(f"tls: {{ca: ca/ca.pem, cert: ca/farmctl.pem, key: ca/farmctl.key}}\n"
+                   f"devices:\n  pi-soon: {{address: '127.0.0.1:{free_port()}'}}\n")
+    out = subprocess.run([sys.executable, "-m", "controller", "--inventory", str(inv), "devices", "--timeout", "2"],
+                         capture_output=True, text=True, timeout=120)
+    assert "agent certificate 'pi-soon'" in out.stderr and "CA certificate 'edgefarm farm CA'" in out.stderr
+    assert out.stderr.count("expires in") == 2                            # each once
