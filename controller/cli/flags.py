@@ -19,6 +19,8 @@ def add_measure_flags(p: argparse.ArgumentParser, model_help: str | None = None,
     if many_devices:
         p.add_argument("--device", action="append", default=None, help="inventory name or HOST:PORT, "
                        "repeatable (default: local, an agent farmctl starts on 127.0.0.1)")
+        p.add_argument("--allow-mixed", action="store_true", help="let agents of one class share its jobs "
+                       "even when their fingerprints (runtime versions, hardware) differ")
     else:
         p.add_argument("--device", default="local", help="inventory name or HOST:PORT (default: local, an "
                        "agent farmctl starts on 127.0.0.1)")

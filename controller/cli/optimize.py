@@ -94,7 +94,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                               preprocess=_preprocess(args), techniques=args.techniques,
                               budget_minutes=args.budget_minutes, out_dir=args.out, settings=measure_settings(args),
                               store=args.store, inventory=args.inventory, progress=sink, tflite=args.tflite,
-                              metric=args.metric, reuse=reuse,
+                              metric=args.metric, reuse=reuse, allow_mixed=args.allow_mixed,
                               **({} if args.confirm_rounds is None else {"confirm_rounds": args.confirm_rounds}))
     result = optimize(args.model, args.device or ["local"], constraints, options=options)
     if args.json:

@@ -57,6 +57,7 @@ class OptimizeOptions:
     tflite: bool = False
     metric: object = None
     reuse: str = REUSE_ALL
+    allow_mixed: bool = False                  # a class's agents share its jobs even if their fingerprints differ
 
 
 def _options(options: OptimizeOptions | None, overrides: dict) -> OptimizeOptions:
@@ -141,7 +142,7 @@ def _run(plan: RunPlan, inv, bar: ProgressBar, opts: OptimizeOptions) -> tuple[O
     devices = plan.devices
     with ExitStack() as stack:
         pools = {d: connect_pool(d, inv, stack, progress=bar.note) for d in devices}
-        scheduler = stack.enter_context(Scheduler(pools, on_event=bar.note))
+        scheduler = stack.enter_context(Scheduler(pools, on_event=bar.note, allow_mixed=opts.allow_mixed))
         run = OptimizeRun(plan, bar)
         bar.total = len(devices)
         bar.update(0, len(devices), message="measuring and profiling the baseline")

@@ -150,3 +150,11 @@ def test_farmctl_devices_warns_about_a_class_of_mixed_fingerprints(start_agent, 
     assert rows["board-a"]["warnings"] == rows["board-b"]["warnings"]
     assert "agents of class 'x86' report different fingerprints" in rows["board-a"]["warnings"][0]
     assert any("different fingerprints" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
+
+
+def test_optimize_takes_allow_mixed_to_its_scheduler():
+    from controller.cli.main import build_parser
+    from controller.optimization.api import OptimizeOptions
+
+    assert build_parser().parse_args(["optimize", "--device", "x86", "--allow-mixed"]).allow_mixed is True
+    assert build_parser().parse_args(["optimize"]).allow_mixed is False and not OptimizeOptions().allow_mixed
