@@ -53,6 +53,7 @@ def cmd_ca_list(args: argparse.Namespace) -> int:
                            "not_after": c.not_after.isoformat(), "days_left": round(c.days_left, 1),
                            "warning": c.warning()} for c in certs], indent=2))
         return 0
+    print(f"{'name':<20} {'role':<7} {'expires':<10}  {'left':>10}  {'state':<10} hosts")
     for c in certs:
         state = "EXPIRED" if c.days_left < 0 else "renew soon" if c.warning() else "ok"
         print(f"{c.name:<20} {c.role:<7} {c.not_after:%Y-%m-%d}  {int(c.days_left):>5} days  {state:<10} "

@@ -215,7 +215,8 @@ def certificate_status(path: Path, now: dt.datetime | None = None) -> Certificat
 
 def ca_certificates(ca_dir: Path) -> list[CertificateStatus]:
     """Every certificate in a CA folder (the CA's first), with its expiry."""
-    found = [certificate_status(p) for p in sorted(Path(ca_dir).glob("*.pem"), key=lambda p: p.name != CA_CERT)]
+    found = [certificate_status(p) for p in sorted(Path(ca_dir).glob("*.pem"),
+                                                   key=lambda p: (p.name != CA_CERT, p.name))]
     return [c for c in found if c is not None]
 
 

@@ -146,7 +146,7 @@ def test_certificates_that_expire_within_30_days_are_named_with_the_fix(tmp_path
                          text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     rows = [line.split()[:2] for line in out.stdout.splitlines()]
-    assert rows == [["edgefarm", "farm"], ["farmctl", "client"], ["pi-soon", "agent"]]
+    assert rows == [["name", "role"], ["edgefarm", "farm"], ["farmctl", "client"], ["pi-soon", "agent"]]
     assert out.stderr.count("farmctl: warning: ") == 2
     inv = tmp_path / "inventory.yaml"
     inv.write_text(f"tls: {{ca: ca/ca.pem, cert: ca/farmctl.pem, key: ca/farmctl.key}}\n"
