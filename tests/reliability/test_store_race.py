@@ -52,7 +52,7 @@ def test_two_processes_create_one_store_at_once(tmp_path, request, kind):
 @pytest.mark.timeout(300)
 def test_a_writer_killed_mid_writes_leaves_the_store_whole(store_target):
     ResultsStore(store_target).close()
-    victim, survivor = _writer(store_target, 1, 0), _writer(store_target, 2, 40)   # the victim writes on and on
+    victim, survivor = _writer(store_target, 1, 0), _writer(store_target, 2, 60)   # the victim writes on and on
     for proc in (victim, survivor):
         proc.stdin.write("go\n")
         proc.stdin.flush()
@@ -64,12 +64,14 @@ def test_a_writer_killed_mid_writes_leaves_the_store_whole(store_target):
             break
     committed[1] += [int(x) for x in victim.stdout.read().split()]   # what it printed before it died
     assert victim.wait(timeout=60) == -signal.SIGKILL
-    out, _ = survivor.communicate(timeout=240)    # the other writer goes on to the end
-    committed[2] = [int(x) for x in out.split()]
-    assert survivor.returncode == 0 and len(committed[2]) == 40
+    committed[2] = [int(line) for line in iter(survivor.stdout.readline, "half\n")]
+    survivor.stdin.write("go\n")                  # the other writer goes on to the end
+    survivor.stdin.flush()
+    committed[2] += [int(x) for x in survivor.communicate(timeout=240)[0].split()]
+    assert survivor.returncode == 0 and len(committed[2]) == 60
     with ResultsStore(store_target) as store:
         held = check_runs(store, committed)   # every reported run whole, no partial run
-        assert len(committed[1]) + 40 <= held <= len(committed[1]) + 41   # at most one committed, unreported
+        assert len(committed[1]) + 60 <= held <= len(committed[1]) + 61   # at most one committed, unreported
         if store.dialect == "sqlite":
             assert store.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
         else:   # the killed session's locks are gone: a new write goes through

@@ -1,6 +1,8 @@
 """A writer process for the store's concurrency tests: opens the store, prints `ready`, waits for a line on
 stdin, then records runs (50 layers and 200 paired times each, one candidate per run) and prints each
-committed run id on its own line as soon as its transaction is committed.
+committed run id on its own line as soon as its transaction is committed. Halfway through COUNT runs it
+prints `half` and waits for another line: the test lets two writers go on together from there, so both
+are writing in the same period however the processes are scheduled.
 
     python -m tests.controller.measure.store_writer STORE WRITER COUNT     (COUNT 0: until killed)
 """
@@ -43,6 +45,9 @@ def main(argv: list[str]) -> int:
     print("ready", flush=True)
     sys.stdin.readline()
     for i in (range(count) if count else itertools.count()):
+        if count and i == count // 2:
+            print("half", flush=True)
+            sys.stdin.readline()
         run_id = store.record(run_record(writer, i))
         store.record_candidate(CandidateRecord("concurrent", f"dev{writer}", f"cand{i}", ["int8"], "ok",
                                                latency_ms={"p50": 1.0}, run_id=run_id))

@@ -237,15 +237,19 @@ def check_runs(store: ResultsStore, committed: dict[int, list[int]]) -> int:
 def test_two_processes_write_at_once(store_target):
     ResultsStore(store_target).close()
     writers = [_writer(store_target, w, 40) for w in (1, 2)]
+    committed = {1: [], 2: []}
     for proc in writers:
         proc.stdin.write("go\n")
         proc.stdin.flush()
-    outs = [proc.communicate(timeout=300)[0] for proc in writers]
+    for w, proc in zip(committed, writers):   # both have written half their runs: both go on together
+        committed[w] += [int(line) for line in iter(proc.stdout.readline, "half\n")]
+    for proc in writers:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    for w, proc in zip(committed, writers):
+        committed[w] += [int(x) for x in proc.communicate(timeout=300)[0].split()]
     assert [proc.returncode for proc in writers] == [0, 0]
-    committed = {w: [int(x) for x in out.split()] for w, out in zip((1, 2), outs)}
     assert [len(ids) for ids in committed.values()] == [40, 40]
-    a, b = committed.values()
-    assert min(a) < max(b) and min(b) < max(a), "the two writers did not overlap"
     with ResultsStore(store_target) as store:
         assert check_runs(store, committed) == 80
         assert len(store.candidates("concurrent")) == 80
