@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import shutil
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -230,12 +231,15 @@ def expiry_warnings(paths: Iterable[Path], days: int = EXPIRY_WARNING_DAYS) -> l
 
 
 _warned: set[str] = set()
+_warned_lock = threading.Lock()          # farmctl devices connects to its devices from several threads
 
 
 def warn_expiring(paths: Iterable[Path], days: int = EXPIRY_WARNING_DAYS) -> list[str]:
     """expiry_warnings, each logged as a warning once per process (farmctl prints them on stderr)."""
-    new = [w for w in expiry_warnings(paths, days) if w not in _warned]
+    found = expiry_warnings(paths, days)
+    with _warned_lock:
+        new = [w for w in found if w not in _warned]
+        _warned.update(new)
     for w in new:
-        _warned.add(w)
         log.warning("%s", w)
     return new

@@ -192,7 +192,7 @@ def _copy_agent_certificate(remote: Remote, entry: DeviceEntry, home: str, say: 
     ca_dir = Path(entry.tls.ca).parent
     cert, key = ca_dir / f"{entry.name}.pem", ca_dir / f"{entry.name}.key"
     if not cert.exists():
-        ca.issue(entry.name, [entry.address.rpartition(":")[0], entry.ssh.host], ca_dir=ca_dir)
+        ca.issue(entry.name, [entry.address.rpartition(":")[0], remote.endpoint.host], ca_dir=ca_dir)
     for warning in ca.expiry_warnings([Path(entry.tls.ca), Path(entry.tls.cert), cert]):
         say(f"{entry.name}: warning: {warning}")
     remote.put(Path(entry.tls.ca), f"{home}/tls/ca.pem")
