@@ -95,6 +95,7 @@ def test_unreachable_ssh_and_missing_tls_are_clear(tmp_path):
 # --- a non-root user on a device with systemd (emulated) ---------------------------------------------------
 
 USER = "edgefarm-deploy-test"
+MARK = "edgefarm deploy test, removed after it"       # the throwaway user's comment: ours to remove
 DEVICE_PYTHON = "/usr/bin/python3"      # the system Python: the non-root user cannot reach a pyenv under /root
 STANDINS = {
     # systemctl: says systemd runs; `enable --now` / `start` run the unit's ExecStart in the background as
@@ -151,13 +152,14 @@ def systemd_device(tmp_path_factory) -> Iterator[SystemdDevice]:
     on PATH (sshd's SetEnv)."""
     if os.geteuid() != 0 or not shutil.which("useradd") or not Path(DEVICE_PYTHON).exists():
         pytest.skip(f"needs root (to add a user) and {DEVICE_PYTHON}")
-    created = False
     try:
-        pwd.getpwnam(USER)
+        user = pwd.getpwnam(USER)
     except KeyError:
-        subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/bash", "-p", "*", USER], check=True)
-        created = True
-    user = pwd.getpwnam(USER)
+        subprocess.run(["useradd", "-M", "-d", "/nonexistent", "-s", "/bin/bash", "-p", "*", "-c", MARK, USER],
+                       check=True)
+        user = pwd.getpwnam(USER)
+    if user.pw_gecos != MARK:
+        pytest.skip(f"a user {USER} exists that this test did not make")
     base = Path(tempfile.mkdtemp(prefix="edgefarm-device-", dir="/tmp"))
     base.chmod(0o755)
     home, state, bin_dir = base / "home", base / "state", base / "bin"
@@ -185,8 +187,7 @@ def systemd_device(tmp_path_factory) -> Iterator[SystemdDevice]:
             except (ProcessLookupError, ValueError):
                 pass
         shutil.rmtree(base, ignore_errors=True)
-        if created:
-            subprocess.run(["userdel", USER], check=False)
+        subprocess.run(["userdel", "-f", USER], check=False)   # -f: sshd may still be closing its session
 
 
 def test_a_non_root_user_without_lingering_is_refused_before_anything_is_installed(systemd_device):
