@@ -194,8 +194,10 @@ class PostgresDB:
     def migrating(self) -> Iterator[int]:
         with self.conn.transaction():
             self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
-            self.conn.execute("CREATE TABLE IF NOT EXISTS edgefarm_schema (version INTEGER NOT NULL)")
-            yield self.version()
+            version = self.version()
+            if version == 0:   # (created only when missing: a role without CREATE can use a made store)
+                self.conn.execute("CREATE TABLE IF NOT EXISTS edgefarm_schema (version INTEGER NOT NULL)")
+            yield version
 
     def version(self) -> int:
         if self.conn.execute("SELECT to_regclass('edgefarm_schema') AS t").fetchone()["t"] is None:
