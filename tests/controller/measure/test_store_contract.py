@@ -274,3 +274,28 @@ def test_an_unusable_server_or_url_is_one_sentence(postgres_server, capsys):
         ResultsStore(postgres_server.url("no_such_database"))
     assert main(["--store", "mysql://host/db", "report"]) == 1
     assert "mysql:// is not a store edgefarm can use" in capsys.readouterr().err
+
+
+def test_a_team_member_s_role_needs_no_create(postgres_url):
+    """docs/store.md: the owner's first open creates the tables; a role with SELECT, INSERT, UPDATE and the
+    sequences' USAGE writes from then on, a SELECT-only role (the dashboard's) reads and cannot write."""
+    import psycopg
+
+    ResultsStore(postgres_url).close()
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE ROLE alice LOGIN; CREATE ROLE viewer LOGIN; "
+                     "GRANT SELECT, INSERT, UPDATE ON ALL TABLES IN SCHEMA public TO alice; "
+                     "GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO alice; "
+                     "GRANT SELECT ON ALL TABLES IN SCHEMA public TO viewer")
+    try:
+        with ResultsStore(postgres_url.replace("postgres@", "alice@")) as store:
+            run_id = store.record(_run(times={"times_ms": np.ones(3)}))
+            store.record_candidate(CandidateRecord("key", "dev", "int8", ["int8"], "ok"))
+            store.record_candidate(CandidateRecord("key", "dev", "int8", ["int8"], "ok", reason="again"))
+        with ResultsStore(postgres_url.replace("postgres@", "viewer@")) as store:
+            assert store.run(run_id)["model_name"] == "m" and store.candidates("key")[0].reason == "again"
+            with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                store.record(_run())
+    finally:
+        with psycopg.connect(postgres_url, autocommit=True) as conn:
+            conn.execute("DROP OWNED BY alice, viewer; DROP ROLE alice; DROP ROLE viewer")
