@@ -45,7 +45,7 @@ def list_runs(store: ResultsStore, f: RunFilter) -> tuple[list[dict], int]:
 
 def store_count(store: ResultsStore, f: RunFilter) -> int:
     """How many runs pass a filter without dates."""
-    return len(store.runs(model=f.model, device=f.device, kind=f.kind))
+    return store.count_runs(model=f.model, device=f.device, kind=f.kind)   # counted by the database
 
 
 def run_detail(store: ResultsStore, run_id: int) -> dict | None:
