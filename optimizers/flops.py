@@ -19,7 +19,8 @@ ELEMENTWISE = {
 }
 MATMUL = {"MatMul", "Gemm", "FusedMatMul", "MatMulInteger", "QLinearMatMul", "FusedGemm", "QGemm",
           "MatMulIntegerToFloat", "DynamicQuantizeMatMul", "MatMulNBits"}
-CONV = {"Conv", "FusedConv", "NchwcConv", "QLinearConv", "ConvInteger", "ConvTranspose"}
+CONV = {"Conv", "FusedConv", "NchwcConv", "NhwcConv", "NhwcFusedConv", "QLinearConv", "ConvInteger",
+        "ConvTranspose"}
 REDUCE = {"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceSum", "ReduceMax", "ReduceMin",
           "ReduceL2", "NchwcGlobalAveragePool"}
 # Ops that move or reshape data, or compute shapes: no floating-point work.
@@ -173,21 +174,45 @@ def graph_flops(model, input_shapes: dict[str, list[int]]) -> GraphFlops:
 MAX_FUSED = 4
 
 
+# ONNX Runtime's kernel for a graph op in another layout or with an activation fused in: on aarch64 a Conv
+# followed by Relu runs as NhwcFusedConv named after the Conv ('conv_token_1'), on x86 as the NCHWc Conv
+# named after the Relu ('r_nchwc')
+KERNEL_PREFIX = re.compile(r"^(Nhwc|Nchwc)?(Fused)?(?=[A-Z])")
+FUSED_ACTIVATIONS = {"Relu", "Clip", "Sigmoid", "Tanh", "LeakyRelu", "HardSigmoid", "HardSwish"}
+
+
 def source_nodes(row: dict, graph: GraphFlops) -> list[str]:
     """The graph nodes a profile row ran: itself, or the chain ONNX Runtime fused into it. ORT names a
-    fused node after its last output (e.g. 'Clip_11.out_nchwc' for Conv_9+BatchNormalization_10+Clip_11)."""
+    fused node after its last output (e.g. 'Clip_11.out_nchwc' for Conv_9+BatchNormalization_10+Clip_11),
+    or, for a Fused* kernel, after the op with the activation that follows it fused in."""
+    kernel = row["op_type"]
+    wanted = {kernel, KERNEL_PREFIX.sub("", kernel)}
     node = graph.nodes.get(row["name"])
-    if node and node.op_type == row["op_type"]:
-        return [node.name]
-    tensor = RUNTIME_SUFFIX.sub("", row["name"])
+    chain = [node.name] if node and node.op_type in wanted else _chain_back(row["name"], wanted, graph)
+    if len(chain) == 1 and "Fused" in kernel:
+        chain += _fused_activation(chain[0], graph)
+    return chain
+
+
+def _chain_back(row_name: str, wanted: set[str], graph: GraphFlops) -> list[str]:
+    tensor = RUNTIME_SUFFIX.sub("", row_name)
     chain = []
     name = graph.producers.get(tensor) or (tensor if tensor in graph.nodes else None)
     while name and len(chain) < MAX_FUSED:
         chain.append(name)
         node = graph.nodes[name]
-        if node.op_type == row["op_type"]:
+        if node.op_type in wanted:
             return chain[::-1]
         name = graph.producers.get(node.inputs[0]) if node.inputs else None
+    return []
+
+
+def _fused_activation(name: str, graph: GraphFlops) -> list[str]:
+    """The activation node that alone consumes this node's output, which a Fused* kernel ran too."""
+    outputs = {t for t, producer in graph.producers.items() if producer == name}
+    consumers = [n for n in graph.nodes.values() if outputs & set(n.inputs)]
+    if len(consumers) == 1 and consumers[0].op_type in FUSED_ACTIVATIONS:
+        return [consumers[0].name]
     return []
 
 

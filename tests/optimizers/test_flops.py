@@ -38,6 +38,9 @@ def test_fused_rows_map_back_to_graph_nodes(model_dir):
     graph = graph_flops(models.conv_model(model_dir / "fused.onnx"), {})
     fused = {"name": "r_nchwc", "op_type": "Conv", "input_shapes": [], "output_shapes": []}
     assert row_flops(fused, graph) == (graph.nodes["conv"].flops + graph.nodes["relu"].flops, ["conv", "relu"])
+    # aarch64: ORT runs Conv+Relu as NhwcFusedConv named after the Conv
+    arm = {"name": "conv_token_1", "op_type": "NhwcFusedConv", "input_shapes": [], "output_shapes": []}
+    assert row_flops(arm, graph) == (graph.nodes["conv"].flops + graph.nodes["relu"].flops, ["conv", "relu"])
     plain = {"name": "fc", "op_type": "Gemm"}
     assert row_flops(plain, graph) == (2 * 8 * 4, ["fc"])
     reorder = {"name": "ReorderOutput", "op_type": "ReorderOutput", "output_shapes": ["float[1,8,32,32]"]}
