@@ -36,6 +36,7 @@ SETUP_VERSION = "1"        # bump when what build() does inside the root changes
 CACHE = Path(os.environ.get("EDGEFARM_EMU_CACHE", "/var/cache/edgefarm-emu"))
 REPO = Path(__file__).resolve().parents[1]
 WHEELHOUSE = "/opt/edgefarm-wheels"
+CONSTRAINTS = REPO / "controller" / "fleet" / "agent-constraints.txt"     # read only: deploy's pins
 # the root's Python (bookworm: 3.11) and glibc (2.36) decide which wheels fit
 WHEEL_PLATFORMS = ("manylinux_2_28_aarch64", "manylinux_2_27_aarch64", "manylinux_2_17_aarch64",
                    "manylinux2014_aarch64")
@@ -152,15 +153,16 @@ def fill_wheelhouse(root: Path, progress=print) -> float:
     house = root / WHEELHOUSE.lstrip("/")
     house.mkdir(parents=True, exist_ok=True)
     reqs = requirements()
-    stamp = house / ".requirements"
-    if stamp.exists() and stamp.read_text() == "\n".join(reqs):
+    pins = ["-c", str(CONSTRAINTS)] if CONSTRAINTS.exists() else []     # the versions deploy installs
+    stamp, wanted = house / ".requirements", "\n".join(reqs) + (CONSTRAINTS.read_text() if pins else "")
+    if stamp.exists() and stamp.read_text() == wanted:
         return 0.0
     progress(f"emulated Pi: downloading aarch64 wheels for {len(reqs)} requirements into {house}")
     platforms = [a for p in WHEEL_PLATFORMS for a in ("--platform", p)]
     _run([sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", *platforms,
-          "--python-version", "3.11", "--implementation", "cp", "-d", str(house), *reqs], timeout=1200)
+          "--python-version", "3.11", "--implementation", "cp", "-d", str(house), *pins, *reqs], timeout=1200)
     (root / "etc/pip.conf").write_text(f"[global]\nfind-links = {WHEELHOUSE}\n")
-    stamp.write_text("\n".join(reqs))
+    stamp.write_text(wanted)
     return time.monotonic() - t0
 
 
@@ -262,6 +264,18 @@ def _keys(root: Path, run_dir: Path) -> tuple[Path, Path]:
     return run_dir / "id_ed25519", run_dir / "host_key.pub"
 
 
+def _fresh_state(root: Path) -> None:
+    """What an earlier run left on the board goes (an agent install, /tmp), except pi's pip cache: each
+    start is a board nothing was deployed to."""
+    home = root / "home" / USER
+    keep = {".ssh", ".cache", ".bashrc", ".profile", ".bash_logout"}
+    for entry in [*(e for e in home.iterdir() if e.name not in keep), *(root / "tmp").iterdir()]:
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
 def _ids(root: Path) -> tuple[int, int]:
     for line in (root / "etc/passwd").read_text().splitlines():
         fields = line.split(":")
@@ -279,6 +293,7 @@ def start(progress=print) -> Board:
         stop()
     run_dir = cache_dir() / "run"
     run_dir.mkdir(mode=0o700, exist_ok=True)
+    _fresh_state(root)
     key, host_pub = _keys(root, run_dir)
     shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")      # pip reaches PyPI from inside
     port = _free_port()
@@ -385,11 +400,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("command", choices=["build", "start", "stop", "status"])
     args = parser.parse_args(argv)
+
+    def say(line: str) -> None:              # progress on stderr; stdout has only the answer
+        print(line, file=sys.stderr, flush=True)
+
     try:
         if args.command == "build":
-            print(build())
+            print(build(say))
         elif args.command == "start":
-            print(json.dumps(asdict(start()), indent=2))
+            print(json.dumps(asdict(start(say)), indent=2))
         elif args.command == "stop":
             stop()
         else:
