@@ -34,6 +34,7 @@ class ProgressBar:
         self._last_line = self._started
         self._message = ""
         self._since = self._started
+        self._first_done: tuple[float, int] | None = None   # when the first jobs ended, and how many
         self._heartbeat_s = heartbeat_s
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None   # started by the first line, stopped by close()
@@ -64,8 +65,12 @@ class ProgressBar:
         left = max(total - self.done - self.running, 0)
         elapsed = time.monotonic() - self._started
         eta = ""
-        if self.total and 0 < self.done < self.total:   # the jobs so far, extrapolated: a rough guide
-            eta = f", ETA {duration(elapsed / self.done * (self.total - self.done))}"
+        if self.total and self._first_done and self._first_done[1] < self.done < self.total:
+            # the pace since the first jobs ended, extrapolated (the first is often the baseline's training,
+            # far longer than a candidate): a rough guide, shown once there is a pace to go by
+            when, count = self._first_done
+            pace = (time.monotonic() - when) / (self.done - count)
+            eta = f", ETA {duration(pace * (self.total - self.done))}"
         return (f"[{'#' * filled}{'-' * (cells - filled)}] {self.done}/{total} done, {self.running} running, "
                 f"{left} left ({duration(elapsed)}{eta}){': ' + message if message else ''}")
 
@@ -98,6 +103,7 @@ class ProgressBar:
             self._message = ""   # a result line: what runs next is unknown until its note
             self._start_heartbeat()
             self.done += n
+            self._first_done = self._first_done or (time.monotonic(), self.done)
             self.running = running if running is not None else max(self.running - n, 0)
             self._emit(self._bar(line), permanent=True)
 
