@@ -10,8 +10,7 @@ The root is cached under /var/cache/edgefarm-emu/<key> (EDGEFARM_EMU_CACHE), the
 and the package list; the stamp file written last marks it complete. Inside it, /opt/edgefarm-wheels holds
 the aarch64 wheels of the agent's base install and LiteRT (downloaded by the host's pip, natively, so a
 deploy inside the emulator does not fetch 60 MB through qemu) and /etc/pip.conf points pip at them. Needs
-root (chroot, mount) and Debian's qemu-user-static, binfmt-support and debootstrap.
-"""
+root (chroot, mount) and Debian's qemu-user-static, binfmt-support and debootstrap. See docs/arm64.md."""
 
 from __future__ import annotations
 
@@ -118,9 +117,7 @@ def _mounts_under(path: Path) -> list[str]:
 
 
 def _umount_all(path: Path) -> None:
-    for point in _mounts_under(path):
-        if subprocess.run(["umount", point], capture_output=True).returncode != 0:
-            subprocess.run(["umount", "-l", point], capture_output=True)
+    _unmount(_mounts_under(path)[::-1])          # _unmount goes last to first: deepest first
     left = _mounts_under(path)
     if left:
         raise EmulatorError(f"could not unmount {', '.join(left)}; unmount them by hand")
@@ -247,8 +244,8 @@ def _unmount(mounts: list[str]) -> None:
 def _keys(root: Path, run_dir: Path) -> tuple[Path, Path]:
     """A throwaway client key authorized for pi, and a throwaway host key; returns (client key, host pub)."""
     for f in (run_dir / "id_ed25519", run_dir / "host_key"):
-        f.unlink(missing_ok=True)
-        f.with_suffix(".pub").unlink(missing_ok=True)
+        for old in (f, f.with_suffix(".pub")):
+            old.unlink(missing_ok=True)
         _run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "edgefarm-emulated-pi", "-f", str(f)])
     ssh_dir = root / "home" / USER / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
@@ -360,7 +357,7 @@ def _kill_all(root: Path, first: int | None, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and any(_alive(p) for p in order):
             time.sleep(0.05)
-        order = [p for p in processes_in(root)] + [p for p in order if _alive(p)]
+        order = processes_in(root) + [p for p in order if _alive(p)]
         if not order:
             return
 
