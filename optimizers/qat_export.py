@@ -42,8 +42,11 @@ def qdq_as_fake_quant(gm) -> int:
                         zp = graph.call_method("to", (zp, torch.int32))
                     fq = graph.call_function(torch.ops.aten.fake_quantize_per_tensor_affine.tensor_qparams,
                                              (x, scale, zp, lo, hi))
-                else:
+                else:   # ONNX writes INT8 as -128..127: a narrower range (7-bit weights) is on that grid too
                     x, scale, zp, axis, lo, hi = q.args[:6]
+                    if (lo, hi) != (-128, 127):
+                        _snap_weight(gm, x, scale, zp, axis, lo, hi)
+                        lo, hi = -128, 127
                     zp = graph.call_method("to", (zp, torch.int32))
                     fq = graph.call_function(torch.ops.aten.fake_quantize_per_channel_affine.default,
                                              (x, scale, zp, axis, lo, hi))
@@ -60,6 +63,24 @@ def qdq_as_fake_quant(gm) -> int:
     graph.lint()
     gm.recompile()
     return pairs
+
+
+def _snap_weight(gm, weight, scale, zp, axis, lo, hi) -> None:
+    """Put a constant weight on its narrow grid (e.g. 7 bits) in place, so that quantizing it again on the
+    full INT8 range ONNX writes gives the same integers."""
+    import torch
+
+    def attr(node):
+        if node.op != "get_attr":
+            raise OptimizerError(f"the QAT model's weight '{node.name}' is not a constant; cannot export it")
+        obj = gm
+        for part in node.target.split("."):
+            obj = getattr(obj, part)
+        return obj
+
+    w = attr(weight)
+    with torch.no_grad():
+        w.copy_(torch.fake_quantize_per_channel_affine(w, attr(scale), attr(zp).to(torch.int32), axis, lo, hi))
 
 
 def _constant(gm, value):
