@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from controller.errors import FarmError
+from controller.errors import FarmError, UsageError
 from optimizers.evaluation import compare_outputs
 from optimizers.metrics import Metric, MetricError, resolve_metric
 
@@ -16,13 +16,13 @@ MAX_EVAL_ROWS = 1000
 
 
 def metric_or_error(spec) -> Metric | None:
-    """The task metric of `--metric` / `metric=` (None: none), or a FarmError saying what is wrong."""
+    """The task metric of `--metric` / `metric=` (None: none), or a UsageError saying what is wrong."""
     if spec is None:
         return None
     try:
         return resolve_metric(spec)
     except MetricError as exc:
-        raise FarmError(str(exc)) from None
+        raise UsageError(str(exc)) from None   # --metric names no usable metric
 
 
 def stack_inputs(dataset) -> dict[str, np.ndarray]:
