@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import logging
 import os
 import signal
@@ -24,6 +23,7 @@ from agent.device import device_info
 from agent.jobs import JobManager
 from agent.metrics import AgentMetrics, MetricsTLS, serve_metrics
 from agent.servicer import AgentServicer
+from core.net import is_loopback
 from protos import agent_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
@@ -61,16 +61,6 @@ class AgentConfig:
     advertise: bool = False
     priority_aging_s: float = 60.0   # a waiting job gains one priority level this often (low never starves)
     metrics_port: int | None = None  # Prometheus /metrics on the agent's host; None = off, 0 = a free port
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost / 127.0.0.0/8 / ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 class AgentServer:

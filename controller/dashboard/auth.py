@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import ipaddress
 import os
 from http.cookies import SimpleCookie
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode
 
 from controller.errors import FarmError, UsageError
+from core.net import is_loopback
 
 TOKEN_ENV = "EDGEFARM_DASHBOARD_TOKEN"
 COOKIE = "edgefarm_dashboard"
@@ -33,16 +33,6 @@ def read_token(path: Path | None) -> str | None:
             raise UsageError(f"the token file {path} is empty; put the token on its first line")
         return token
     return os.environ.get(TOKEN_ENV) or None
-
-
-def is_loopback(host: str) -> bool:
-    """True for localhost and addresses in 127.0.0.0/8 or ::1."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def check_binding(host: str, token: str | None) -> None:

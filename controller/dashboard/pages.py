@@ -15,7 +15,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 
-from controller.dashboard import charts, data
+import controller.dashboard.charts as charts
+import controller.dashboard.data as data
 from controller.dashboard.devices import device_rows
 from controller.errors import FarmError
 from controller.measure.compare import compare_runs
