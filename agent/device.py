@@ -12,16 +12,42 @@ import psutil
 
 import agent
 
+# (implementer, part) -> core name, from the Arm/NVIDIA part numbers Linux prints in /proc/cpuinfo;
+# arm64 kernels print no "model name", and the "Hardware" line of a Pi says BCM2835 whatever the board
+ARM_CORES = {
+    ("0x41", "0xd03"): "Cortex-A53", ("0x41", "0xd04"): "Cortex-A35", ("0x41", "0xd05"): "Cortex-A55",
+    ("0x41", "0xd07"): "Cortex-A57", ("0x41", "0xd08"): "Cortex-A72", ("0x41", "0xd09"): "Cortex-A73",
+    ("0x41", "0xd0a"): "Cortex-A75", ("0x41", "0xd0b"): "Cortex-A76", ("0x41", "0xd0c"): "Neoverse-N1",
+    ("0x41", "0xd0d"): "Cortex-A77", ("0x41", "0xd40"): "Neoverse-V1", ("0x41", "0xd41"): "Cortex-A78",
+    ("0x41", "0xd42"): "Cortex-A78AE", ("0x41", "0xd44"): "Cortex-X1", ("0x41", "0xd46"): "Cortex-A510",
+    ("0x41", "0xd47"): "Cortex-A710", ("0x41", "0xd48"): "Cortex-X2", ("0x41", "0xd49"): "Neoverse-N2",
+    ("0x41", "0xd4b"): "Cortex-A78C", ("0x41", "0xd80"): "Cortex-A520", ("0x41", "0xd81"): "Cortex-A720",
+    ("0x4e", "0x003"): "NVIDIA Denver 2", ("0x4e", "0x004"): "NVIDIA Carmel",
+}
 
-def cpu_model() -> str:
-    """The CPU's model name from /proc/cpuinfo (or platform as a fallback)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() in ("model name", "Model", "Hardware", "cpu model") and value.strip():
-                return value.strip()
-    except OSError:
-        pass
+
+def cpu_model(cpuinfo: str | None = None) -> str:
+    """The CPU's name: x86's "model name"; on arm64 the core named by its implementer and part numbers
+    (with the Pi's or Jetson's "Model" line after it when the kernel prints one), else "Model",
+    "cpu model" or "Hardware"; platform's guess when /proc/cpuinfo says nothing (or cannot be read)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if value.strip():
+            fields.setdefault(key.strip(), value.strip())
+    core = ARM_CORES.get((fields.get("CPU implementer", "").lower(), fields.get("CPU part", "").lower()))
+    if fields.get("model name") and not fields["model name"].startswith("ARMv"):
+        return fields["model name"]
+    if core:
+        return f"{core} ({fields['Model']})" if fields.get("Model") else core
+    for key in ("model name", "Model", "cpu model", "Hardware"):
+        if fields.get(key):
+            return fields[key]
     return platform.processor() or platform.machine()
 
 
