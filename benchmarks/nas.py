@@ -39,8 +39,8 @@ def main() -> int:
     from controller.nas import LUT_SETTINGS, farm_latency_table, measure_undisturbed, run_nas
     from controller.nas import prediction_errors as check_predictor
     from optimizers import count_params, export_onnx, pretrained_example
-    from optimizers.nas_space import MobileNetV3Space
-    from optimizers.training import accuracy
+    from optimizers.nas.space import MobileNetV3Space
+    from optimizers.pytorch.training import accuracy
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

@@ -48,7 +48,7 @@ def main() -> int:
         export_onnx,
         pretrained_example,
     )
-    from optimizers.training import accuracy, train
+    from optimizers.pytorch.training import accuracy, train
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

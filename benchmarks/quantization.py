@@ -72,7 +72,7 @@ def main() -> int:
     from controller.measure.examples import example_model, minilm_texts, minilm_tokens, sample_photos
     from controller.measure.settings import MeasureSettings
     from optimizers import evaluate
-    from optimizers.data import Dataset, load_data
+    from optimizers.data.feeds import Dataset, load_data
 
     def log(line: str) -> None:
         print(line, file=sys.stderr, flush=True)

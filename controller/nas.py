@@ -1,6 +1,6 @@
 """NAS through the farm: the per-block latency table measured on the device (each distinct block shipped
 as a small ONNX model and benchmarked there), kept in the results store by device fingerprint, backend
-and settings so later runs reuse it; the search itself is optimizers.nas."""
+and settings so later runs reuse it; the search itself is optimizers.nas.search."""
 
 from __future__ import annotations
 
@@ -23,12 +23,12 @@ from controller.measure.api import bench
 from controller.measure.preflight import ModelRef, check_model
 from controller.measure.settings import MeasureSettings
 from controller.measure.store import ResultsStore
-from optimizers.digits import load_digits_data
-from optimizers.labelled import load_labelled
-from optimizers.nas import EvolutionSettings, NASOptimizer, SearchResult
-from optimizers.nas_space import SEARCH_SPACES
-from optimizers.torch_helpers import count_params, export_onnx
-from optimizers.training import accuracy
+from optimizers.data.digits import load_digits_data
+from optimizers.data.labelled import load_labelled
+from optimizers.nas.search import EvolutionSettings, NASOptimizer, SearchResult
+from optimizers.nas.space import SEARCH_SPACES
+from optimizers.pytorch.helpers import count_params, export_onnx
+from optimizers.pytorch.training import accuracy
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def make_reference(space, rule: Undisturbed = Undisturbed()) -> Reference:
 
     import torch
 
-    from optimizers.torch_helpers import export_onnx
+    from optimizers.pytorch.helpers import export_onnx
 
     arch = space.sample(random.Random(REFERENCE_SEED))
     torch.manual_seed(0)
@@ -141,8 +141,8 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
     device (measure_undisturbed). With calibrate > 0, its scale is fitted once on that many whole
     architectures measured on the device (and stored, so later runs reuse it). `table.context` is the
     Reference (made with `rule` unless one is given): checks and final measurements are measured beside it."""
-    from optimizers.nas import LatencyTable
-    from optimizers.nas_space import export_block
+    from optimizers.nas.search import LatencyTable
+    from optimizers.nas.space import export_block
 
     say = progress or log.info
     reference = reference or make_reference(space, rule)
@@ -198,7 +198,7 @@ def measure_architectures(client: AgentClient, store: ResultsStore, space, archs
                           reference: Reference, progress=None) -> list[Measured]:
     """Whole architectures measured on the device like the table's blocks (untrained weights: latency
     does not depend on them)."""
-    from optimizers.torch_helpers import export_onnx
+    from optimizers.pytorch.helpers import export_onnx
 
     with tempfile.TemporaryDirectory(prefix="edgefarm-nas-arch-") as tmp:
         paths = [export_onnx(space.build(a), Path(tmp) / f"arch{i}.onnx", space.input_shape)
@@ -373,7 +373,7 @@ def _plot(run: NASRun, out: Path) -> None:
 
 def check_space(name: str) -> None:
     """An unknown search space is a FarmError naming the known ones."""
-    from optimizers.nas_space import SEARCH_SPACES
+    from optimizers.nas.space import SEARCH_SPACES
 
     if name not in SEARCH_SPACES:
         raise FarmError(f"unknown search space '{name}'; known: {', '.join(SEARCH_SPACES)}")

@@ -8,12 +8,12 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from optimizers.data import as_dataset, synthetic_data
+from optimizers.data.feeds import as_dataset, synthetic_data
 from optimizers.errors import OptimizerError
-from optimizers.flops import graph_flops, row_flops
-from optimizers.layer_names import layer_label, node_times
+from optimizers.graph.flops import graph_flops, row_flops
+from optimizers.graph.layer_names import layer_label, node_times
+from optimizers.graph.model import ModelLike, load_model
 from optimizers.on_device import FarmProfileRequest, profile_here, profile_on_farm
-from optimizers.onnx_model import ModelLike, load_model
 
 log = logging.getLogger(__name__)
 
@@ -27,7 +27,7 @@ class LayerProfile:
     time_ms: float          # mean per inference
     percentage: float       # share of the summed layer time, in percent
     memory_mb: float        # output + activation + parameter bytes the runtime reported, in MiB
-    flops: int | None       # None: unknown (an op outside optimizers.flops' tables)
+    flops: int | None       # None: unknown (an op outside optimizers.graph.flops' tables)
     source_nodes: list[str] = field(default_factory=list)
 
     @property

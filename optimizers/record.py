@@ -77,7 +77,7 @@ class OptimizedModel:
 
 def write_result(model, path: Path, record: OptimizationRecord, started: float) -> OptimizedModel:
     """Save the model as one file, fill the record's output fields, save the record beside it."""
-    from optimizers.onnx_model import save_model
+    from optimizers.graph.model import save_model
 
     record.output_digest, record.output_size_bytes = save_model(model, path)
     record.elapsed_s = round(time.perf_counter() - started, 3)

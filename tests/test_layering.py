@@ -137,6 +137,6 @@ def test_importing_the_agent_loads_no_controller_optimizers_onnx_or_torch():
 
 
 def test_importing_optimizers_loads_no_controller():
-    loaded = loaded_after("import optimizers, optimizers.quantization, optimizers.profiler, optimizers.data, "
-                          "optimizers.pruning, optimizers.digits, optimizers.torch_helpers")
+    loaded = loaded_after("import optimizers, optimizers.quantization.quantizer, optimizers.profiler, optimizers.data.feeds, "
+                          "optimizers.pytorch.pruning, optimizers.data.digits, optimizers.pytorch.helpers")
     assert "controller" not in loaded

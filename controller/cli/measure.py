@@ -110,7 +110,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from controller.measure.api import profile
     from controller.measure.trace import check_times_path
-    from optimizers.flops import format_flops, format_total
+    from optimizers.graph.flops import format_flops, format_total
 
     say_example(args)
     if args.export_times:

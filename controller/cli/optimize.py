@@ -73,7 +73,7 @@ def _floats(text: str | None) -> tuple[float, ...] | None:
 def _preprocess(args: argparse.Namespace):
     if all(getattr(args, k) is None for k in ("image_mean", "image_std", "image_scale", "image_layout")):
         return None
-    from optimizers.data import ImagePreprocess
+    from optimizers.data.feeds import ImagePreprocess
 
     d = ImagePreprocess()
     return ImagePreprocess(mean=_floats(args.image_mean) or d.mean, std=_floats(args.image_std) or d.std,

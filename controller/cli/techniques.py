@@ -11,7 +11,7 @@ from pathlib import Path
 from controller.cli.flags import add_alias
 from controller.errors import UsageError
 from controller.measure.examples import EXAMPLES
-from optimizers.quantization import COMPUTE_OP_TYPES
+from optimizers.quantization.quantizer import COMPUTE_OP_TYPES
 
 DATA_HELP = "an .npz keyed by input name (optional 'labels'), a folder of images, or 'synthetic'"
 
@@ -141,8 +141,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def add_parsers(sub) -> None:
     """Register the technique subcommands on farmctl's subparsers."""
-    from optimizers.quantization import ALGORITHMS, METHODS
-    from optimizers.rewrites import REWRITES
+    from optimizers.graph.rewrites import REWRITES
+    from optimizers.quantization.quantizer import ALGORITHMS, METHODS
 
     data_help = DATA_HELP
     p = sub.add_parser("quantize", help="quantize an ONNX model (INT8 static/dynamic, FP16, INT4)")

@@ -19,8 +19,8 @@ from controller.measure.preflight import ModelRef, check_model, display_path, re
 from controller.measure.settings import MeasureSettings
 from controller.measure.store import ResultsStore, RunRecord, location, opened
 from controller.measure.trace import decode_trace, write_times, write_trace
-from optimizers.flops import GraphFlops, graph_flops, row_flops
-from optimizers.layer_names import layer_label
+from optimizers.graph.flops import GraphFlops, graph_flops, row_flops
+from optimizers.graph.layer_names import layer_label
 from optimizers.on_device import FarmProfileRequest
 from protos import agent_pb2 as pb
 from protos.codec import array_to_tensor, tensor_to_array, to_dict
@@ -101,7 +101,7 @@ class ProfileResult:
     bottleneck_percent: float
     total_flops: int         # FLOPs of one inference over the ops whose FLOPs are known: a lower bound ...
     run_id: int | None
-    flops_unknown_ops: int = 0   # ... when this many ops (outside optimizers.flops' tables) count as unknown
+    flops_unknown_ops: int = 0   # ... when this many ops (outside optimizers.graph.flops' tables) count as unknown
     # the profiled loop's per-inference times, and the trace the agent sent (zlib-compressed Chrome-trace JSON)
     times_ms: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32), repr=False)
     trace_json_zlib: bytes = field(default=b"", repr=False)
@@ -290,7 +290,7 @@ def profile(model: str | Path | ModelRef | None = None, device: str | AgentClien
         rows = sorted(job.layers.get("rows", []), key=lambda r: -r["time_ms"])
         onnx_graph = ref.backend == "onnxruntime"
         graph = graph_flops(ref.model, ref.input_shapes) if onnx_graph else GraphFlops({}, {})
-        for r in rows:   # FLOPs None: unknown (an op outside optimizers.flops' tables, or a .tflite model)
+        for r in rows:   # FLOPs None: unknown (an op outside optimizers.graph.flops' tables, or a .tflite model)
             r["flops"], r["source_nodes"] = row_flops(r, graph) if onnx_graph else (None, [])
             r["memory_bytes"] = int(r.get("memory_bytes", 0))   # an int64 in the wire message
             r["label"] = layer_label(r["name"], r["source_nodes"])

@@ -11,7 +11,7 @@ import numpy as np
 
 from core.errors import ModelError
 from core.paths import cache_root
-from optimizers.digits import make_divisible
+from optimizers.data.digits import make_divisible
 
 log = logging.getLogger(__name__)
 

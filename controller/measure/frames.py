@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from controller.errors import UsageError
-from optimizers.layer_names import layer_label
+from optimizers.graph.layer_names import layer_label
 
 FILTERS = {"runs": ("model", "device", "kind", "status", "limit"), "layers": ("run",),
            "candidates": ("optimize_key", "device")}

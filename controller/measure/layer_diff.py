@@ -1,7 +1,7 @@
 """A per-layer diff of profile runs, aligned on the graph nodes behind each row.
 
 A profile row is a kernel the runtime ran, named by the runtime; the graph nodes behind it are its
-`source_nodes` (optimizers/layer_names.py). Two runs of one model name their rows alike, but a quantized or
+`source_nodes` (optimizers/graph/layer_names.py). Two runs of one model name their rows alike, but a quantized or
 rewritten copy, or another runtime version, fuses differently: `conv` and `relu` may be one kernel on one
 side and two on the other. Rows of every side that share a graph node (or a runtime name) are joined into
 one aligned layer and their times summed, so each aligned layer covers the same nodes on every side. A row
@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from controller.measure import frames
-from optimizers.layer_names import RUNTIME_SUFFIX, layer_label, row_nodes
+from optimizers.graph.layer_names import RUNTIME_SUFFIX, layer_label, row_nodes
 
 INSERTED_CAST = "InsertedPrecisionFreeCast_"
 

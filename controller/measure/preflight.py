@@ -11,7 +11,7 @@ from controller.measure.examples import EXAMPLES, example_model
 from core.errors import JobError
 from core.inputs import resolve_shapes
 from core.paths import printable
-from optimizers.onnx_model import onnx_input_specs
+from optimizers.graph.model import onnx_input_specs
 
 SUPPORTED = {".onnx": "onnxruntime", ".tflite": "tflite"}
 

@@ -9,7 +9,7 @@ import io
 import json
 
 from controller.measure import frames
-from optimizers.layer_names import layer_label
+from optimizers.graph.layer_names import layer_label
 
 COLUMNS = [("id", "run"), ("created_at", "when"), ("kind", "kind"), ("status", "status"),
            ("model_name", "model"), ("device_name", "device"), ("device_class", "class"),

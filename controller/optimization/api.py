@@ -27,7 +27,7 @@ from controller.optimization.results import OptimizeResult
 from controller.optimization.run import OptimizeRun, RunPlan
 from controller.optimization.sources import Source, example_source, onnx_source, optimize_key
 from controller.progress import ProgressBar
-from optimizers.torch_helpers import tflite_converter
+from optimizers.pytorch.helpers import tflite_converter
 
 CONFIRM_ROUNDS = 2            # extra paired loops for each candidate that could be faster than the baseline
 

@@ -44,7 +44,7 @@ REWRITE_CANDIDATES = ("swish", "hardswish", "gelu", "div_to_mul")  # the `rewrit
 PRUNE_RATIOS = (0.3, 0.5)
 FINE_TUNE_EPOCHS = 2
 # the digits student's recipe (Hinton loss); on the example's validation split, student seeds 0/1/2 and
-# 1 or 2 training threads, it scores above the teacher (optimizers.digits.digits_student)
+# 1 or 2 training threads, it scores above the teacher (optimizers.data.digits.digits_student)
 DISTILL_EPOCHS = 8
 DISTILL_TEMPERATURE = 4.0
 DISTILL_ALPHA = 0.7
@@ -82,8 +82,8 @@ def parse_techniques(text: str | list[str] | None) -> list[str]:
 
 
 def has_weighted_matmul(path: Path) -> bool:
-    from optimizers.graph import Graph
-    from optimizers.onnx_model import load_model
+    from optimizers.graph.index import Graph
+    from optimizers.graph.model import load_model
 
     g = Graph(load_model(path).proto)
     return any(n.op_type in ("MatMul", "Gemm") and len(n.input) > 1 and g.const(n.input[1]) is not None

@@ -9,7 +9,7 @@ from dataclasses import dataclass, replace
 
 from controller.errors import UsageError
 from controller.optimization.rows import CandidateRow
-from optimizers.metrics import Metric
+from optimizers.evaluation.metrics import Metric
 
 DEFAULT_ACCURACY_DROP = 1.0   # points, when the data carry labels and no constraint is given
 DEFAULT_FIDELITY = 0.99       # output cosine, when they do not

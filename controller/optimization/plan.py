@@ -20,14 +20,14 @@ from controller.optimization.candidates import (
 )
 from controller.optimization.sources import Source
 from controller.optimization.torch_candidates import TorchBuilders
-from optimizers.quantization import COMPUTE_OP_TYPES
+from optimizers.quantization.quantizer import COMPUTE_OP_TYPES
 
 TFLITE_TWINS = ("prune-30", "prune-50", "prune-50-profiled", "distill", "low-rank-50")
 
 
 def _tflite_twins(source: Source, torch_candidates: list[Candidate]) -> list[Candidate]:
     """The LiteRT versions: the original model and the exported PyTorch candidates, as .tflite files."""
-    from optimizers.torch_helpers import export_tflite
+    from optimizers.pytorch.helpers import export_tflite
 
     parts = source.torch
 
@@ -46,7 +46,7 @@ def _rewrite_candidates(base: Path, calib, with_int8: bool, work: Path, skipped:
     """`rewrite-NAME` for each of REWRITE_CANDIDATES that changes the model, and `rewrite-NAME+int8-minmax`
     (INT8 of the rewritten file): which form of an activation is fastest, in float and in INT8, is measured
     (a fused op is faster in float, but ONNX Runtime's INT8 keeps only the ops it has kernels for)."""
-    from optimizers.rewrites import matching_rewrites
+    from optimizers.graph.rewrites import matching_rewrites
 
     found = matching_rewrites(base, REWRITE_CANDIDATES)
     if not found:

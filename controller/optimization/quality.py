@@ -9,8 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from controller.errors import FarmError, UsageError
-from optimizers.evaluation import compare_outputs
-from optimizers.metrics import Metric, MetricError, resolve_metric
+from optimizers.evaluation.evaluate import compare_outputs
+from optimizers.evaluation.metrics import Metric, MetricError, resolve_metric
 
 MAX_EVAL_ROWS = 1000
 

@@ -17,9 +17,9 @@ from controller.optimization.rows import CandidateRow
 from controller.optimization.run import OptimizeRun
 from controller.progress import ProgressBar
 from optimizers.errors import OptimizerError
-from optimizers.layer_names import node_times
-from optimizers.measured_precision import MeasuredPrecisionOptimizer, least_disturbed
-from optimizers.mixed_precision import MixedPrecisionOptimizer
+from optimizers.graph.layer_names import node_times
+from optimizers.quantization.measured_precision import MeasuredPrecisionOptimizer, least_disturbed
+from optimizers.quantization.mixed_precision import MixedPrecisionOptimizer
 
 PROFILE_ROUNDS = 2   # profiles of each model for int8-measured, alternating
 

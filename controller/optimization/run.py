@@ -36,7 +36,7 @@ from controller.optimization.results import DeviceResult
 from controller.optimization.rows import CandidateRow
 from controller.optimization.sources import Source
 from controller.progress import ProgressBar
-from optimizers.metrics import Metric
+from optimizers.evaluation.metrics import Metric
 
 log = logging.getLogger(__name__)
 

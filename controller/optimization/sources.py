@@ -40,8 +40,8 @@ class Source:
     name: str
     kind: str                       # "onnx" | "pytorch"
     baseline: Path                  # the ONNX model measured as the baseline
-    calibration: Any                # optimizers.data.Dataset
-    evaluation: Any                 # optimizers.data.Dataset (labels when given)
+    calibration: Any                # optimizers.data.feeds.Dataset
+    evaluation: Any                 # optimizers.data.feeds.Dataset (labels when given)
     identity: str                   # what the optimize key hashes: the model and data digests
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     torch: TorchParts | None = None
@@ -68,9 +68,9 @@ def _digest_arrays(*datasets) -> str:
 def example_source(work_dir: Path, progress=None) -> Source:
     """The built-in example: the digits MobileNetV2 (trained on first use, then cached), calibrated on
     training images and evaluated on the fixed validation split (750 labelled digits)."""
-    from optimizers.data import Dataset
-    from optimizers.digits import DIGITS_INPUT, pretrained_example
-    from optimizers.torch_helpers import export_onnx
+    from optimizers.data.digits import DIGITS_INPUT, pretrained_example
+    from optimizers.data.feeds import Dataset
+    from optimizers.pytorch.helpers import export_onnx
 
     if progress:
         progress("the digits MobileNetV2: loaded from the cache, or trained on first use (one line per epoch)")
@@ -90,7 +90,7 @@ def example_source(work_dir: Path, progress=None) -> Source:
 
 def _default_data(model_arg: str, proto, input_shapes: dict) -> tuple[Any, str]:
     """Real data for the package examples; synthetic inputs otherwise (and a note saying so)."""
-    from optimizers.data import load_data, synthetic_data
+    from optimizers.data.feeds import load_data, synthetic_data
 
     if model_arg in ("minilm", "example:minilm"):
         from controller.measure.examples import minilm_texts, minilm_tokens
@@ -100,7 +100,7 @@ def _default_data(model_arg: str, proto, input_shapes: dict) -> tuple[Any, str]:
         import tempfile
 
         from controller.measure.examples import sample_photos
-        from optimizers.data import ImagePreprocess
+        from optimizers.data.feeds import ImagePreprocess
 
         with tempfile.TemporaryDirectory() as tmp:   # YOLO's input: RGB scaled to [0, 1], no mean/std
             data = load_data(str(sample_photos(Path(tmp))), proto,
@@ -110,7 +110,7 @@ def _default_data(model_arg: str, proto, input_shapes: dict) -> tuple[Any, str]:
         import tempfile
 
         from controller.measure.examples import sample_photos
-        from optimizers.data import ImagePreprocess
+        from optimizers.data.feeds import ImagePreprocess
 
         with tempfile.TemporaryDirectory() as tmp:   # PaddleOCR's detector: ImageNet mean/std on x/255
             data = load_data(str(sample_photos(Path(tmp))), proto, preprocess=ImagePreprocess())
@@ -125,7 +125,7 @@ def onnx_source(model_arg: str, calibration_data=None, eval_data=None, preproces
                 input_shapes: dict | None = None) -> Source:
     """An ONNX model with optional data (.npz keyed by input name with optional `labels`, or an image
     folder); without data, real data for the package examples or synthetic inputs (fidelity only)."""
-    from optimizers.data import load_data
+    from optimizers.data.feeds import load_data
     from optimizers.errors import DataMismatch
 
     path = resolve_model(model_arg)

@@ -47,7 +47,7 @@ class TorchBuilders:
         return None if self.progress is None else (lambda line: self.progress(f"{name}: {line}"))
 
     def export(self, model, out: Path) -> None:
-        from optimizers.torch_helpers import export_onnx, export_tflite  # torch only for these candidates
+        from optimizers.pytorch.helpers import export_onnx, export_tflite  # torch only for these candidates
 
         if out.suffix == ".tflite":
             export_tflite(model, out, self.parts.input_shape)   # litert-torch (the --tflite twins)
@@ -73,7 +73,7 @@ class TorchBuilders:
         import torch
 
         from optimizers import Pruner
-        from optimizers.training import training_threads
+        from optimizers.pytorch.training import training_threads
 
         torch.manual_seed(0)
         ratios = self.layer_ratios(ratio) if profiled and self.layer_ratios else {}
@@ -93,7 +93,7 @@ class TorchBuilders:
         import torch
 
         from optimizers import QATTrainer, convert_to_int8
-        from optimizers.training import training_threads
+        from optimizers.pytorch.training import training_threads
 
         torch.manual_seed(0)
         trainer = QATTrainer(copy.deepcopy(self.parts.model), "int8")
@@ -115,7 +115,7 @@ class TorchBuilders:
         import torch
 
         from optimizers import KnowledgeDistiller, digits_student
-        from optimizers.training import training_threads
+        from optimizers.pytorch.training import training_threads
 
         torch.manual_seed(0)
         with training_threads():
@@ -131,7 +131,7 @@ class TorchBuilders:
         import torch
 
         from optimizers import LowRankFactorizer, fine_tune
-        from optimizers.training import training_threads
+        from optimizers.pytorch.training import training_threads
 
         torch.manual_seed(0)
         factorizer = LowRankFactorizer()

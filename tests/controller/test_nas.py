@@ -15,8 +15,8 @@ from controller.cli.main import main  # noqa: E402
 from controller.measure.settings import MeasureSettings  # noqa: E402
 from controller.nas import Undisturbed, run_nas  # noqa: E402
 from optimizers import OptimizerError, UnknownOption  # noqa: E402
-from optimizers.nas import NASOptimizer  # noqa: E402
-from optimizers.nas_space import MobileNetV3Space  # noqa: E402
+from optimizers.nas.search import NASOptimizer  # noqa: E402
+from optimizers.nas.space import MobileNetV3Space  # noqa: E402
 
 # a small corner of the space, so the table has few blocks and the test stays short
 CHOICES = {"depth": (1,), "kernel": (3,), "expand": (2, 4), "width": (0.75, 1.0), "se": (False,), "act": ("relu",)}

@@ -9,7 +9,7 @@ import onnx
 import pytest
 
 from optimizers import OptimizerError, Profiler, compare_outputs, evaluate
-from optimizers.data import ImagePreprocess, load_data
+from optimizers.data.feeds import ImagePreprocess, load_data
 
 
 def test_cpu_profile_layers_add_up_and_map_to_graph_nodes(mobilenet):
@@ -55,7 +55,7 @@ def test_fidelity_numbers():
 
 
 def test_accuracy_with_labels_from_npz(convnet, convnet_data, tmp_path):
-    from optimizers.evaluation import run_outputs
+    from optimizers.evaluation.evaluate import run_outputs
 
     model_outputs = run_outputs(convnet, load_data(convnet_data[:8], onnx.load(str(convnet))))
     labels = np.array([o[0].argmax() for o in model_outputs])

@@ -11,7 +11,7 @@ import torch
 
 from optimizers import LowRankFactorizer, Pruner, Quantizer, calculate_flops, count_params, export_onnx
 from optimizers.errors import ModelError
-from optimizers.torch_inputs import find_example_input, select_output
+from optimizers.pytorch.inputs import find_example_input, select_output
 from tests.optimizers.unseen import ARCHITECTURES, build
 
 

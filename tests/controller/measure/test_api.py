@@ -8,7 +8,7 @@ from controller.errors import JobFailed, ModelError
 from controller.measure.api import bench, profile
 from controller.measure.settings import MeasureSettings
 from controller.measure.store import ResultsStore
-from optimizers.flops import graph_flops
+from optimizers.graph.flops import graph_flops
 from tests import models
 
 FAST = MeasureSettings(threads=1, warmup=1, min_iterations=5, min_seconds=0.0, profile_iterations=5)

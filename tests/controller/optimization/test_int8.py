@@ -9,7 +9,7 @@ import pytest
 
 from controller.measure.settings import MeasureSettings
 from controller.optimization.api import optimize
-from optimizers.measured_precision import SLOWER_MARGIN
+from optimizers.quantization.measured_precision import SLOWER_MARGIN
 
 FAST = MeasureSettings(threads=1, warmup=3, min_iterations=20, min_seconds=0.5)
 
