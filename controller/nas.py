@@ -18,7 +18,8 @@ import numpy as np
 
 from controller.errors import FarmError
 from controller.fleet.client import AgentClient
-from controller.fleet.inventory import LOCAL, connect, load_inventory, resolve_device
+from controller.fleet.connect import connect
+from controller.fleet.inventory import LOCAL, load_inventory, resolve_device
 from controller.measure.api import bench
 from controller.measure.preflight import ModelRef, check_model
 from controller.measure.settings import MeasureSettings

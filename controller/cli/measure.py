@@ -54,7 +54,7 @@ def add_export_times(p: argparse.ArgumentParser) -> None:
 
 
 def cmd_devices(args: argparse.Namespace) -> int:
-    from controller.fleet.inventory import device_rows
+    from controller.fleet.devices import device_rows
 
     interfaces = args.interface or None
     rows = device_rows(args.inventory, timeout=args.timeout, discover=args.discover or bool(interfaces),

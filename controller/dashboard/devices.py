@@ -9,7 +9,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from controller.errors import DeviceError
-from controller.fleet.inventory import DeviceEntry, check_version, load_inventory
+from controller.fleet.connect import check_version
+from controller.fleet.inventory import DeviceEntry, load_inventory
 from protos.codec import to_dict
 
 EMBEDDED_NOTE = "embedded: farmctl starts it on 127.0.0.1 for one command at a time (not running between commands)"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from controller.errors import DeviceError
 from controller.fleet import ca
-from controller.fleet.inventory import DeviceEntry, check_version
+from controller.fleet.connect import check_version
+from controller.fleet.inventory import DeviceEntry
 from controller.fleet.ssh import Remote
 from controller.fleet.wheel import build_wheel
 

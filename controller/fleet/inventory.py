@@ -1,22 +1,16 @@
 """The fleet: inventory.yaml devices (name, class, address, SSH, TLS, backends, labels), validated with
-line numbers, and opening a client to one of them (or the embedded local agent)."""
+line numbers, and --device names resolved to them. Connecting is connect.py; `farmctl devices` is devices.py."""
 
 from __future__ import annotations
 
 import difflib
 import logging
 import os
-from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.errors import DeviceError
-from controller.fleet import ca, fingerprint
 from controller.fleet.client import AgentClient, TLSFiles, tls_from_env
-from controller.fleet.local import LocalAgent
-from protos.codec import to_dict
 
 log = logging.getLogger(__name__)
 
@@ -294,125 +288,3 @@ def resolve_device(name: str, inventory: dict[str, DeviceEntry]) -> DeviceEntry:
                 return entry
     raise DeviceError(f"no device of class '{name}' answers its health check ({', '.join(e.name for e in entries)}); "
                       "start their agents (`farmctl deploy NAME`) or check `farmctl devices`")
-
-
-def check_version(client: AgentClient, info=None) -> None:
-    """An agent of another edgefarm version (major.minor) speaks a different contract: a DeviceError
-    naming the device and the fix."""
-    import agent
-
-    info = info or client.info()
-    theirs, ours = info.agent_version, agent.__version__
-    if theirs.split(".")[:2] != ours.split(".")[:2]:
-        raise DeviceError(f"farm-agent '{client.name}' at {client.address} runs edgefarm {theirs or '?'} but farmctl "
-                          f"is {ours}; update the agent (`farmctl deploy {client.name}` installs this version)")
-
-
-@contextmanager
-def connect(entry: DeviceEntry, ready_timeout: float = 10.0) -> Iterator[AgentClient]:
-    """A ready client for the device (health checked, same edgefarm version); the embedded agent is
-    started here and stopped on exit."""
-    if entry.embedded:
-        with LocalAgent(name=entry.name) as client:
-            yield client
-        return
-    if entry.tls:
-        ca.warn_expiring([Path(entry.tls.ca), Path(entry.tls.cert)])
-    client = entry.client()
-    try:
-        client.wait_ready(timeout=ready_timeout, wait_for_port=False)
-        check_version(client)
-        yield client
-    finally:
-        client.close()
-
-
-def connect_pool(spec: str, inventory: dict[str, DeviceEntry], stack, ready_timeout: float = 10.0,
-                 progress=None) -> dict[str, AgentClient]:
-    """Ready clients for a --device value: one device, or every healthy agent of a class (the unreachable
-    ones are named and left out; none reachable is a DeviceError). `stack` (an ExitStack) closes them."""
-    entries = resolve_devices(spec, inventory)
-    if len(entries) == 1:
-        return {entries[0].name: stack.enter_context(connect(entries[0], ready_timeout))}
-    pool, errors = {}, []
-    for entry in entries:
-        try:
-            pool[entry.name] = stack.enter_context(connect(entry, ready_timeout))
-        except DeviceError as exc:
-            errors.append(f"{entry.name}: {exc}")
-            if progress:
-                progress(f"{spec}: leaving out {entry.name}, which does not answer ({exc})")
-    if not pool:
-        raise DeviceError(f"no agent of class '{spec}' answers: " + " | ".join(errors))
-    return pool
-
-
-def _sources(inventory: Path | None, discover: bool, interfaces: list[str] | None,
-             discover_seconds: float) -> tuple[list[DeviceEntry], dict[str, str]]:
-    """Every inventory device and (with discover) every agent found on zeroconf, merged by address, with
-    where each came from."""
-    entries = list(load_inventory(inventory).values())
-    found = []
-    if discover:
-        from controller.fleet.discovery import discover as browse
-
-        found = browse(discover_seconds, interfaces)
-    by_address = {e.address: e for e in entries if e.address}
-    sources = {e.name: "inventory" for e in entries}
-    for agent_found in found:
-        known = by_address.get(agent_found.address)
-        if known:
-            sources[known.name] = "both"
-            continue
-        name = agent_found.name if agent_found.name not in sources else f"{agent_found.name}@{agent_found.address}"
-        entries.append(DeviceEntry(name, agent_found.address, agent_found.device_class or None,
-                                   backends=agent_found.backends, discovered=True))
-        sources[name] = "discovered"
-    return entries, sources
-
-
-def probe(entry: DeviceEntry, source: str, timeout: float) -> dict:
-    """One `farmctl devices` row: the entry, its health and what its agent reports."""
-    row = {"name": entry.name, "class": entry.device_class, "source": source,
-           "address": entry.address or "embedded (127.0.0.1, started by farmctl)", "labels": entry.labels}
-    try:
-        with connect(entry, ready_timeout=timeout) as client:
-            info = to_dict(client.info())
-        row.update(status="ok", info=info)
-        row["class"] = row["class"] or info.get("device_class")
-    except DeviceError as exc:
-        row.update(status="unhealthy" if "not serving" in str(exc) else "unreachable", error=str(exc))
-    return row
-
-
-def mixed_classes(rows: list[dict], classes: list[str | None]) -> list[str]:
-    """A warning for each class (as the inventory gives it, which --device CLASS means) whose answering
-    agents report different fingerprints, also added to its rows' "warnings"."""
-    by_class: dict[str, list[dict]] = {}
-    for r, cls in zip(rows, classes):
-        if r["status"] == "ok" and cls:
-            by_class.setdefault(cls, []).append(r)
-    out = []
-    for cls, members in by_class.items():
-        if len({r["info"].get("fingerprint") for r in members}) > 1:
-            text = fingerprint.mixed_warning(cls, {r["name"]: r["info"] for r in members})
-            out.append(text)
-            for r in members:
-                r.setdefault("warnings", []).append(text)
-    return out
-
-
-def device_rows(inventory: Path | None = None, timeout: float = 5.0, discover: bool = False,
-                interfaces: list[str] | None = None, discover_seconds: float = 2.0) -> list[dict]:
-    """`farmctl devices`: every inventory device and (with discover) every agent found on zeroconf, each
-    with its health and what it reports, probed all at once (N unreachable devices cost one timeout), in
-    the inventory's order. Classes of mixed fingerprints and certificates near expiry are warned about."""
-    entries, sources = _sources(inventory, discover, interfaces, discover_seconds)
-    with ThreadPoolExecutor(max_workers=min(32, len(entries)), thread_name_prefix="probe") as pool:
-        rows = list(pool.map(lambda e: probe(e, sources[e.name], timeout), entries))
-    for text in mixed_classes(rows, [e.device_class for e in entries]):
-        log.warning("%s", text)
-    certs = [Path(p) for e in entries if e.tls for p in (e.tls.ca, e.tls.cert, Path(e.tls.ca).parent)]
-    default = ca.default_ca_dir()
-    ca.warn_expiring(certs + ([default] if default.is_dir() else []))
-    return rows

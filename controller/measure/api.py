@@ -14,7 +14,8 @@ import numpy as np
 from agent.stats import PairedRatio, paired_ratio
 from controller.errors import JobFailed, ModelError
 from controller.fleet.client import AgentClient
-from controller.fleet.inventory import LOCAL, connect, load_inventory, resolve_device
+from controller.fleet.connect import connect
+from controller.fleet.inventory import LOCAL, load_inventory, resolve_device
 from controller.measure.preflight import ModelRef, check_model, display_path, resolve_model
 from controller.measure.settings import MeasureSettings
 from controller.measure.store import ResultsStore, RunRecord, location, opened

@@ -11,7 +11,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from controller.errors import FarmError, UsageError
-from controller.fleet.inventory import LOCAL, connect_pool, load_inventory, resolve_devices
+from controller.fleet.connect import connect_pool
+from controller.fleet.inventory import LOCAL, load_inventory, resolve_devices
 from controller.fleet.scheduler import Scheduler
 from controller.measure.settings import MeasureSettings
 from controller.measure.store import ResultsStore

@@ -10,10 +10,9 @@ from types import SimpleNamespace
 import pytest
 
 from controller.errors import DeviceError
+from controller.fleet.connect import check_version, connect
 from controller.fleet.inventory import (
     InventoryError,
-    check_version,
-    connect,
     load_inventory,
     parse_inventory,
     resolve_device,
@@ -134,7 +133,7 @@ def test_an_agent_of_another_version_is_named_with_the_fix():
 def test_farmctl_devices_probes_every_device_at_once_in_inventory_order(tmp_path):
     """Two addresses that accept TCP but never answer gRPC cost the whole timeout each; probed in parallel,
     the listing (with the embedded agent started meanwhile) takes about one timeout, not two."""
-    from controller.fleet.inventory import device_rows
+    from controller.fleet.devices import device_rows
 
     holes = []
     for _ in range(2):

@@ -139,7 +139,7 @@ def test_allow_mixed_lets_them_share(start_agent, tmp_path, monkeypatch):
 
 
 def test_farmctl_devices_warns_about_a_class_of_mixed_fingerprints(start_agent, tmp_path, monkeypatch, caplog):
-    from controller.fleet.inventory import device_rows
+    from controller.fleet.devices import device_rows
 
     a, b = _agents_with_different_fingerprints(start_agent, tmp_path, monkeypatch)
     inv = tmp_path / "inventory.yaml"
