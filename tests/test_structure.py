@@ -14,8 +14,8 @@ MAX_PARAMETERS = 8
 
 # name -> why it may be larger
 EXCEPTIONS: dict[str, str] = {
-    "optimizers/pytorch/training.py:train": "the public training loop mirrors torch's usual keyword arguments "
-                                    "(epochs, lr, batch size, device, progress...); every one has a default",
+    "optimizers/pytorch/training.py:train": "the public training loop mirrors torch's usual keyword "
+                                            "arguments (epochs, lr, batch size, device, progress...); every one has a default",
 }
 
 

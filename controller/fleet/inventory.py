@@ -4,15 +4,12 @@ line numbers, and --device names resolved to them. Connecting is connect.py; `fa
 from __future__ import annotations
 
 import difflib
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from controller.errors import DeviceError
 from controller.fleet.client import AgentClient, TLSFiles, tls_from_env
-
-log = logging.getLogger(__name__)
 
 LOCAL = "local"
 KNOWN_CLASSES = ("rpi3", "rpi4", "rpi5", "rpi", "jetson-nano", "jetson-orin", "jetson", "x86", "arm64")

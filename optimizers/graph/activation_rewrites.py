@@ -1,5 +1,5 @@
 """Rewrites of activation subgraphs as frameworks export them into one op: erf GELU, SiLU/Swish,
-hard-swish. Each is a graph.Rewrite in rewrites.REWRITES; each keeps the outputs equal within float
+hard-swish. Each is an index.Rewrite in rewrites.REWRITES; each keeps the outputs equal within float
 tolerance (tested on the real exports: YOLOv8n's SiLU, PP-OCRv4's hard-swish)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Operator optimization: rewrite expensive or redundant ONNX ops into cheaper equivalents that edge
-runtimes run well. Each rewrite is one small class (a graph.Rewrite; the activation ones in
+runtimes run well. Each rewrite is one small class (an index.Rewrite; the activation ones in
 activation_rewrites.py) in REWRITES; every one keeps the outputs equal
 within float tolerance (tested), and the record counts what each changed."""
 

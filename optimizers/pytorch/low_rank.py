@@ -82,7 +82,7 @@ class LowRankFactorizer:
     def factorize(self, model, rank_ratio: float = 0.5, layers: list[str] | None = None, inputs=None,
                   example_input=None, output=None):
         """A factorized copy of `model`. The output error is measured on `example_input` (or `inputs`, a
-        batch of real inputs), else on an input found from the model (torch_inputs); `output` selects the
+        batch of real inputs), else on an input found from the model (inputs.py); `output` selects the
         output tensor of a model that returns more."""
         import torch
 

@@ -73,7 +73,7 @@ class Pruner:
     def prune(self, model, pruning_ratio: float = 0.5, criterion: str | None = None, train_data=None,
               layer_ratios: dict[str, float] | None = None, example_input=None, output=None):
         """Return a pruned copy of `model` (the original is left as it is). The example input is
-        `example_input`, else found (torch_inputs); `output` selects the output tensor of a model that
+        `example_input`, else found (inputs.py); `output` selects the output tensor of a model that
         returns more (a key, attribute, index or function; `.logits` is found by itself)."""
         criterion = criterion or self.criterion
         if criterion not in CRITERIA:

@@ -15,7 +15,7 @@ ENTROPY_BINS = 2048
 # dequantizes and requantizes every Conv output (YOLOv8n at 1 thread, U8S8, benchmarks/detectors.py: every
 # op 1.61x FP32 and 1.02x ONNX Runtime's plain per-channel U8S8 quantize_static, paired; the compute set
 # 0.86x of that plain form; S8S8 0.40x). What the graph shows is fragile
-# stays float (quant_protection): LayerNormalization (transformer outlier channels: all-MiniLM-L6-v2's
+# stays float (protection.py): LayerNormalization (transformer outlier channels: all-MiniLM-L6-v2's
 # cosine 0.935 -> 0.83 with it in INT8), the residual Adds feeding it, attention masks (one 8-bit scale
 # over -3.4e38..0 took MiniLM's cosine to 0.43), and float islands (Silero VAD's STFT magnitude: 0.54
 # in INT8, 0.89 float). COMPUTE_OP_TYPES, the earlier default, stays an option and a `farmctl optimize`
@@ -43,7 +43,7 @@ class QuantizeConfig:
     exclude_nodes: tuple[str, ...] = ()  # node names kept in float
     op_types: tuple[str, ...] = ()  # static INT8: the op types to quantize; () = every op ONNX Runtime
     #                                 knows but FLOAT_OP_TYPES (e.g. COMPUTE_OP_TYPES for the compute ops)
-    protect_attention_masks: bool = True  # keep the protected nodes (quant_protection) in float
+    protect_attention_masks: bool = True  # keep the protected nodes (protection.py) in float
     block_size: int = 128                # INT4: weights per scale
     symmetric: bool = True               # INT4: symmetric blocks (no zero points)
 

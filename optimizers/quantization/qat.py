@@ -95,7 +95,7 @@ class QATTrainer:
             raise UnknownOption("QAT target precision", target_precision, PRECISIONS)
         self.model = model
         self.target_precision = target_precision
-        self.output = output   # selects the output tensor of a model that returns more (torch_inputs)
+        self.output = output   # selects the output tensor of a model that returns more (optimizers.pytorch.inputs)
 
     def prepare(self, example=None):
         """The model captured by torch.export (batch size left dynamic) with torchao's fake quantizers

@@ -172,7 +172,7 @@ class Quantizer:
     quantize (op_types=(); COMPUTE_OP_TYPES ran YOLOv8n at 0.86x), which makes the default at least as fast
     as ONNX Runtime's plain per-channel U8S8 quantize_static on CNNs (YOLOv8n: 1.02x, paired; numbers in
     docs/benchmarks.md's detector table), with the fragile nodes the graph shows kept float
-    (quant_protection: attention masks, residual Adds before LayerNorm, float islands). Other targets may
+    (protection.py: attention masks, residual Adds before LayerNorm, float islands). Other targets may
     prefer other types: `farmctl optimize` measures S8S8 and the compute-op set as candidates there."""
 
     def __init__(self, method: str = "int8", **options) -> None:
