@@ -35,6 +35,7 @@ class ProgressBar:
         self._message = ""
         self._since = self._started
         self._first_done: tuple[float, int] | None = None   # when the first jobs ended, and how many
+        self.then = ""   # work that follows the counted jobs and is not yet counted (shown after the ETA)
         self._heartbeat_s = heartbeat_s
         self._stop = threading.Event()
         self._beat: threading.Thread | None = None   # started by the first line, stopped by close()
@@ -70,7 +71,7 @@ class ProgressBar:
             # far longer than a candidate): a rough guide, shown once there is a pace to go by
             when, count = self._first_done
             pace = (time.monotonic() - when) / (self.done - count)
-            eta = f", ETA {duration(pace * (self.total - self.done))}"
+            eta = f", ETA {duration(pace * (self.total - self.done))}" + (f" + {self.then}" if self.then else "")
         return (f"[{'#' * filled}{'-' * (cells - filled)}] {self.done}/{total} done, {self.running} running, "
                 f"{left} left ({duration(elapsed)}{eta}){': ' + message if message else ''}")
 

@@ -158,6 +158,8 @@ def _run(plan: RunPlan, inv, bar: ProgressBar, opts: OptimizeOptions) -> tuple[O
             layer_ratios=lambda r: ratios_from_profile(run.layers[first], modules, r), tflite=opts.tflite,
             progress=bar.note)
         bar.total += len(cands) * len(devices)
+        # how many contenders are timed again is known only once every candidate is measured
+        bar.then = "timing the contenders again" if opts.confirm_rounds > 0 else ""
         run.run_candidates(scheduler, [c for c in cands if not c.refinement])
         skipped += refine.mixed_precision(run, scheduler, bar)
         skipped += refine.measured_int8(run, scheduler, bar)

@@ -303,6 +303,7 @@ class OptimizeRun:
         `rounds` more loops paired with the baseline, the order within the pair swapped every other round;
         its speedup is then the median of the paired ratios of all its loops."""
         jobs = []
+        self.bar.then = ""
         for d in self.devices:
             contenders = [r for r in self.rows[d].values() if r.status == "ok" and r.paired
                           and could_be_faster(r.ratio())]

@@ -78,3 +78,16 @@ def test_the_eta_goes_by_the_pace_after_the_first_job():
     bar.advance(1, "int8 done")
     bar.close()
     assert "ETA" not in lines[0] and "ETA" not in lines[1] and "ETA 0 s" in lines[2]
+
+
+def test_the_eta_names_work_not_yet_counted():
+    lines = []
+    bar = ProgressBar(sink=lines.append, total=4, heartbeat_s=60)
+    bar.then = "timing the contenders again"
+    bar.advance(1, "baseline done")
+    bar.advance(1, "int8 done")
+    bar.then = ""
+    bar.advance(1, "fp16 done")
+    bar.close()
+    assert "ETA 0 s + timing the contenders again" in lines[1]
+    assert "+ timing" not in lines[2]
