@@ -87,9 +87,27 @@ class ResultsStore:
         self.db = open_database(path)
         self.dialect = self.db.dialect          # sqlite | postgresql
         self.path = self.db.path                # the file, or the URL without its password
-        self.conn = self.db.conn
         # one connection shared by the scheduler's device threads; the lock serializes its use
         self.lock = threading.RLock()
+
+    @property
+    def conn(self):
+        """The database connection (a new one after a PostgreSQL server dropped the old)."""
+        return self.db.conn
+
+    def _write(self, step):
+        """Run `step` in one transaction. When a PostgreSQL server drops the connection (a restart, a network
+        cut), the transaction committed nothing: reconnect (store_sql.RECONNECT_S) and run it once more."""
+        with self.lock:
+            try:
+                with self.db.transaction():
+                    return step()
+            except Exception as exc:
+                if not self.db.lost(exc):
+                    raise
+            self.db.reconnect()
+            with self.db.transaction():
+                return step()
 
     def close(self) -> None:
         """Close the connection."""
@@ -109,22 +127,24 @@ class ResultsStore:
     def record(self, run: RunRecord) -> int:
         """Insert one run (and its layer rows and times) in a single transaction; returns the run id."""
         row = _run_row(run)
-        with self.lock, self.db.transaction():
-            run_id = self.db.insert(f"INSERT INTO runs ({', '.join(row)}) VALUES ({_marks(row)})", row)
-            self.db.executemany(
-                "INSERT INTO layers (run_id, rank, name, op_type, time_ms, percent, flops, memory_bytes, "
-                "input_shapes, output_shapes, source_nodes) VALUES (:run_id, :rank, :name, :op_type, :time_ms, "
-                ":percent, :flops, :memory_bytes, :input_shapes, :output_shapes, :source_nodes)",
-                [{"run_id": run_id, "rank": i, "name": r["name"], "op_type": r.get("op_type"),
-                  "time_ms": r.get("time_ms"), "percent": r.get("percent"), "flops": r.get("flops"),
-                  "memory_bytes": r.get("memory_bytes"),
-                  "input_shapes": json.dumps(r.get("input_shapes", [])),
-                  "output_shapes": json.dumps(r.get("output_shapes", [])),
-                  "source_nodes": json.dumps(list(r.get("source_nodes") or []))} for i, r in enumerate(run.layers)])
-            times, ref_times = (np.asarray(run.times.get(k, ()), TIMES_DTYPE) for k in ("times_ms", "reference_times_ms"))
-            if times.size:
-                self.db.execute("INSERT INTO run_times (run_id, times, reference_times) VALUES (?, ?, ?)",
-                                (run_id, times.tobytes(), ref_times.tobytes() if ref_times.size else None))
+        return self._write(lambda: self._insert_run(row, run))
+
+    def _insert_run(self, row: dict, run: RunRecord) -> int:
+        run_id = self.db.insert(f"INSERT INTO runs ({', '.join(row)}) VALUES ({_marks(row)})", row)
+        self.db.executemany(
+            "INSERT INTO layers (run_id, rank, name, op_type, time_ms, percent, flops, memory_bytes, "
+            "input_shapes, output_shapes, source_nodes) VALUES (:run_id, :rank, :name, :op_type, :time_ms, "
+            ":percent, :flops, :memory_bytes, :input_shapes, :output_shapes, :source_nodes)",
+            [{"run_id": run_id, "rank": i, "name": r["name"], "op_type": r.get("op_type"),
+              "time_ms": r.get("time_ms"), "percent": r.get("percent"), "flops": r.get("flops"),
+              "memory_bytes": r.get("memory_bytes"),
+              "input_shapes": json.dumps(r.get("input_shapes", [])),
+              "output_shapes": json.dumps(r.get("output_shapes", [])),
+              "source_nodes": json.dumps(list(r.get("source_nodes") or []))} for i, r in enumerate(run.layers)])
+        times, ref_times = (np.asarray(run.times.get(k, ()), TIMES_DTYPE) for k in ("times_ms", "reference_times_ms"))
+        if times.size:
+            self.db.execute("INSERT INTO run_times (run_id, times, reference_times) VALUES (?, ?, ?)",
+                            (run_id, times.tobytes(), ref_times.tobytes() if ref_times.size else None))
         return run_id
 
     def runs(self, *, model: str | None = None, device: str | None = None, kind: str | None = None,
@@ -226,8 +246,7 @@ class ResultsStore:
                "detail_json": json.dumps(record.detail, sort_keys=True, default=str) if record.detail else None}
         sql = (f"INSERT INTO candidates ({', '.join(row)}, seq) VALUES ({_marks(row)}, "
                "(SELECT COALESCE(MAX(seq), 0) + 1 FROM candidates)) " + _upsert(row, CANDIDATE_KEY, "seq"))
-        with self.lock, self.db.transaction():
-            self.db.execute(sql, row)
+        self._write(lambda: self.db.execute(sql, row))
 
     def candidates(self, optimize_key: str, device_name: str | None = None) -> list[CandidateRecord]:
         """Stored candidates of one optimize run (optionally one device), oldest first."""
@@ -249,9 +268,8 @@ class ResultsStore:
         row = {"device_fingerprint": device_fingerprint, "backend": backend, "backend_version": backend_version,
                "settings_key": settings_key, "block_key": block_key, "p50_ms": p50_ms, "device_name": device_name,
                "run_id": run_id, "created_at": _now()}
-        with self.lock, self.db.transaction():
-            self.db.execute(f"INSERT INTO latency_lut ({', '.join(row)}) VALUES ({_marks(row)}) "
-                            + _upsert(row, LUT_KEY), row)
+        self._write(lambda: self.db.execute(f"INSERT INTO latency_lut ({', '.join(row)}) VALUES ({_marks(row)}) "
+                                            + _upsert(row, LUT_KEY), row))
 
 
 HEX = re.compile(r"[0-9a-fA-F]+")

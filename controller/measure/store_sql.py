@@ -23,6 +23,7 @@ POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # pg_advisory_xact_lock key: one migration at a time per PostgreSQL database ('edgefarm' in ASCII)
 _MIGRATION_LOCK = 0x656467656661726D
+RECONNECT_S = 30.0   # how long a store waits for a PostgreSQL server that dropped its connection to answer again
 
 
 class StoreError(FarmError):
@@ -130,6 +131,13 @@ class SQLiteDB:
     def set_version(self, version: int) -> None:
         self.conn.execute(f"PRAGMA user_version = {int(version)}")
 
+    def lost(self, exc: BaseException) -> bool:
+        """A file has no connection to lose."""
+        return False
+
+    def reconnect(self, seconds: float | None = None) -> None:
+        """Nothing to do for a file (lost() is never true)."""
+
     def close(self) -> None:
         self.conn.close()
 
@@ -149,19 +157,47 @@ class PostgresDB:
 
     def __init__(self, url: str) -> None:
         self.path = self.location = masked(url)
+        self._url = url
+        self._in_transaction = False
         try:
             import psycopg
             from psycopg.rows import dict_row
         except ImportError:
             raise StoreError(f"a PostgreSQL store needs the psycopg module: {install_hint('psycopg')}") from None
+        self._psycopg, self._dict_row = psycopg, dict_row
         self.usage_errors = (psycopg.Error,)
         try:
-            self.conn = psycopg.connect(url, autocommit=True, row_factory=dict_row, connect_timeout=10,
-                                        application_name="farmctl")
+            self.conn = self._connect()
         except psycopg.Error as exc:
-            reason = str(exc).strip().splitlines()[-1] if str(exc).strip() else type(exc).__name__
-            raise StoreError(f"cannot open the results store {self.location} ({reason}); check that the "
+            raise StoreError(f"cannot open the results store {self.location} ({_reason(exc)}); check that the "
                              "server runs and the URL in --store or $EDGEFARM_STORE") from None
+
+    def _connect(self):
+        return self._psycopg.connect(self._url, autocommit=True, row_factory=self._dict_row, connect_timeout=10,
+                                     application_name="farmctl")
+
+    def lost(self, exc: BaseException) -> bool:
+        """Whether `exc` is the server dropping this connection (a restart, a network cut, an ended session)."""
+        return isinstance(exc, self._psycopg.OperationalError) and self.conn.broken
+
+    def reconnect(self, seconds: float | None = None) -> None:
+        """A new connection after the server dropped the old one, tried for up to `seconds` (RECONNECT_S);
+        a StoreError saying so when the server does not come back."""
+        seconds = RECONNECT_S if seconds is None else seconds
+        deadline = time.monotonic() + seconds
+        delay = 0.2
+        while True:
+            try:
+                self.conn = self._connect()
+                return
+            except self._psycopg.OperationalError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise StoreError(f"lost the connection to the results store {self.location} and could not "
+                                     f"reconnect within {seconds:.0f} s ({_reason(exc)}); what was being written "
+                                     "is not stored: check that the server runs, then run the command again "
+                                     "(optimize resumes from what is stored)") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
     def unusable(self, exc: Exception) -> StoreError:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -172,10 +208,18 @@ class PostgresDB:
         return self.execute(sql, args).fetchall()
 
     def execute(self, sql: str, args: Sequence | dict = ()):
-        """psycopg takes the text as it is without arguments ('%' stays '%'), with them its own placeholders."""
-        if not args:
-            return self.conn.execute(sql)
-        return self.conn.execute(_psycopg_sql(sql), args)
+        """psycopg takes the text as it is without arguments ('%' stays '%'), with them its own placeholders.
+        Outside a transaction (reads), a dropped connection is replaced and the statement run again."""
+        try:
+            return self._execute(sql, args)
+        except self._psycopg.OperationalError as exc:
+            if self._in_transaction or not self.lost(exc):
+                raise
+        self.reconnect()
+        return self._execute(sql, args)
+
+    def _execute(self, sql: str, args: Sequence | dict):
+        return self.conn.execute(_psycopg_sql(sql), args) if args else self.conn.execute(sql)
 
     def executemany(self, sql: str, rows: list) -> None:
         if rows:
@@ -187,8 +231,12 @@ class PostgresDB:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        with self.conn.transaction():
-            yield
+        self._in_transaction = True
+        try:
+            with self.conn.transaction():
+                yield
+        finally:
+            self._in_transaction = False
 
     @contextmanager
     def migrating(self) -> Iterator[int]:
@@ -214,6 +262,12 @@ class PostgresDB:
 
 
 Database = SQLiteDB | PostgresDB
+
+
+def _reason(exc: Exception) -> str:
+    """The last line of a driver's message (psycopg puts the server's own reason last)."""
+    text = str(exc).strip()
+    return text.splitlines()[-1] if text else type(exc).__name__
 
 
 def open_database(target: Path | str) -> Database:
