@@ -97,7 +97,8 @@ class ResultsStore:
 
     def _write(self, step):
         """Run `step` in one transaction. When a PostgreSQL server drops the connection (a restart, a network
-        cut), the transaction committed nothing: reconnect (store_sql.RECONNECT_S) and run it once more."""
+        cut) before the COMMIT, nothing of it was committed: reconnect (store_sql.RECONNECT_S) and run it once
+        more. Dropped during the COMMIT itself, the write may be stored, so it is not run again: a StoreError."""
         with self.lock:
             try:
                 with self.db.transaction():
@@ -105,6 +106,10 @@ class ResultsStore:
             except Exception as exc:
                 if not self.db.lost(exc):
                     raise
+                if self.db.commit_sent:
+                    raise StoreError(f"lost the connection to the results store {self.db.location} while it "
+                                     "committed a write, which may or may not be stored; run the command again "
+                                     "(a run may then be listed twice; optimize resumes from what is stored)") from None
             self.db.reconnect()
             with self.db.transaction():
                 return step()

@@ -131,6 +131,8 @@ class SQLiteDB:
     def set_version(self, version: int) -> None:
         self.conn.execute(f"PRAGMA user_version = {int(version)}")
 
+    commit_sent = False
+
     def lost(self, exc: BaseException) -> bool:
         """A file has no connection to lose."""
         return False
@@ -158,7 +160,7 @@ class PostgresDB:
     def __init__(self, url: str) -> None:
         self.path = self.location = masked(url)
         self._url = url
-        self._in_transaction = False
+        self._in_transaction = self.commit_sent = False
         try:
             import psycopg
             from psycopg.rows import dict_row
@@ -231,10 +233,11 @@ class PostgresDB:
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
-        self._in_transaction = True
+        self._in_transaction, self.commit_sent = True, False
         try:
             with self.conn.transaction():
                 yield
+                self.commit_sent = True     # the block ran: leaving the `with` sends COMMIT
         finally:
             self._in_transaction = False
 

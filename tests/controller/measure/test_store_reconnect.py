@@ -1,5 +1,6 @@
 """A PostgreSQL store outlives a dropped connection (a server restart, a network cut, an ended session): the
-next read or write reconnects and runs again, nothing half-written; a server that stays down is one sentence.
+next read or write reconnects and runs again, nothing half-written; a write whose COMMIT went unanswered is not
+run again; a server that stays down is one sentence.
 The connection is dropped for real, by the server ending the store's session (pg_terminate_backend)."""
 
 from __future__ import annotations
@@ -50,3 +51,21 @@ def test_a_server_that_stays_down_is_one_clear_sentence(monkeypatch):
     message = str(err.value)
     assert "lost the connection to the results store" in message and "within 1 s" in message
     assert "check that the server runs" in message and "\n" not in message
+
+
+def test_a_connection_lost_at_the_commit_is_not_written_again(postgres_url, monkeypatch):
+    """Whether a COMMIT whose answer never came was stored cannot be known: the write is not run again
+    (it could be listed twice); the sentence says so and the store stays usable."""
+    with ResultsStore(postgres_url) as store:
+        store.record(_run())
+        insert = store._insert_run
+
+        def insert_then_drop(row, run):
+            run_id = insert(row, run)
+            _drop_session(postgres_url, store)      # the session ends before the COMMIT reaches it
+            return run_id
+
+        monkeypatch.setattr(store, "_insert_run", insert_then_drop)
+        with pytest.raises(StoreError, match="while it committed a write, which may or may not be stored"):
+            store.record(_run(model={"name": "lost", "digest": "f" * 64}))
+        assert store.count_runs() == 1 and store.runs(model="lost") == []   # a read reconnects
