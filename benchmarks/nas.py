@@ -36,8 +36,8 @@ def main() -> int:
 
     from controller.fleet.local import LocalAgent
     from controller.measure.store import ResultsStore
-    from controller.nas import LUT_SETTINGS, farm_latency_table, measure_undisturbed, run_nas
-    from controller.nas import prediction_errors as check_predictor
+    from controller.optimization.nas import LUT_SETTINGS, farm_latency_table, measure_undisturbed, run_nas
+    from controller.optimization.nas import prediction_errors as check_predictor
     from optimizers import count_params, export_onnx, pretrained_example
     from optimizers.nas.space import MobileNetV3Space
     from optimizers.pytorch.training import accuracy

@@ -51,7 +51,7 @@ def add_parser(sub) -> None:
 
 def cmd_nas(args: argparse.Namespace) -> int:
     from controller.errors import UsageError
-    from controller.nas import LUT_SETTINGS, NASOptions, Undisturbed, run_nas
+    from controller.optimization.nas import LUT_SETTINGS, NASOptions, Undisturbed, run_nas
 
     if args.max_attempts < 1 or args.calibrate < 0:
         raise UsageError("--max-attempts must be at least 1 and --calibrate at least 0")

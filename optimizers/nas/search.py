@@ -32,7 +32,7 @@ class LatencyTable:
     entries: dict[str, float] = field(default_factory=dict)
     measured: int = 0     # entries measured by this table (not found in an earlier run's table)
     scale: float = 1.0    # whole-network / sum-of-blocks ratio of the blocks' own work (fit_scale)
-    context: Any = None   # whatever its maker keeps with it (controller.nas: the reference model entries are
+    context: Any = None   # whatever its maker keeps with it (controller.optimization.nas: the reference model entries are
                           # relative to, which checks and final measurements must be measured beside)
 
     def ensure(self, blocks: list[Block]) -> None:
@@ -125,7 +125,7 @@ class NASOptimizer:
     "min_accuracy": 0.9}, latency_table=table).search(train_data, validation_data, search_iterations)`.
 
     The latency of an architecture is predicted from `latency_table` (a LatencyTable measured on the
-    device; `controller.nas.farm_latency_table` builds one through the farm). Accuracy is a proxy: each
+    device; `controller.optimization.nas.farm_latency_table` builds one through the farm). Accuracy is a proxy: each
     architecture is trained `proxy_epochs` on `proxy_samples` training images and scored on the
     validation data. Architectures predicted over the latency or size limits are never trained."""
 
@@ -142,7 +142,7 @@ class NASOptimizer:
         self.constraints = _check_constraints(constraints or {})
         if latency_table is None:
             raise OptimizerError("NAS needs a latency_table measured on the target device: build one with "
-                                 "controller.nas.farm_latency_table(device) (or `farmctl nas --device D`)")
+                                 "controller.optimization.nas.farm_latency_table(device) (or `farmctl nas --device D`)")
         self.table = latency_table
         unknown = sorted(set(evolution_fields) - {f.name for f in fields(EvolutionSettings)})
         if unknown:

@@ -13,7 +13,7 @@ pytest.importorskip("torch")
 
 from controller.cli.main import main  # noqa: E402
 from controller.measure.settings import MeasureSettings  # noqa: E402
-from controller.nas import Undisturbed, run_nas  # noqa: E402
+from controller.optimization.nas import Undisturbed, run_nas  # noqa: E402
 from optimizers import OptimizerError, UnknownOption  # noqa: E402
 from optimizers.nas.search import NASOptimizer  # noqa: E402
 from optimizers.nas.space import MobileNetV3Space  # noqa: E402
@@ -55,7 +55,7 @@ def test_search_meets_the_measured_latency_and_reuses_the_table(tmp_path):
 def test_measurements_taken_while_the_device_was_slow_are_taken_again(monkeypatch, tmp_path):
     """measure_undisturbed's rounds, with the agent's answers scripted: the reference's p50 says when the
     device was slowed (this VM's speed drops 1.6x for seconds at a time)."""
-    import controller.nas as nas
+    import controller.optimization.nas as nas
 
     answers = {  # file -> (model p50, reference p50) per attempt
         "a": [(1.0, 0.10), (1.1, 0.11)],                        # undisturbed twice: done after 2
