@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import platform
+import re
 import socket
 from pathlib import Path
 
@@ -22,29 +23,45 @@ ARM_CORES = {
     ("0x41", "0xd42"): "Cortex-A78AE", ("0x41", "0xd44"): "Cortex-X1", ("0x41", "0xd46"): "Cortex-A510",
     ("0x41", "0xd47"): "Cortex-A710", ("0x41", "0xd48"): "Cortex-X2", ("0x41", "0xd49"): "Neoverse-N2",
     ("0x41", "0xd4b"): "Cortex-A78C", ("0x41", "0xd80"): "Cortex-A520", ("0x41", "0xd81"): "Cortex-A720",
+    ("0x41", "0xc07"): "Cortex-A7", ("0x41", "0xc09"): "Cortex-A9", ("0x41", "0xc0f"): "Cortex-A15",
+    ("0x41", "0xb76"): "ARM1176",
     ("0x4e", "0x003"): "NVIDIA Denver 2", ("0x4e", "0x004"): "NVIDIA Carmel",
 }
 
 
 def cpu_model(cpuinfo: str | None = None) -> str:
-    """The CPU's name: x86's "model name"; on arm64 the core named by its implementer and part numbers
-    (with the Pi's or Jetson's "Model" line after it when the kernel prints one), else "Model",
-    "cpu model" or "Hardware"; platform's guess when /proc/cpuinfo says nothing (or cannot be read)."""
+    """The CPU's name: x86's "model name"; on arm the cores named by their implementer and part numbers, each
+    kind once (big.LITTLE: "Cortex-A53 + Cortex-A73"), with the board after them ("Model" without its
+    revision, so boards that differ only in revision share a fingerprint, else a "Hardware" line other than
+    the Pi's BCM2835); else "Model", "cpu model" or "Hardware"; platform's guess when /proc/cpuinfo says
+    nothing (or cannot be read)."""
     if cpuinfo is None:
         try:
             cpuinfo = Path("/proc/cpuinfo").read_text()
         except OSError:
             cpuinfo = ""
     fields: dict[str, str] = {}
+    cores: list[str] = []
+    implementer = ""
     for line in cpuinfo.splitlines():
         key, _, value = line.partition(":")
-        if value.strip():
-            fields.setdefault(key.strip(), value.strip())
-    core = ARM_CORES.get((fields.get("CPU implementer", "").lower(), fields.get("CPU part", "").lower()))
+        key, value = key.strip(), value.strip()
+        if not value:
+            continue
+        fields.setdefault(key, value)
+        if key == "CPU implementer":
+            implementer = value.lower()
+        elif key == "CPU part":
+            core = ARM_CORES.get((implementer, value.lower()))
+            if core and core not in cores:
+                cores.append(core)
     if fields.get("model name") and not fields["model name"].startswith("ARMv"):
         return fields["model name"]
-    if core:
-        return f"{core} ({fields['Model']})" if fields.get("Model") else core
+    board = re.sub(r"\s+Rev\s+\S+$", "", fields.get("Model", ""))
+    if not board and not fields.get("Hardware", "BCM").startswith("BCM"):
+        board = fields["Hardware"]
+    if cores:
+        return " + ".join(cores) + (f" ({board})" if board else "")
     for key in ("model name", "Model", "cpu model", "Hardware"):
         if fields.get(key):
             return fields[key]

@@ -131,10 +131,10 @@ class ResultsStore:
 
     def record(self, run: RunRecord) -> int:
         """Insert one run (and its layer rows and times) in a single transaction; returns the run id."""
-        row = _run_row(run)
-        return self._write(lambda: self._insert_run(row, run))
+        row, layers = _run_row(run), list(run.layers)    # (a list: a retried write reads the layers again)
+        return self._write(lambda: self._insert_run(row, layers, run))
 
-    def _insert_run(self, row: dict, run: RunRecord) -> int:
+    def _insert_run(self, row: dict, layers: list[dict], run: RunRecord) -> int:
         run_id = self.db.insert(f"INSERT INTO runs ({', '.join(row)}) VALUES ({_marks(row)})", row)
         self.db.executemany(
             "INSERT INTO layers (run_id, rank, name, op_type, time_ms, percent, flops, memory_bytes, "
@@ -145,7 +145,7 @@ class ResultsStore:
               "memory_bytes": r.get("memory_bytes"),
               "input_shapes": json.dumps(r.get("input_shapes", [])),
               "output_shapes": json.dumps(r.get("output_shapes", [])),
-              "source_nodes": json.dumps(list(r.get("source_nodes") or []))} for i, r in enumerate(run.layers)])
+              "source_nodes": json.dumps(list(r.get("source_nodes") or []))} for i, r in enumerate(layers)])
         times, ref_times = (np.asarray(run.times.get(k, ()), TIMES_DTYPE) for k in ("times_ms", "reference_times_ms"))
         if times.size:
             self.db.execute("INSERT INTO run_times (run_id, times, reference_times) VALUES (?, ?, ?)",

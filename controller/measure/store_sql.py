@@ -161,6 +161,7 @@ class PostgresDB:
         self.path = self.location = masked(url)
         self._url = url
         self._in_transaction = self.commit_sent = False
+        self._gave_up_at: float | None = None
         try:
             import psycopg
             from psycopg.rows import dict_row
@@ -180,24 +181,28 @@ class PostgresDB:
 
     def lost(self, exc: BaseException) -> bool:
         """Whether `exc` is the server dropping this connection (a restart, a network cut, an ended session)."""
-        return isinstance(exc, self._psycopg.OperationalError) and self.conn.broken
+        return isinstance(exc, self._psycopg.Error) and self.conn.broken   # (libpq's own errors carry no SQLSTATE)
 
     def reconnect(self, seconds: float | None = None) -> None:
         """A new connection after the server dropped the old one, tried for up to `seconds` (RECONNECT_S);
         a StoreError saying so when the server does not come back."""
         seconds = RECONNECT_S if seconds is None else seconds
-        deadline = time.monotonic() + seconds
+        started = time.monotonic()
+        # another thread of this process just waited the whole time in vain: one try, not another wait
+        deadline = started if self._gave_up_at and started - self._gave_up_at < seconds else started + seconds
         delay = 0.2
         while True:
             try:
                 self.conn = self._connect()
+                self._gave_up_at = None
                 return
             except self._psycopg.OperationalError as exc:
                 if time.monotonic() + delay > deadline:
+                    self._gave_up_at = time.monotonic()
                     raise StoreError(f"lost the connection to the results store {self.location} and could not "
-                                     f"reconnect within {seconds:.0f} s ({_reason(exc)}); what was being written "
-                                     "is not stored: check that the server runs, then run the command again "
-                                     "(optimize resumes from what is stored)") from None
+                                     f"reconnect within {seconds:.0f} s ({_reason(exc)}); the read or write in "
+                                     "progress did not happen: check that the server runs, then run the command "
+                                     "again (optimize resumes from what is stored)") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
@@ -214,7 +219,7 @@ class PostgresDB:
         Outside a transaction (reads), a dropped connection is replaced and the statement run again."""
         try:
             return self._execute(sql, args)
-        except self._psycopg.OperationalError as exc:
+        except self._psycopg.Error as exc:
             if self._in_transaction or not self.lost(exc):
                 raise
         self.reconnect()
@@ -243,22 +248,22 @@ class PostgresDB:
 
     @contextmanager
     def migrating(self) -> Iterator[int]:
-        with self.conn.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (_MIGRATION_LOCK,))
+        with self.transaction():   # (a transaction: a dropped connection fails the migration, never half-applies it)
+            self.execute("SELECT pg_advisory_xact_lock(?)", (_MIGRATION_LOCK,))
             version = self.version()
             if version == 0:   # (created only when missing: a role without CREATE can use a made store)
-                self.conn.execute("CREATE TABLE IF NOT EXISTS edgefarm_schema (version INTEGER NOT NULL)")
+                self.execute("CREATE TABLE IF NOT EXISTS edgefarm_schema (version INTEGER NOT NULL)")
             yield version
 
     def version(self) -> int:
-        if self.conn.execute("SELECT to_regclass('edgefarm_schema') AS t").fetchone()["t"] is None:
+        if self.execute("SELECT to_regclass('edgefarm_schema') AS t").fetchone()["t"] is None:
             return 0
-        row = self.conn.execute("SELECT max(version) AS v FROM edgefarm_schema").fetchone()
+        row = self.execute("SELECT max(version) AS v FROM edgefarm_schema").fetchone()
         return int(row["v"] or 0)
 
     def set_version(self, version: int) -> None:
-        self.conn.execute("DELETE FROM edgefarm_schema")
-        self.conn.execute("INSERT INTO edgefarm_schema (version) VALUES (%s)", (int(version),))
+        self.execute("DELETE FROM edgefarm_schema")
+        self.execute("INSERT INTO edgefarm_schema (version) VALUES (?)", (int(version),))
 
     def close(self) -> None:
         self.conn.close()

@@ -60,8 +60,8 @@ def test_a_connection_lost_at_the_commit_is_not_written_again(postgres_url, monk
         store.record(_run())
         insert = store._insert_run
 
-        def insert_then_drop(row, run):
-            run_id = insert(row, run)
+        def insert_then_drop(row, layers, run):
+            run_id = insert(row, layers, run)
             _drop_session(postgres_url, store)      # the session ends before the COMMIT reaches it
             return run_id
 
