@@ -213,7 +213,7 @@ def cpuinfo_text(cores: int) -> str:
              "CPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\nCPU part\t: 0xd08\n"
              "CPU revision\t: 3\n\n")
     return "".join(block.format(i=i) for i in range(cores)) + \
-        "Hardware\t: edgefarm emulated arm64 board (qemu-user; Cortex-A72 cpuinfo)\n"
+        "Hardware\t: edgefarm emulated arm64 board (qemu-user)\n"
 
 
 def _bind_mounts(root: Path, run_dir: Path) -> list[str]:
