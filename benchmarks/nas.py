@@ -16,10 +16,14 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._common import ROOT, machine, publish  # noqa: E402
+
+if TYPE_CHECKING:
+    from controller.optimization.nas import PredictionCheck
 
 
 def main() -> int:
@@ -36,7 +40,8 @@ def main() -> int:
 
     from controller.fleet.local import LocalAgent
     from controller.measure.store import ResultsStore
-    from controller.optimization.nas import LUT_SETTINGS, farm_latency_table, measure_undisturbed, run_nas
+    from controller.measure.undisturbed import measure_undisturbed
+    from controller.optimization.nas import LUT_SETTINGS, farm_latency_table, run_nas
     from controller.optimization.nas import prediction_errors as check_predictor
     from optimizers import count_params, export_onnx, pretrained_example
     from optimizers.nas.space import MobileNetV3Space
@@ -79,10 +84,10 @@ def main() -> int:
         finally:
             store.close()
             agent.stop()
-    errs = [abs(c["error"]) for c in checks]
+    errs = [abs(c.error) for c in checks]
     within = sum(e <= 0.10 for e in errs) / len(errs)
-    raw = [abs(c["predicted_ms"] - c["raw_ms"]) / c["raw_ms"] for c in checks]
-    undisturbed = sum(c["undisturbed"] > 0 for c in checks)
+    raw = [abs(c.predicted_ms - c.raw_ms) / c.raw_ms for c in checks]
+    undisturbed = sum(c.undisturbed > 0 for c in checks)
     lines = [f"Measured on {machine()}, by `python benchmarks/nas.py`: a local farm-agent"
              f"{f' pinned to CPU {cpus[-1]} (the controller on the others)' if pinned else ''}, ONNX Runtime CPU, "
              f"1 thread. Latency table: {run.table_blocks} entries measured on the agent (block configurations "
@@ -106,7 +111,7 @@ def main() -> int:
     return publish("nas", "\n".join(lines), args.write_readme)
 
 
-def _plot(checks: list[dict], path: Path) -> Path:
+def _plot(checks: list[PredictionCheck], path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -114,8 +119,8 @@ def _plot(checks: list[dict], path: Path) -> Path:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(5.5, 5))
-    m = [c["measured_ms"] for c in checks]
-    p = [c["predicted_ms"] for c in checks]
+    m = [c.measured_ms for c in checks]
+    p = [c.predicted_ms for c in checks]
     ax.scatter(m, p, color="#4c78a8")
     lo, hi = min(m + p) * 0.9, max(m + p) * 1.1
     ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="exact")

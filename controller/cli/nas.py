@@ -51,7 +51,8 @@ def add_parser(sub) -> None:
 
 def cmd_nas(args: argparse.Namespace) -> int:
     from controller.errors import UsageError
-    from controller.optimization.nas import LUT_SETTINGS, NASOptions, Undisturbed, run_nas
+    from controller.measure.undisturbed import Undisturbed
+    from controller.optimization.nas import LUT_SETTINGS, NASOptions, run_nas
 
     if args.max_attempts < 1 or args.calibrate < 0:
         raise UsageError("--max-attempts must be at least 1 and --calibrate at least 0")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import random
 import tempfile
 import time
 from contextlib import nullcontext
@@ -14,20 +15,18 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from controller.errors import FarmError
 from controller.fleet.client import AgentClient
 from controller.fleet.connect import connect
 from controller.fleet.inventory import LOCAL, load_inventory, resolve_device
-from controller.measure.api import bench
-from controller.measure.preflight import ModelRef, check_model
+from controller.measure.preflight import check_model
 from controller.measure.settings import MeasureSettings
 from controller.measure.store import ResultsStore
+from controller.measure.undisturbed import Measured, Reference, Undisturbed, measure_undisturbed
 from optimizers.data.digits import load_digits_data
 from optimizers.data.labelled import load_labelled
-from optimizers.nas.search import EvolutionSettings, NASOptimizer, SearchResult
-from optimizers.nas.space import SEARCH_SPACES
+from optimizers.nas.search import EvolutionSettings, LatencyTable, NASOptimizer, SearchResult
+from optimizers.nas.space import SEARCH_SPACES, export_block
 from optimizers.pytorch.helpers import count_params, export_onnx
 from optimizers.pytorch.training import accuracy
 
@@ -41,51 +40,10 @@ REFERENCE_SEED = 7       # the reference model: this random architecture of the 
 REFERENCE_KEY = "reference:p50"         # its p50 when the table was made: the speed entries are expressed at
 
 
-@dataclass(frozen=True)
-class Undisturbed:
-    """When a NAS measurement counts (measure_undisturbed)."""
-
-    accept: float = 1.10     # undisturbed: the reference ran within 10 % of its fastest p50 in this run
-    need: int = 1            # undisturbed measurements per file (their median is kept)
-    max_attempts: int = 6    # then the least disturbed one (lowest reference) is kept, scaled by the reference
-
-
-@dataclass
-class Reference:
-    """The fixed model timed in the same loop as every NAS measurement (one inference each, alternately).
-    A shared machine's speed drifts: this VM switches between two speeds about 1.6x apart, for seconds to
-    a minute at a time, and the slowdown is not the same for every operator. So a measurement counts only
-    when the reference ran at (within Undisturbed.accept of) its fastest in this run, and each value is
-    expressed at the reference's nominal speed: p50 x nominal / the reference's p50 in the same loop.
-    A farm_latency_table keeps its Reference as `table.context`."""
-
-    model: Path | ModelRef            # the reference model file (make_reference checks it once)
-    key: str                          # the reference architecture (part of the table's identity)
-    rule: Undisturbed = Undisturbed()  # when a measurement beside it counts
-    nominal_ms: float | None = None   # from the stored table, or the fastest seen while building it
-    fastest_ms: float = float("inf")  # fastest reference p50 seen in this run
-    folder: Any = field(default=None, repr=False)   # keeps the file's temporary folder alive
-
-
-@dataclass
-class Measured:
-    """One file measured by measure_undisturbed()."""
-
-    ms: float          # at the reference's nominal speed (what the table holds and the check compares)
-    raw_ms: float      # the p50 as measured, in the kept measurements (median)
-    attempts: int
-    undisturbed: int   # how many of the attempts had the reference within `accept` of its fastest
-    run_id: int | None
-
-
 def make_reference(space, rule: Undisturbed = Undisturbed()) -> Reference:
     """The space's reference architecture (fixed seed, fixed weights), exported into a temporary folder
     that lives as long as the Reference, and checked once."""
-    import random
-
-    import torch
-
-    from optimizers.pytorch.helpers import export_onnx
+    import torch  # torch only once NAS runs: the farm extra has no torch
 
     arch = space.sample(random.Random(REFERENCE_SEED))
     torch.manual_seed(0)
@@ -93,45 +51,6 @@ def make_reference(space, rule: Undisturbed = Undisturbed()) -> Reference:
     path = export_onnx(space.build(arch), Path(folder.name) / "reference.onnx", space.input_shape)
     shape = "x".join(map(str, space.input_shape[1:]))
     return Reference(check_model(path), f"{arch.describe()} @ {shape}", rule, folder=folder)
-
-
-def measure_undisturbed(paths: list[Path], client: AgentClient, settings: MeasureSettings, store: ResultsStore,
-                        reference: Reference, progress=None, labels: list[str] | None = None) -> list[Measured]:
-    """Benchmark each file with the reference in the same loop, in rounds (every file once, then again ...),
-    until each has reference.rule.need undisturbed measurements or rule.max_attempts. A file measured while
-    the device was slow is measured again in a later round, when the slow spell has likely passed."""
-    say = progress or log.debug
-    rule = reference.rule
-    if reference.fastest_ms == float("inf"):   # find the device's undisturbed speed first
-        for _ in range(3):
-            b = bench(reference.model, client, settings, store, reference=reference.model)
-            reference.fastest_ms = min(reference.fastest_ms, b.latency_ms["p50"], b.reference_latency_ms["p50"])
-    samples: list[list[tuple[float, float, int | None]]] = [[] for _ in paths]
-
-    def undisturbed(i: int) -> list:
-        return [s for s in samples[i] if s[1] <= rule.accept * reference.fastest_ms]
-
-    pending = list(range(len(paths)))
-    while pending:
-        for i in pending:
-            b = bench(paths[i], client, settings, store, reference=reference.model)
-            x, r = b.latency_ms["p50"], b.reference_latency_ms["p50"]
-            samples[i].append((x, r, b.run_id))
-            reference.fastest_ms = min(reference.fastest_ms, r)
-            slow = r / reference.fastest_ms
-            say(f"{labels[i] if labels else paths[i].name}: {x * 1000:.1f} us, reference {r * 1000:.1f} us"
-                + (f" ({slow:.2f}x its fastest: disturbed)" if slow > rule.accept else ""))
-        pending = [i for i in range(len(paths))
-                   if len(undisturbed(i)) < rule.need and len(samples[i]) < rule.max_attempts]
-    if reference.nominal_ms is None:
-        reference.nominal_ms = reference.fastest_ms
-    out = []
-    for i in range(len(paths)):
-        kept = undisturbed(i) or [min(samples[i], key=lambda s: s[1])]
-        out.append(Measured(ms=float(np.median([x / r for x, r, _ in kept])) * reference.nominal_ms,
-                            raw_ms=float(np.median([x for x, _, _ in kept])), attempts=len(samples[i]),
-                            undisturbed=len(undisturbed(i)), run_id=kept[0][2]))
-    return out
 
 
 def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings: MeasureSettings = LUT_SETTINGS,
@@ -142,9 +61,6 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
     device (measure_undisturbed). With calibrate > 0, its scale is fitted once on that many whole
     architectures measured on the device (and stored, so later runs reuse it). `table.context` is the
     Reference (made with `rule` unless one is given): checks and final measurements are measured beside it."""
-    from optimizers.nas.search import LatencyTable
-    from optimizers.nas.space import export_block
-
     say = progress or log.info
     reference = reference or make_reference(space, rule)
     info = client.info()
@@ -181,8 +97,6 @@ def farm_latency_table(client: AgentClient, store: ResultsStore, space, settings
     say(f"latency table for {info.name}: {len(table.entries)} entries from the store"
         + (f", scale {scale:.3f}" if scale else "") + f"; reference model {reference.key}")
     if scale is None and calibrate > 0:
-        import random
-
         rng = random.Random(CALIBRATION_SEED)
         archs = [space.sample(rng) for _ in range(calibrate)]
         table.ensure([b for a in archs for b in space.blocks(a)])     # one batch: fewer small rounds
@@ -199,8 +113,6 @@ def measure_architectures(client: AgentClient, store: ResultsStore, space, archs
                           reference: Reference, progress=None) -> list[Measured]:
     """Whole architectures measured on the device like the table's blocks (untrained weights: latency
     does not depend on them)."""
-    from optimizers.pytorch.helpers import export_onnx
-
     with tempfile.TemporaryDirectory(prefix="edgefarm-nas-arch-") as tmp:
         paths = [export_onnx(space.build(a), Path(tmp) / f"arch{i}.onnx", space.input_shape)
                  for i, a in enumerate(archs)]
@@ -226,7 +138,6 @@ class NASRun:
     model_path: str | None = None
     plot: str | None = None
     failure: str | None = None
-    prediction_errors: list[dict] = field(default_factory=list)
 
     def to_json(self) -> dict:
         """The object `farmctl nas --json` prints."""
@@ -374,19 +285,31 @@ def _plot(run: NASRun, out: Path) -> None:
 
 def check_space(name: str) -> None:
     """An unknown search space is a FarmError naming the known ones."""
-    from optimizers.nas.space import SEARCH_SPACES
-
     if name not in SEARCH_SPACES:
         raise FarmError(f"unknown search space '{name}'; known: {', '.join(SEARCH_SPACES)}")
 
 
-def prediction_errors(client: AgentClient, store: ResultsStore, table, space, n: int = 20, seed: int = 1,
-                      settings: MeasureSettings = LUT_SETTINGS, progress=None) -> list[dict]:
-    """Check the table: sample n architectures (other than the calibration's), predict each from its
-    blocks, measure the whole model on the device beside the table's reference model (measure_undisturbed);
-    relative error = (predicted - measured) / measured."""
-    import random
+@dataclass(frozen=True)
+class PredictionCheck:
+    """One architecture of prediction_errors(): the table's prediction against the whole model measured."""
 
+    arch: str            # Architecture.describe()
+    predicted_ms: float  # from the block table
+    measured_ms: float   # at the reference's nominal speed
+    raw_ms: float        # as measured
+    undisturbed: int     # measurements with the reference within Undisturbed.accept of its fastest
+    attempts: int
+
+    @property
+    def error(self) -> float:
+        """(predicted - measured) / measured."""
+        return (self.predicted_ms - self.measured_ms) / self.measured_ms
+
+
+def prediction_errors(client: AgentClient, store: ResultsStore, table, space, n: int = 20, seed: int = 1,
+                      settings: MeasureSettings = LUT_SETTINGS, progress=None) -> list[PredictionCheck]:
+    """Check the table: sample n architectures (other than the calibration's), predict each from its
+    blocks, measure the whole model on the device beside the table's reference model (measure_undisturbed)."""
     rng = random.Random(seed)
     archs = [space.sample(rng) for _ in range(n)]
     table.ensure([b for a in archs for b in space.blocks(a)])   # the blocks it lacks, in one batch
@@ -394,9 +317,9 @@ def prediction_errors(client: AgentClient, store: ResultsStore, table, space, n:
     measured = measure_architectures(client, store, space, archs, settings, table.context)
     out = []
     for i, (arch, p, m) in enumerate(zip(archs, predicted, measured)):
-        out.append({"arch": arch.describe(), "predicted_ms": p, "measured_ms": m.ms, "raw_ms": m.raw_ms,
-                    "undisturbed": m.undisturbed, "attempts": m.attempts, "error": (p - m.ms) / m.ms})
+        c = PredictionCheck(arch.describe(), p, m.ms, m.raw_ms, m.undisturbed, m.attempts)
+        out.append(c)
         (progress or log.info)(f"check {i + 1}/{n}: predicted {p:.3f} ms, measured {m.ms:.3f} ms "
-                               f"({out[-1]['error'] * 100:+.1f} %; as measured {m.raw_ms:.3f} ms, "
+                               f"({c.error * 100:+.1f} %; as measured {m.raw_ms:.3f} ms, "
                                f"{m.undisturbed}/{m.attempts} undisturbed)")
     return out
