@@ -60,18 +60,18 @@ def cmd_devices(args: argparse.Namespace) -> int:
     rows = device_rows(args.inventory, timeout=args.timeout, discover=args.discover or bool(interfaces),
                        interfaces=interfaces, discover_seconds=args.discover_seconds)
     if args.json:
-        print(json.dumps(rows, indent=2))
-        return 0 if all(r["status"] == "ok" for r in rows) else 1
+        print(json.dumps([r.to_json() for r in rows], indent=2))
+        return 0 if all(r.status == "ok" for r in rows) else 1
     for r in rows:
-        head = f"{r['name']:<14} {r['class'] or '-':<12} {r['address']:<24} {r['source']:<10}"
-        if r["status"] != "ok":
-            print(f"{head} {r['status'].upper()}: {r['error']}")
+        head = f"{r.name:<14} {r.device_class or '-':<12} {r.address:<24} {r.source:<10}"
+        if r.status != "ok":
+            print(f"{head} {r.status.upper()}: {r.error}")
             continue
-        i = r["info"]
+        i = r.info
         backends = ", ".join(f"{b['name']} {b['version']}" for b in i.get("backends", []))
         print(f"{head} ok  {i['arch']}  {i['cpu_model']}  {i['cores']} cores  "
               f"{int(i['memory_bytes']) / 2**30:.1f} GiB  {i['os']}  [{backends}]  agent {i['agent_version']}")
-    return 0 if all(r["status"] == "ok" for r in rows) else 1
+    return 0 if all(r.status == "ok" for r in rows) else 1
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -152,7 +152,21 @@ def test_farmctl_devices_probes_every_device_at_once_in_inventory_order(tmp_path
         for s in holes:
             s.close()
     took = time.monotonic() - started
-    assert [r["name"] for r in rows] == ["local", "hole-0", "hole-1"]
-    assert rows[0]["status"] == "ok"
-    assert all(r["status"] == "unreachable" and "did not answer" in r["error"] for r in rows[1:])
+    assert [r.name for r in rows] == ["local", "hole-0", "hole-1"]
+    assert rows[0].status == "ok"
+    assert all(r.status == "unreachable" and "did not answer" in r.error for r in rows[1:])
     assert timeout * 0.9 <= took < timeout * 1.6, took        # one at a time: 2 x 8 s and the agent's start
+
+
+def test_the_dashboard_probe_leaves_the_embedded_agent_and_rows_print_as_devices_json(tmp_path):
+    """One probe serves `farmctl devices` and the dashboard: with start_embedded=False the embedded agent is
+    not started (status "embedded", no info); the JSON keeps `farmctl devices --json`'s keys."""
+    from controller.fleet.devices import EMBEDDED_ADDRESS, probe_all
+
+    inv = tmp_path / "inventory.yaml"
+    inv.write_text("devices:\n  local: {embedded: true}\n  ghost: {address: '127.0.0.1:9', class: rpi4}\n")
+    local, ghost = probe_all(list(load_inventory(inv).values()), timeout=2.0, start_embedded=False)
+    assert (local.status, local.info, local.address) == ("embedded", None, EMBEDDED_ADDRESS)
+    assert ghost.status == "unreachable" and "cannot reach farm-agent 'ghost'" in ghost.error
+    assert ghost.to_json() == {"name": "ghost", "class": "rpi4", "source": "inventory", "address": "127.0.0.1:9",
+                               "labels": {}, "status": "unreachable", "error": ghost.error}

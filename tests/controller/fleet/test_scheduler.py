@@ -145,10 +145,10 @@ def test_farmctl_devices_warns_about_a_class_of_mixed_fingerprints(start_agent, 
     inv = tmp_path / "inventory.yaml"
     inv.write_text(f"devices:\n  board-a: {{address: '{a.address}', class: x86}}\n"
                    f"  board-b: {{address: '{b.address}', class: x86}}\n")
-    rows = {r["name"]: r for r in device_rows(inv)}
-    assert rows["local"].get("warnings") is None
-    assert rows["board-a"]["warnings"] == rows["board-b"]["warnings"]
-    assert "agents of class 'x86' report different fingerprints" in rows["board-a"]["warnings"][0]
+    rows = {r.name: r for r in device_rows(inv)}
+    assert rows["local"].warnings == []
+    assert rows["board-a"].warnings == rows["board-b"].warnings
+    assert "agents of class 'x86' report different fingerprints" in rows["board-a"].warnings[0]
     assert any("different fingerprints" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 
