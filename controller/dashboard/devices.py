@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from controller.fleet.devices import EMBEDDED_ADDRESS, DeviceStatus, probe_all
+from controller.fleet.devices import DeviceStatus, probe_all
 from controller.fleet.inventory import load_inventory
 
 EMBEDDED_NOTE = "embedded: farmctl starts it on 127.0.0.1 for one command at a time (not running between commands)"
@@ -44,7 +44,7 @@ class DeviceRow:
 def _row(s: DeviceStatus) -> DeviceRow:
     """The page's row for one probed device."""
     info = s.info or {}
-    embedded = s.address == EMBEDDED_ADDRESS
+    embedded = s.status == "embedded"
     row = DeviceRow(s.name, "embedded" if embedded else s.address, s.device_class, s.labels,
                     {"ok": "healthy"}.get(s.status, s.status), s.error,
                     note=EMBEDDED_NOTE if embedded else "")

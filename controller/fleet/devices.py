@@ -55,7 +55,7 @@ class DeviceStatus:
     address: str                    # EMBEDDED_ADDRESS for the embedded agent
     labels: dict[str, str]
     source: str = "inventory"       # inventory | discovered | both
-    status: str = "ok"              # ok | unhealthy | unreachable | embedded (not started)
+    status: str = ""                # ok | unhealthy | unreachable | embedded (not started)
     error: str = ""                 # why it is not ok
     info: dict | None = None        # the agent's GetInfo, as JSON
     warnings: list[str] = field(default_factory=list)
@@ -71,8 +71,9 @@ class DeviceStatus:
 
 def probe(entry: DeviceEntry, timeout: float, source: str = "inventory",
           start_embedded: bool = True) -> DeviceStatus:
-    """Ask one device's agent for its health and info, within `timeout`; unreachable or unhealthy with the
-    reason. The embedded agent is started for it only with start_embedded (the dashboard leaves it)."""
+    """Ask one device's agent for its health, then its info, waiting up to `timeout` for each; unreachable
+    or unhealthy with the reason. The embedded agent is started for it only with start_embedded (the
+    dashboard leaves it alone)."""
     row = DeviceStatus(entry.name, entry.device_class, entry.address or EMBEDDED_ADDRESS, dict(entry.labels),
                        source)
     if entry.embedded and not start_embedded:
@@ -91,7 +92,7 @@ def probe(entry: DeviceEntry, timeout: float, source: str = "inventory",
         row.status = "unhealthy" if "not serving" in str(exc) else "unreachable"
         row.error = str(exc)
         return row
-    row.info = to_dict(info)
+    row.status, row.info = "ok", to_dict(info)
     row.device_class = row.device_class or row.info.get("device_class") or None
     return row
 

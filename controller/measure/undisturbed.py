@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Undisturbed:
-    """When a NAS measurement counts (measure_undisturbed)."""
+    """When a measurement beside the reference counts (measure_undisturbed)."""
 
     accept: float = 1.10     # undisturbed: the reference ran within 10 % of its fastest p50 in this run
     need: int = 1            # undisturbed measurements per file (their median is kept)

@@ -146,7 +146,9 @@ def test_farmctl_devices_warns_about_a_class_of_mixed_fingerprints(start_agent, 
     inv.write_text(f"devices:\n  board-a: {{address: '{a.address}', class: x86}}\n"
                    f"  board-b: {{address: '{b.address}', class: x86}}\n")
     rows = {r.name: r for r in device_rows(inv)}
-    assert rows["local"].warnings == []
+    assert rows["local"].warnings == [] and "warnings" not in rows["local"].to_json()
+    assert rows["board-a"].to_json()["warnings"] == rows["board-a"].warnings
+    assert rows["board-a"].to_json()["info"]["fingerprint"] == rows["board-a"].info["fingerprint"]
     assert rows["board-a"].warnings == rows["board-b"].warnings
     assert "agents of class 'x86' report different fingerprints" in rows["board-a"].warnings[0]
     assert any("different fingerprints" in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
