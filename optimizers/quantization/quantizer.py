@@ -83,7 +83,10 @@ class Int8Static(QuantMethod):
         for what, names in kept.items():
             if names:
                 job.record.changes[f"{what} kept float"] = len(names)
-        quantize_qdq(job.prepared, out, job.config, cache, protected=[n for names in kept.values() for n in names])
+        unbounded = quantize_qdq(job.prepared, out, job.config, cache,
+                                 protected=[n for names in kept.values() for n in names])
+        if unbounded:
+            job.record.changes["ops on a tensor of unbounded range (e.g. -inf) kept float"] = len(unbounded)
         return onnx.load(str(out))
 
 

@@ -5,9 +5,13 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
 from pathlib import Path
 
+import numpy as np
+
+from optimizers.errors import OptimizerError
 from optimizers.quantization.config import ENTROPY_BINS, QuantizeConfig, static_op_types
 from optimizers.quantization.protection import protected_nodes
 
@@ -73,21 +77,69 @@ def calibrate_ranges(prepared: Path, feeds: list[dict], cfg: QuantizeConfig, wor
     return cache
 
 
+def unbounded_tensors(ranges: Path) -> set[str]:
+    """Tensors whose calibrated range is not finite (an attention mask or a Where filled with -inf): no
+    INT8 scale can hold them (ONNX Runtime's quantizer would store scale inf and a NaN zero point)."""
+    from onnxruntime.quantization.calibrate import load_tensors_data
+
+    data = load_tensors_data(ranges)
+    return {name for name in data if not np.all(np.isfinite(np.asarray(data[name].range_value, dtype=float)))}
+
+
+def _finite_ranges(ranges: Path, unbounded: set[str]) -> Path:
+    """The calibration cache without the unbounded tensors (written beside it)."""
+    payload = json.loads(ranges.read_text())
+    payload["data"] = {k: v for k, v in payload["data"].items() if k not in unbounded}
+    out = ranges.with_name(ranges.stem + "-finite.json")
+    out.write_text(json.dumps(payload))
+    return out
+
+
+def check_scales(path: Path) -> None:
+    """A QuantizeLinear/DequantizeLinear with a scale that is not finite and positive makes the model
+    compute garbage: an OptimizerError naming the tensors, rather than a broken file."""
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    bad = sorted({n.input[0] for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")
+                  and len(n.input) > 1 and n.input[1] in inits
+                  and not np.all(np.isfinite(a := numpy_helper.to_array(inits[n.input[1]])) & (a > 0))})
+    if bad:
+        raise OptimizerError(f"static INT8 gave {len(bad)} tensor(s) a scale that is not finite and positive "
+                             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); keep the nodes around"
+                             " them float with exclude_nodes (farmctl quantize --exclude NODE)")
+
+
 def quantize_qdq(prepared: Path, out: Path, cfg: QuantizeConfig, ranges: Path,
-                 nodes_to_quantize: list[str] | None = None, protected: list[str] | None = None) -> None:
+                 nodes_to_quantize: list[str] | None = None, protected: list[str] | None = None) -> list[str]:
     """ONNX Runtime's quantize_static (QDQ, per-channel weights) with precomputed activation ranges.
     `protected`: the prepared model's protected_nodes, when the caller found them already (found here
-    otherwise, if cfg.protect_attention_masks)."""
+    otherwise, if cfg.protect_attention_masks). The nodes of a quantized op type that read or write a
+    tensor of unbounded range (unbounded_tensors) are kept float too, whatever the protection: returns
+    the names of those not kept float already. The result is checked for scales that are not finite (check_scales)."""
+    import onnx
     from onnxruntime.quantization import QuantFormat, quantize_static
 
+    model = onnx.load(str(prepared), load_external_data=False)
     if protected is None:
-        import onnx
-
-        found = (protected_nodes(onnx.load(str(prepared)), static_op_types(cfg), cfg.exclude_nodes)
+        found = (protected_nodes(model, static_op_types(cfg), cfg.exclude_nodes)
                  if cfg.protect_attention_masks else {})
         protected = [n for names in found.values() for n in names]
+    unbounded = unbounded_tensors(ranges)
+    quantized = set(static_op_types(cfg))
+    kept = {*cfg.exclude_nodes, *protected}
+    on_unbounded = [n.name for n in model.graph.node if n.name and n.op_type in quantized and n.name not in kept
+                    and any(t in unbounded for t in [*n.input, *n.output])]
+    if unbounded:
+        log.debug("tensors of unbounded range, kept float: %s", sorted(unbounded))
+        ranges = _finite_ranges(ranges, unbounded)
     quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ,
                     per_channel=cfg.per_channel, activation_type=_quant_type(cfg.activation_type),
                     weight_type=_quant_type("int8"), calibrate_method=_calibration_method(cfg.algorithm),
                     op_types_to_quantize=static_op_types(cfg), nodes_to_quantize=nodes_to_quantize,
-                    nodes_to_exclude=[*cfg.exclude_nodes, *protected] or None, calibration_cache_path=str(ranges))
+                    nodes_to_exclude=[*cfg.exclude_nodes, *protected, *on_unbounded] or None,
+                    calibration_cache_path=str(ranges))
+    check_scales(out)
+    return on_unbounded

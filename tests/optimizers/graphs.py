@@ -92,6 +92,25 @@ def mlp(path: Path, hidden: int = 256, outlier_layer: str | None = "fc2") -> Pat
                   [helper.make_tensor_value_info("y", F, ["batch", 16])], inits, path, name="mlp")
 
 
+def masked_softmax(path: Path) -> Path:
+    """x[batch,16] -> MatMul -> Where(keep, scores, -inf) -> Softmax -> MatMul -> y[batch,8]: scores masked
+    with -inf by a Where (not an Add of a large negative constant, so not an attention mask to the
+    protection rules): the Where's output has an unbounded calibrated range."""
+    rng = np.random.default_rng(3)
+    keep = np.ones((1, 16), bool)
+    keep[0, 10:] = False
+    inits = [numpy_helper.from_array(_arr(rng, 16, 16, scale=0.25), "w1"),
+             numpy_helper.from_array(keep, "keep"),
+             numpy_helper.from_array(np.array(-np.inf, np.float32), "ninf"),
+             numpy_helper.from_array(_arr(rng, 16, 8, scale=0.25), "w2")]
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["scores"], name="scores"),
+             helper.make_node("Where", ["keep", "scores", "ninf"], ["masked"], name="mask"),
+             helper.make_node("Softmax", ["masked"], ["probs"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["probs", "w2"], ["y"], name="out")]
+    return _model(nodes, [helper.make_tensor_value_info("x", F, ["batch", 16])],
+                  [helper.make_tensor_value_info("y", F, ["batch", 8])], inits, path, name="masked")
+
+
 def integer_only(path: Path) -> Path:
     """No float weights at all: y = x + 1 on int64."""
     inits = [numpy_helper.from_array(np.array([1], np.int64), "one")]
