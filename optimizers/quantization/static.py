@@ -56,25 +56,51 @@ def calibrate_ranges(prepared: Path, feeds: list[dict], cfg: QuantizeConfig, wor
 
     For entropy (KL) we set the histogram to 2048 bins: quantize_static builds that calibrator with
     128 bins and 128 quantized bins, which leaves a single threshold candidate (the full range, i.e.
-    MinMax); 2048/128 is the TensorRT recipe the calibrator implements."""
-    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+    MinMax); 2048/128 is the TensorRT recipe the calibrator implements.
+
+    No histogram holds a tensor with -inf or inf in it (ORT's raises "supplied range ... is not finite"),
+    so for KL and percentile a MinMax pass finds those tensors first; they are left out of the histograms
+    and keep their MinMax range in the cache, where quantize_qdq finds them unbounded (their ops stay
+    float)."""
+    from onnxruntime.quantization.calibrate import TensorsData, save_tensors_data
 
     extra: dict = {}
     if cfg.algorithm in ("kl", "entropy"):
         extra = {"num_bins": ENTROPY_BINS, "num_quantized_bins": 128}
     elif cfg.algorithm == "percentile":
         extra = {"percentile": cfg.percentile}
-    calibrator = create_calibrator(prepared, list(cfg.op_types) or None,
-                                   augmented_model_path=str(workdir / "augmented.onnx"),
-                                   calibrate_method=_calibration_method(cfg.algorithm),
-                                   providers=["CPUExecutionProvider"], extra_options=extra)
-    with contextlib.redirect_stdout(io.StringIO()) as chatter:  # the calibrators print() their progress
-        calibrator.collect_data(FeedReader(feeds))
-        ranges = calibrator.compute_data()
-    log.debug("calibration: %s", chatter.getvalue().strip())
+    unbounded = {}
+    if cfg.algorithm != "minmax":
+        bounds = _collect(prepared, feeds, cfg, workdir, "minmax", {})
+        unbounded = {k: v for k, v in bounds.items() if not _finite(v)}
+    ranges = _collect(prepared, feeds, cfg, workdir, cfg.algorithm, extra, skip=set(unbounded))
+    if unbounded:
+        ranges = TensorsData(ranges.calibration_method, {**dict(ranges.items()), **unbounded})
     cache = workdir / f"ranges-{cfg.algorithm}.json"
     save_tensors_data(ranges, cache)
     return cache
+
+
+def _collect(prepared: Path, feeds: list[dict], cfg: QuantizeConfig, workdir: Path, algorithm: str,
+             extra: dict, skip: set[str] = frozenset()):
+    """One calibrator's pass over the feeds: its TensorsData, without the `skip` tensors."""
+    from onnxruntime.quantization.calibrate import create_calibrator
+
+    calibrator = create_calibrator(prepared, list(cfg.op_types) or None,
+                                   augmented_model_path=str(workdir / f"augmented-{algorithm}.onnx"),
+                                   calibrate_method=_calibration_method(algorithm),
+                                   providers=["CPUExecutionProvider"], extra_options=extra)
+    if skip:   # a histogram calibrator's tensors (MinMax, which needs no skipping, names them otherwise)
+        calibrator.tensors_to_calibrate = set(calibrator.tensors_to_calibrate) - skip
+    with contextlib.redirect_stdout(io.StringIO()) as chatter:  # the calibrators print() their progress
+        calibrator.collect_data(FeedReader(feeds))
+        ranges = calibrator.compute_data()
+    log.debug("calibration (%s): %s", algorithm, chatter.getvalue().strip())
+    return ranges
+
+
+def _finite(value) -> bool:
+    return bool(np.all(np.isfinite(np.asarray(value.range_value, dtype=float))))
 
 
 def unbounded_tensors(ranges: Path) -> set[str]:
@@ -83,7 +109,7 @@ def unbounded_tensors(ranges: Path) -> set[str]:
     from onnxruntime.quantization.calibrate import load_tensors_data
 
     data = load_tensors_data(ranges)
-    return {name for name in data if not np.all(np.isfinite(np.asarray(data[name].range_value, dtype=float)))}
+    return {name for name in data if not _finite(data[name])}
 
 
 def _finite_ranges(ranges: Path, unbounded: set[str]) -> Path:
@@ -118,7 +144,8 @@ def quantize_qdq(prepared: Path, out: Path, cfg: QuantizeConfig, ranges: Path,
     `protected`: the prepared model's protected_nodes, when the caller found them already (found here
     otherwise, if cfg.protect_attention_masks). The nodes of a quantized op type that read or write a
     tensor of unbounded range (unbounded_tensors) are kept float too, whatever the protection: returns
-    the names of those not kept float already. The result is checked for scales that are not finite (check_scales)."""
+    the names of those not kept float already. The result is checked for scales that are not finite
+    (check_scales)."""
     import onnx
     from onnxruntime.quantization import QuantFormat, quantize_static
 
@@ -130,8 +157,8 @@ def quantize_qdq(prepared: Path, out: Path, cfg: QuantizeConfig, ranges: Path,
     unbounded = unbounded_tensors(ranges)
     quantized = set(static_op_types(cfg))
     kept = {*cfg.exclude_nodes, *protected}
-    on_unbounded = [n.name for n in model.graph.node if n.name and n.op_type in quantized and n.name not in kept
-                    and any(t in unbounded for t in [*n.input, *n.output])]
+    on_unbounded = [n.name for n in model.graph.node if n.name and n.op_type in quantized
+                    and n.name not in kept and any(t in unbounded for t in [*n.input, *n.output])]
     if unbounded:
         log.debug("tensors of unbounded range, kept float: %s", sorted(unbounded))
         ranges = _finite_ranges(ranges, unbounded)
