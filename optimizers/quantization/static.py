@@ -149,17 +149,18 @@ def quantize_qdq(prepared: Path, out: Path, cfg: QuantizeConfig, ranges: Path,
     import onnx
     from onnxruntime.quantization import QuantFormat, quantize_static
 
-    model = onnx.load(str(prepared), load_external_data=False)
+    unbounded = unbounded_tensors(ranges)
+    # the graph is read only when something here needs it: most CNNs have neither case
+    model = onnx.load(str(prepared), load_external_data=False) if protected is None or unbounded else None
     if protected is None:
         found = (protected_nodes(model, static_op_types(cfg), cfg.exclude_nodes)
                  if cfg.protect_attention_masks else {})
         protected = [n for names in found.values() for n in names]
-    unbounded = unbounded_tensors(ranges)
-    quantized = set(static_op_types(cfg))
-    kept = {*cfg.exclude_nodes, *protected}
-    on_unbounded = [n.name for n in model.graph.node if n.name and n.op_type in quantized
-                    and n.name not in kept and any(t in unbounded for t in [*n.input, *n.output])]
+    on_unbounded: list[str] = []
     if unbounded:
+        quantized, kept = set(static_op_types(cfg)), {*cfg.exclude_nodes, *protected}
+        on_unbounded = [n.name for n in model.graph.node if n.name and n.op_type in quantized
+                        and n.name not in kept and any(t in unbounded for t in [*n.input, *n.output])]
         log.debug("tensors of unbounded range, kept float: %s", sorted(unbounded))
         ranges = _finite_ranges(ranges, unbounded)
     quantize_static(str(prepared), str(out), None, quant_format=QuantFormat.QDQ,
