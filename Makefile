@@ -8,10 +8,13 @@ TORCH  := torch==2.13.0
 # TORCH_INDEX: a package index with torch's CPU build, for a machine without a local CPU wheel, where pip
 # would otherwise fetch the multi-GB CUDA build, e.g. make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
+# LOCK: the pins every install takes (pip install -c), written by `make lock`; `make test-latest` empties it
+LOCK   ?= constraints.txt
+PIN    := $(if $(LOCK),-c $(LOCK))
 # long quiet steps print a line every 8 s, so nothing looks hung
 TALK   := $(PYTHON) scripts/heartbeat.py
 
-.PHONY: setup demo test bench protos clean
+.PHONY: setup demo test test-quick test-latest lock bench protos clean
 
 setup: $(VENV)/.installed $(VENV)/share/edgefarm-models/.done
 
@@ -24,15 +27,15 @@ $(VENV)/.torch:
 	touch $@
 
 # what the demo needs: the farm, torch and the techniques, the digits; no test tools, no test models
-$(VENV)/.demo: pyproject.toml $(VENV)/.torch
-	@echo "installing edgefarm[optimize,examples] into $(VENV) (first time: 3 to 7 min, 1.6 GB in all)"
-	$(TALK) --label "installing edgefarm[optimize,examples]" -- $(BIN)/python -m pip install --quiet -e '.[optimize,examples]'
+$(VENV)/.demo: pyproject.toml $(LOCK) $(VENV)/.torch
+	@echo "installing edgefarm[optimize,examples] into $(VENV)$(if $(LOCK), pinned by $(LOCK)) (first time: 3 to 7 min, 1.6 GB in all)"
+	$(TALK) --label "installing edgefarm[optimize,examples]" -- $(BIN)/python -m pip install --quiet $(PIN) -e '.[optimize,examples]'
 	touch $@
 
 # everything: the dev extra has the demo's extras too, so the demo's stamp is touched with it
-$(VENV)/.installed: pyproject.toml $(VENV)/.torch
-	@echo "installing edgefarm[dev] into $(VENV) (first time: 3 to 10 min, 2.0 GB in all)"
-	$(TALK) --label "installing edgefarm[dev] and its dependencies" -- $(BIN)/python -m pip install --quiet -e '.[dev]'
+$(VENV)/.installed: pyproject.toml $(LOCK) $(VENV)/.torch
+	@echo "installing edgefarm[dev] into $(VENV)$(if $(LOCK), pinned by $(LOCK)) (first time: 3 to 10 min, 2.0 GB in all)"
+	$(TALK) --label "installing edgefarm[dev] and its dependencies" -- $(BIN)/python -m pip install --quiet $(PIN) -e '.[dev]'
 	touch $@ $(VENV)/.demo
 
 # real .tflite models (from the mediapipe wheel) and two detectors for the tests and benchmarks
@@ -44,8 +47,23 @@ demo: $(VENV)/.demo
 	$(BIN)/farmctl devices
 	$(BIN)/farmctl optimize --out edgefarm-optimize
 
+# the whole suite, in parallel (pytest-xdist: -n auto, tests that share a server grouped by xdist_group)
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+
+# the unit tests and one real agent round trip: everything not marked slow
+test-quick: setup
+	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow"
+
+# the suite on the newest releases PyPI serves today, in a venv of its own, without the lock: what the next
+# `make lock` would bring. Not part of `make test` or CI.
+test-latest:
+	rm -rf .venv-latest
+	$(MAKE) test VENV=.venv-latest LOCK=
+
+# resolve pyproject.toml's dependencies again (uv) into constraints.txt and the agent's deploy pins
+lock: setup
+	$(BIN)/python scripts/lock.py
 
 # the emulated arm64 Raspberry Pi (scripts/emulated_pi.py, docs/arm64.md): root and qemu-user-static needed
 .PHONY: test-arm64
@@ -61,4 +79,4 @@ protos: setup
 	$(BIN)/python scripts/gen_protos.py
 
 clean:
-	rm -rf $(VENV) edgefarm-results.db* edgefarm-profile.png edgefarm-optimize
+	rm -rf $(VENV) .venv-latest edgefarm-results.db* edgefarm-profile.png edgefarm-optimize

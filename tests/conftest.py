@@ -1,7 +1,12 @@
-"""Shared fixtures: real farm-agent processes on 127.0.0.1 (port 0), waited for on the health check."""
+"""Shared fixtures: real farm-agent processes on 127.0.0.1 (port 0), waited for on the health check.
+
+Under pytest-xdist (`make test`: -n auto) each worker has its own temporary folder and cache; what is costly
+to make and the same for everyone (generated examples, the trained digits example, keyed by recipe) lives in
+one folder all workers of the run share (`shared_dir`), made under a file lock so it is made once."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -9,15 +14,80 @@ import pytest
 
 from controller.fleet.client import AgentClient
 from controller.fleet.local import LocalAgent
+from optimizers.data.digits import pretrained_example
 from tests import models, postgres
+from tests.workers import made_once, shared_dir
+
+_STARTED = time.monotonic()
+
+# Scheduling under pytest-xdist (`make test`: -n auto --dist loadgroup). A module's tests go to one worker
+# together (one xdist_group per module), so its module-scoped fixtures (an agent, a trained model, one
+# optimize run) are made once; the tests named in SPREAD have nothing costly in common and go one by one.
+# Groups are handed out in collection order, so the longest modules are put first (HEAVY_FIRST, the
+# slowest first, from the durations in docs/development.md); the order changes only the wall time.
+SPREAD = {"tests/test_docs_examples.py::test_examples_run", "tests/test_lock.py"}
+HEAVY_FIRST = [
+    "tests/test_docs_examples.py::test_examples_run",
+    "tests/controller/optimization/test_optimize.py",
+    "tests/optimizers/pytorch/test_torch_techniques.py",
+    "tests/controller/optimization/test_int8.py",
+    "tests/controller/optimization/test_nas.py",
+    "tests/optimizers/quantization/test_qat.py",
+    "tests/optimizers/test_unseen_models.py",
+    "tests/controller/measure/test_paired_decision.py",
+    "tests/controller/fleet/test_deploy.py",
+    "tests/controller/fleet/test_wheel.py",
+]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch) -> None:
-    """Keep generated examples and the embedded agent's cache out of the user's home."""
-    monkeypatch.setenv("EDGEFARM_CACHE", str(tmp_path_factory.getbasetemp() / "edgefarm-cache"))
-    monkeypatch.delenv("EDGEFARM_TOKEN", raising=False)
-    monkeypatch.delenv("EDGEFARM_STORE", raising=False)
+def _where(item) -> tuple[str, str]:
+    module = item.nodeid.split("::")[0]
+    return module, f"{module}::{item.originalname}" if hasattr(item, "originalname") else module
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    for item in items:
+        module, function = _where(item)
+        if module not in SPREAD and function not in SPREAD and not item.get_closest_marker("xdist_group"):
+            item.add_marker(pytest.mark.xdist_group(module))
+
+    def rank(item) -> int:
+        module, function = _where(item)
+        for i, key in enumerate(HEAVY_FIRST):
+            if key in (module, function):
+                return i
+        return len(HEAVY_FIRST)
+
+    items.sort(key=rank)     # stable: within a rank, the collection order
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory) -> Iterator[Path]:
+    """Keep generated examples and the embedded agent's cache out of the user's home, from the session's
+    start (module fixtures that run optimize in-process included). This worker's EDGEFARM_CACHE; its
+    examples/ (generated models, the trained digits example: written atomically, keyed by recipe) is the
+    run's shared one."""
+    cache = tmp_path_factory.getbasetemp() / "edgefarm-cache"
+    shared = shared_dir(tmp_path_factory) / "edgefarm-examples"
+    shared.mkdir(parents=True, exist_ok=True)
+    cache.mkdir(exist_ok=True)
+    if not (cache / "examples").exists():
+        (cache / "examples").symlink_to(shared, target_is_directory=True)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("EDGEFARM_CACHE", str(cache))
+        mp.delenv("EDGEFARM_TOKEN", raising=False)
+        mp.delenv("EDGEFARM_STORE", raising=False)
+        yield cache
+
+
+@pytest.fixture(scope="session")
+def digits_example(tmp_path_factory, _isolated_cache):
+    """The built-in PyTorch example, trained as `farmctl optimize` trains it (8 epochs), once per run: the
+    first worker to ask trains it under a run-wide lock into the shared examples folder, the others load it
+    (model, data, test accuracy). Anything that runs optimize without a MODEL after this reuses it."""
+    pytest.importorskip("torch")
+    with made_once(tmp_path_factory, "digits-example"):
+        return pretrained_example()
 
 
 @pytest.fixture
@@ -84,3 +154,10 @@ def store_target(request, tmp_path) -> Path | str:
     if request.param == "sqlite":
         return tmp_path / "results.db"
     return request.getfixturevalue("postgres_url")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    workers = terminalreporter.config.getoption("numprocesses", None)
+    seconds = time.monotonic() - _STARTED
+    terminalreporter.write_line(f"suite wall time: {int(seconds // 60)} min {seconds % 60:.0f} s"
+                                f"{f' ({workers} xdist workers)' if workers else ''}")

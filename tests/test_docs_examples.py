@@ -9,6 +9,10 @@ Each Markdown file becomes one bash script, its blocks in order:
 - a block after `<!-- not run: REASON -->` is skipped; the reason must say why;
 - any other language tag, or none, fails: nothing goes unrun by accident.
 
+Every port the page names for a server (`--port N`, `--metrics-port N`, `127.0.0.1:N`, `port=N`, N >= 1024)
+is replaced, wherever N appears in the script, by a port free when the test starts, so pages run side by
+side (pytest-xdist) and beside other work without colliding; the page keeps the ports a reader would type.
+
 The script runs under `set -euo pipefail` in a fresh temporary folder, with the venv's bin first on PATH, a
 temporary HOME and no EDGEFARM_* variables; an ERR trap names the failing FILE:LINE. It runs in its own
 process group, which is killed when it ends, so an agent a page started in the background never outlives it.
@@ -19,6 +23,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -121,6 +126,21 @@ def script(path: Path) -> tuple[str, dict[str, int]]:
     return "\n".join(parts) + "\n", counts
 
 
+PORT_RE = re.compile(r"(?:--port |--metrics-port |127\.0\.0\.1:|localhost:|port=)(\d{4,5})\b")
+
+
+def free_ports(text: str) -> str:
+    """The script with each server port it names replaced by one that is free now (consistently)."""
+    mapping: dict[str, str] = {}
+    for port in sorted({m for m in PORT_RE.findall(text) if int(m) >= 1024}):
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            mapping[port] = str(sock.getsockname()[1])
+    if not mapping:
+        return text
+    return re.sub(r"\b(" + "|".join(mapping) + r")\b", lambda m: mapping[m.group(1)], text)
+
+
 def _env(home: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("EDGEFARM_") and k not in ("XDG_CACHE_HOME", "PYTHONPATH", "VIRTUAL_ENV")}
@@ -212,7 +232,7 @@ def test_examples_run(path: Path, tmp_path: Path) -> None:
     work, home = tmp_path / "work", tmp_path / "home"
     work.mkdir()
     home.mkdir()
-    (tmp_path / "page.sh").write_text(text)
+    (tmp_path / "page.sh").write_text(free_ports(text))
     log = tmp_path / "output.log"
     with open(log, "wb") as out:   # a file, not a pipe: a background agent holding it open cannot stall us
         proc = subprocess.Popen(["bash", str(tmp_path / "page.sh")], cwd=work, env=_env(home), stdout=out,

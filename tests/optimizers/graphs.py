@@ -9,6 +9,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 F = TensorProto.FLOAT
+OUTLIER = 300.0    # mlp(): the outlier channels' weights, times the others'
 
 
 def _model(nodes, inputs, outputs, inits, path: Path, opset: int = 17, name: str = "g") -> Path:
@@ -68,9 +69,12 @@ def convnet(path: Path, opset: int = 11) -> Path:
                   [helper.make_tensor_value_info("y", F, [1, 10])], inits, path, opset=opset, name="convnet")
 
 
-def mlp(path: Path, hidden: int = 256, outlier_layer: str | None = "fc2") -> Path:
+def mlp(path: Path, hidden: int = 256, outlier_layer: str | None = "fc2", compensate: bool = False) -> Path:
     """x[1,64] -> MatMul+Add+Relu x3 -> y[1,16], dynamic batch. `outlier_layer` gets a few huge
-    weights, so INT8 per-tensor activations after it lose precision (a layer sensitive to quantization)."""
+    weights, so INT8 per-tensor activations after it lose precision (a layer sensitive to quantization).
+    `compensate`: the next layer divides those two channels back by the same factor, so the float output
+    owes as much to the small channels as to the large ones, and an INT8 grid spanning the large ones (a step
+    wider than most small values) provably loses most of the output."""
     rng = np.random.default_rng(2)
     dims = [64, hidden, hidden, hidden, 16]
     inits, nodes, x = [], [], "x"
@@ -78,7 +82,9 @@ def mlp(path: Path, hidden: int = 256, outlier_layer: str | None = "fc2") -> Pat
         name = f"fc{i}"
         w = _arr(rng, dims[i], dims[i + 1], scale=1 / np.sqrt(dims[i]))
         if name == outlier_layer:
-            w[:, :2] *= 300.0  # two output channels with a range 300x the others
+            w[:, :2] *= OUTLIER  # two output channels with a range 300x the others
+        if compensate and outlier_layer and name == f"fc{int(outlier_layer[2:]) + 1}":
+            w[:2, :] /= OUTLIER
         inits.extend([numpy_helper.from_array(w, f"{name}.w"),
                       numpy_helper.from_array(_arr(rng, dims[i + 1], scale=0.05), f"{name}.b")])
         nodes.append(helper.make_node("MatMul", [x, f"{name}.w"], [f"{name}.mm"], name=name))

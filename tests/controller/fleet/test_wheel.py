@@ -1,6 +1,6 @@
 """The wheel deploy ships: from this checkout (`pip wheel`), and from an edgefarm installed as a wheel (no
-checkout anywhere), rebuilt from the installed files; the rebuilt wheel installs and runs the agent. And the
-constraints deploy installs with pin what this test environment runs."""
+checkout anywhere), rebuilt from the installed files; the rebuilt wheel installs and runs the agent. (The pins deploy installs
+with: tests/test_lock.py.)"""
 
 from __future__ import annotations
 
@@ -16,7 +16,6 @@ from pathlib import Path
 import pytest
 
 from controller.errors import DeviceError
-from controller.fleet.deploy import CONSTRAINTS
 from controller.fleet.wheel import build_wheel, wheel_from_installed
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -85,16 +84,3 @@ def test_an_install_without_metadata_says_what_to_do(tmp_path):
     with pytest.raises(DeviceError, match="no installed metadata.*pip install edgefarm"):
         wheel_from_installed(tmp_path, tmp_path)
 
-
-def test_the_constraints_pin_what_this_environment_runs():
-    pins = {}
-    for line in CONSTRAINTS.read_text().splitlines():
-        spec, _, marker = line.partition(";")
-        if spec.strip() and not spec.startswith("#") and (not marker or ">=" in marker):
-            name, _, version = spec.strip().partition("==")
-            pins[name] = version
-    assert {"onnxruntime", "numpy", "grpcio", "protobuf", "ai-edge-litert"} <= set(pins)
-    if sys.version_info < (3, 11):
-        pytest.skip("the pins checked here are the Python >= 3.11 ones")
-    for name, version in pins.items():
-        assert importlib.metadata.version(name) == version, f"{name}: agent-constraints.txt pins {version}"

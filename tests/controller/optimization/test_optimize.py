@@ -235,8 +235,8 @@ def test_a_run_blocked_only_by_fidelity_says_which_value_would_choose_int8(tmp_p
         assert "Closest: int8-minmax (" in captured.err
 
 
-@pytest.mark.timeout(1800)   # trains the built-in example first (8 epochs: 5-20 minutes on a busy 2-core VM)
-def test_builtin_pytorch_example_prunes_with_the_device_profile(tmp_path):
+@pytest.mark.timeout(1800)   # the built-in example is trained once per run (8 epochs: 3-20 minutes on a busy VM)
+def test_builtin_pytorch_example_prunes_with_the_device_profile(tmp_path, digits_example):
     """No MODEL: the trained digits example, labelled validation data (accuracy measured on the device),
     structured pruning uniform and with per-layer ratios from the baseline's device profile."""
     from controller.measure.settings import MeasureSettings
