@@ -6,6 +6,9 @@ one folder all workers of the run share (`shared_dir`), made under a file lock s
 
 from __future__ import annotations
 
+import importlib
+import importlib.util
+import os
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -61,6 +64,16 @@ def pytest_collection_modifyitems(config, items) -> None:
     items.sort(key=rank)     # stable: within a rank, the collection order
 
 
+def _share_the_cores() -> None:
+    """Under xdist, torch in each worker gets its share of the cores, not all of them: two workers each
+    spinning two OpenMP threads on two cores slow each other down. (The digits example still trains at its
+    fixed 2 threads: optimizers.pytorch.training.training_threads.)"""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1 and importlib.util.find_spec("torch") is not None:
+        torch = importlib.import_module("torch")
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory) -> Iterator[Path]:
     """Keep generated examples and the embedded agent's cache out of the user's home, from the session's
@@ -73,6 +86,7 @@ def _isolated_cache(tmp_path_factory) -> Iterator[Path]:
     cache.mkdir(exist_ok=True)
     if not (cache / "examples").exists():
         (cache / "examples").symlink_to(shared, target_is_directory=True)
+    _share_the_cores()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEFARM_CACHE", str(cache))
         mp.delenv("EDGEFARM_TOKEN", raising=False)

@@ -224,6 +224,7 @@ def test_links_resolve(path: Path) -> None:
 
 @pytest.mark.timeout(TIMEOUT_S + 60)
 @pytest.mark.parametrize("path", DOCS, ids=[str(p.relative_to(ROOT)) for p in DOCS])
+@pytest.mark.slow   # runs every page's commands: agents, optimize, NAS
 def test_examples_run(path: Path, tmp_path: Path) -> None:
     assert problems(path) == []
     text, counts = script(path)

@@ -122,6 +122,7 @@ def test_controller_extra_is_kept_as_optimize_and_examples():
     assert (ROOT / "LICENSE").read_text().split()[:4] == ["Apache", "License", "Version", "2.0,"]
 
 
+@pytest.mark.slow   # seven farmctl processes
 def test_farm_commands_run_without_torch(tmp_path, conv_onnx, shared_agent):
     """bench on the embedded agent, profile and bench on a real agent process, compare, show, report (pandas),
     devices, ca, completion, fuse."""

@@ -14,6 +14,8 @@ from optimizers.errors import ModelError
 from optimizers.pytorch.inputs import find_example_input, select_output
 from tests.optimizers.unseen import ARCHITECTURES, build
 
+pytestmark = pytest.mark.slow   # prunes, factorizes and trains six published architectures
+
 
 def _logits(model, x):
     with torch.no_grad():

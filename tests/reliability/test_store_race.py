@@ -16,6 +16,8 @@ from controller.measure.store import ResultsStore
 from tests.controller.measure import store_writer
 from tests.controller.measure.test_store_contract import _writer, check_runs
 
+pytestmark = pytest.mark.slow   # processes racing on one store, SQLite and PostgreSQL
+
 KILL_AFTER = 15        # runs the victim has committed before it is killed
 
 

@@ -63,6 +63,7 @@ def test_profile_json_has_layers_with_flops(tmp_path, conv_onnx):
     assert [r["name"] for r in stored] == [r["name"] for r in layers]
 
 
+@pytest.mark.slow   # profiles and plots
 def test_profile_table_marks_bottlenecks_and_plots(tmp_path, conv_onnx):
     plot = tmp_path / "layers.png"
     out = farmctl("profile", str(conv_onnx), "--iterations", "5", "--bottleneck-percent", "1",

@@ -27,6 +27,7 @@ pytestmark = [
                        reason="no chromium and chromedriver on PATH: install Debian's `apt-get install -y chromium "
                               "chromium-driver` (.ci/run does)"),
     pytest.mark.timeout(600),
+    pytest.mark.slow,   # a real browser
 ]
 TECHNIQUES = "fp16,int8-minmax,int8-percentile,int8-dynamic"   # cheap builds, four candidates measured in turn
 MEASURE = ["--threads", "1", "--warmup", "2", "--min-iterations", "20", "--min-seconds", "0.3"]

@@ -25,6 +25,8 @@ from controller.fleet.deploy import Target, deploy, logs, start_commands, undepl
 from controller.fleet.inventory import parse_inventory
 from tests.controller.fleet.sshd import SSHServer, farmctl, free_port, inventory, keygen, running_sshd
 
+pytestmark = pytest.mark.slow   # deploys over a real sshd
+
 
 @pytest.mark.timeout(900)       # two full installs (a venv with ONNX Runtime, gRPC, numpy) on a shared machine
 def test_deploy_logs_undeploy_over_real_ssh(sshd, tmp_path, conv_onnx):

@@ -18,6 +18,7 @@ from controller.measure.store import ResultsStore
 from tests.controller.fleet.common import FAST
 
 
+@pytest.mark.slow   # agents killed mid-batch
 def test_a_class_shares_the_work_and_survives_an_agent_killed_mid_batch(start_agent, tmp_path, conv_onnx):
     (a, _), (b, agent_b) = start_agent(name="board-a"), start_agent(name="board-b")
     store = ResultsStore(tmp_path / "r.db")

@@ -18,6 +18,8 @@ import pytest
 from controller.errors import DeviceError
 from controller.fleet.wheel import build_wheel, wheel_from_installed
 
+pytestmark = pytest.mark.slow   # builds and installs wheels with pip
+
 ROOT = Path(__file__).resolve().parents[3]
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from controller.measure.store import ResultsStore
 
+pytestmark = pytest.mark.slow   # optimize runs against SQLite and PostgreSQL
+
 ROOT = Path(__file__).resolve().parents[3]
 FAST = ["--threads", "1", "--warmup", "2", "--min-iterations", "20", "--min-seconds", "0.3"]
 

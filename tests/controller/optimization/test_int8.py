@@ -11,6 +11,8 @@ from controller.measure.settings import MeasureSettings
 from controller.optimization.api import optimize
 from optimizers.quantization.measured_precision import SLOWER_MARGIN
 
+pytestmark = pytest.mark.slow   # optimize on a real detector, KL calibration included
+
 FAST = MeasureSettings(threads=1, warmup=3, min_iterations=20, min_seconds=0.5)
 
 

@@ -7,6 +7,8 @@ import sqlite3
 
 import pytest
 
+pytestmark = pytest.mark.slow   # trains and measures NAS candidates
+
 pytest.importorskip("torch")
 
 from controller.cli.main import main  # noqa: E402

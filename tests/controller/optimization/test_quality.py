@@ -74,6 +74,7 @@ def test_a_user_metric_file_from_the_cli(tmp_path, detector, capsys):
     assert -0.05 < doc["candidates"][0]["metric_value"] <= 0.0
 
 
+@pytest.mark.slow   # optimize runs
 def test_metrics_from_python(tmp_path, detector):
     model, data = detector
     calls = []

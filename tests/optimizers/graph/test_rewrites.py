@@ -48,6 +48,7 @@ def test_transpose_pairs_cancel_or_merge(tmp_path):
     assert _ops(out.path).count("Transpose") == 1  # 4 -> 1: one pair cancelled, one merged
 
 
+@pytest.mark.slow   # exports MiniLM
 def test_real_transformer_gelu_and_folding(minilm, minilm_data, tmp_path):
     out = OperatorOptimizer().optimize(minilm, output=tmp_path / "minilm.rw.onnx")
     assert out.record.changes["gelu"] == 6  # one per encoder layer

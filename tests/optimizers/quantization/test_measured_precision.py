@@ -9,6 +9,8 @@ import pytest
 from optimizers import MeasuredPrecisionOptimizer, Profiler, Quantizer, evaluate
 from optimizers.quantization.measured_precision import SLOWER_MARGIN, least_disturbed, profile_rows
 
+pytestmark = pytest.mark.slow   # profiles INT8 and float on an agent
+
 
 @pytest.fixture(scope="module")
 def yolo():

@@ -10,6 +10,8 @@ import warnings
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow   # quantization-aware training
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("torchao")
 

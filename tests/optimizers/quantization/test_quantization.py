@@ -39,6 +39,7 @@ def test_int8_static_on_an_old_opset_upgrades_and_keeps_fidelity(convnet, convne
     assert saved["technique"] == "quantize:int8" and saved["settings"]["algorithm"] == "minmax"
 
 
+@pytest.mark.slow   # KL histograms
 def test_calibration_algorithms_give_different_ranges(convnet, convnet_data, tmp_path):
     scales = {}
     for alg in ("minmax", "kl", "percentile"):
@@ -75,6 +76,7 @@ def test_fp16_keeps_float32_inputs_and_outputs(convnet, convnet_data, tmp_path):
     assert outs[0][0].dtype == np.float32
 
 
+@pytest.mark.slow   # every method on MiniLM
 def test_real_transformer_minilm_every_method(minilm, minilm_data, tmp_path):
     cal, ev = minilm_data
     results = {}
