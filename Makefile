@@ -47,7 +47,7 @@ demo: $(VENV)/.demo
 	$(BIN)/farmctl devices
 	$(BIN)/farmctl optimize --out edgefarm-optimize
 
-# the whole suite, in parallel (pytest-xdist: -n auto, tests that share a server grouped by xdist_group)
+# the whole suite, in parallel (pytest-xdist: -n auto; a module's tests share a worker: tests/conftest.py)
 test: setup
 	$(BIN)/python -m pytest -q -n auto --dist loadgroup
 
@@ -61,7 +61,7 @@ test-latest:
 	rm -rf .venv-latest
 	$(MAKE) test VENV=.venv-latest LOCK=
 
-# resolve pyproject.toml's dependencies again (uv) into constraints.txt and the agent's deploy pins
+# resolve pyproject.toml's dependencies again (pip's resolver) into constraints.txt and the agent's deploy pins
 lock: setup
 	$(BIN)/python scripts/lock.py
 

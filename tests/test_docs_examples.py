@@ -10,7 +10,8 @@ Each Markdown file becomes one bash script, its blocks in order:
 - any other language tag, or none, fails: nothing goes unrun by accident.
 
 Every port the page names for a server (`--port N`, `--metrics-port N`, `127.0.0.1:N`, `port=N`, N >= 1024)
-is replaced, wherever N appears in the script, by a port free when the test starts, so pages run side by
+is replaced, wherever N appears in the script, by a port free when the test starts (below the ephemeral
+range), so pages run side by
 side (pytest-xdist) and beside other work without colliding; the page keeps the ports a reader would type.
 
 The script runs under `set -euo pipefail` in a fresh temporary folder, with the venv's bin first on PATH, a
@@ -21,6 +22,7 @@ process group, which is killed when it ends, so an agent a page started in the b
 from __future__ import annotations
 
 import os
+import random
 import re
 import signal
 import socket
@@ -129,13 +131,27 @@ def script(path: Path) -> tuple[str, dict[str, int]]:
 PORT_RE = re.compile(r"(?:--port |--metrics-port |127\.0\.0\.1:|localhost:|port=)(\d{4,5})\b")
 
 
+def _free_port(taken: set[int]) -> int:
+    """A port free now, below Linux's ephemeral range (32768-60999), so no agent started on port 0 elsewhere
+    in the run can take it before the page's server binds it; random, so pages side by side differ."""
+    rng = random.SystemRandom()
+    while True:
+        port = rng.randrange(20000, 32000)
+        if port in taken:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
 def free_ports(text: str) -> str:
     """The script with each server port it names replaced by one that is free now (consistently)."""
     mapping: dict[str, str] = {}
     for port in sorted({m for m in PORT_RE.findall(text) if int(m) >= 1024}):
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            mapping[port] = str(sock.getsockname()[1])
+        mapping[port] = str(_free_port({int(v) for v in mapping.values()}))
     if not mapping:
         return text
     return re.sub(r"\b(" + "|".join(mapping) + r")\b", lambda m: mapping[m.group(1)], text)
