@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             agent.stop()
     total = 2 * args.repeats
     text = "\n".join([
-        f"Measured on {machine()} by `python benchmarks/paired_decision.py --repeats {args.repeats}`: the agent "
+        f"Measured on {machine()}, by `python benchmarks/paired_decision.py --repeats {args.repeats}`: the agent "
         f"pinned to CPU {cpu}, a busy loop pinned to the same CPU during half of the measurements; truth: the "
         "half-width MobileNetV2 is faster, the copy is equal.",
         "",

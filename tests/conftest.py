@@ -27,15 +27,16 @@ _STARTED = time.monotonic()
 # together (one xdist_group per module), so its module-scoped fixtures (an agent, a trained model, one
 # optimize run) are made once; the tests named in SPREAD have nothing costly in common and go one by one.
 # Groups are handed out in collection order, so the longest modules are put first (HEAVY_FIRST, the
-# slowest first, from the durations in docs/development.md); the order changes only the wall time.
+# slowest first, from the durations in docs/development.md, the two users of the trained example apart so
+# one worker does not wait for the other's training); the order changes only the wall time.
 SPREAD = {"tests/test_docs_examples.py::test_examples_run", "tests/test_lock.py"}
 HEAVY_FIRST = [
     "tests/test_docs_examples.py::test_examples_run",
-    "tests/controller/optimization/test_optimize.py",
-    "tests/optimizers/pytorch/test_torch_techniques.py",
-    "tests/controller/optimization/test_int8.py",
-    "tests/controller/optimization/test_nas.py",
+    "tests/controller/optimization/test_optimize.py",         # trains the digits example (digits_example)
+    "tests/controller/optimization/test_int8.py",             # the other worker, meanwhile
     "tests/optimizers/quantization/test_qat.py",
+    "tests/controller/optimization/test_nas.py",
+    "tests/optimizers/pytorch/test_torch_techniques.py",      # the digits example again: trained by then
     "tests/optimizers/test_unseen_models.py",
     "tests/controller/measure/test_paired_decision.py",
     "tests/controller/fleet/test_deploy.py",
