@@ -49,11 +49,11 @@ demo: $(VENV)/.demo
 
 # the whole suite, in parallel (pytest-xdist: -n auto; a module's tests share a worker: tests/conftest.py)
 test: setup
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup
+	$(BIN)/python -m pytest -q -n auto --dist loadscope --no-loadscope-reorder
 
 # the unit tests and one real agent round trip: everything not marked slow
 test-quick: setup
-	$(BIN)/python -m pytest -q -n auto --dist loadgroup -m "not slow"
+	$(BIN)/python -m pytest -q -n auto --dist loadscope --no-loadscope-reorder -m "not slow"
 
 # the suite on the newest releases PyPI serves today, in a venv of its own, without the lock: what the next
 # `make lock` would bring. Not part of `make test` or CI.

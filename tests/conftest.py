@@ -1,8 +1,8 @@
 """Shared fixtures: real farm-agent processes on 127.0.0.1 (port 0), waited for on the health check.
 
-Under pytest-xdist (`make test`: -n auto) each worker has its own temporary folder and cache; what is costly
-to make and the same for everyone (generated examples, the trained digits example, keyed by recipe) lives in
-one folder all workers of the run share (`shared_dir`), made under a file lock so it is made once."""
+Under pytest-xdist (`make test`: -n auto) each worker has its own temporary folder and cache; the trained digits
+example, costly and the same for everyone, lives in one folder all workers of the run share (`shared_dir`),
+trained under a file lock so it is trained once."""
 
 from __future__ import annotations
 
@@ -17,19 +17,19 @@ import pytest
 
 from controller.fleet.client import AgentClient
 from controller.fleet.local import LocalAgent
-from optimizers.data.digits import pretrained_example
+from optimizers.data.digits import WEIGHTS_VERSION, pretrained_example
 from tests import models, postgres
 from tests.workers import made_once, shared_dir
 
 _STARTED = time.monotonic()
 
-# Scheduling under pytest-xdist (`make test`: -n auto --dist loadgroup). A module's tests go to one worker
-# together (one xdist_group per module), so its module-scoped fixtures (an agent, a trained model, one
-# optimize run) are made once; the tests named in SPREAD have nothing costly in common and go one by one.
-# Groups are handed out in collection order, so the longest modules are put first (HEAVY_FIRST, the
-# slowest first, from the durations in docs/development.md, the two users of the trained example apart so
-# one worker does not wait for the other's training); the order changes only the wall time.
-SPREAD = {"tests/test_docs_examples.py::test_examples_run", "tests/test_lock.py"}
+# Scheduling under pytest-xdist (`make test`: -n auto --dist loadscope --no-loadscope-reorder). A module's tests
+# go to one worker together, so its module-scoped fixtures (an agent, a trained model, one optimize run) are
+# made once, as in a serial run. Modules are handed out in collection order, so the longest are collected
+# first (HEAVY_FIRST, the slowest first, from the durations in docs/development.md, the two users of the
+# trained example apart so one worker does not wait for the other's training); the order changes only the
+# wall time. (--dist loadgroup with an xdist_group per module was tried: with pytest 9.2 and xdist 3.8 the
+# groups were not applied, and a module's tests, and its fixtures, were spread over both workers.)
 HEAVY_FIRST = [
     "tests/test_docs_examples.py::test_examples_run",
     "tests/controller/optimization/test_optimize.py",         # trains the digits example (digits_example)
@@ -44,19 +44,10 @@ HEAVY_FIRST = [
 ]
 
 
-def _where(item) -> tuple[str, str]:
-    module = item.nodeid.split("::")[0]
-    return module, f"{module}::{item.originalname}" if hasattr(item, "originalname") else module
-
-
 def pytest_collection_modifyitems(config, items) -> None:
-    for item in items:
-        module, function = _where(item)
-        if module not in SPREAD and function not in SPREAD and not item.get_closest_marker("xdist_group"):
-            item.add_marker(pytest.mark.xdist_group(module))
-
     def rank(item) -> int:
-        module, function = _where(item)
+        module, _, rest = item.nodeid.partition("::")
+        function = f"{module}::{rest.split('[')[0]}"
         for i, key in enumerate(HEAVY_FIRST):
             if key in (module, function):
                 return i
@@ -78,15 +69,15 @@ def _share_the_cores() -> None:
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory) -> Iterator[Path]:
     """Keep generated examples and the embedded agent's cache out of the user's home, from the session's
-    start (module fixtures that run optimize in-process included). This worker's EDGEFARM_CACHE; its
-    examples/ (generated models, the trained digits example: written atomically, keyed by recipe) is the
-    run's shared one."""
+    start (module fixtures that run optimize in-process included). This worker's EDGEFARM_CACHE; the trained
+    digits example's folder in it (examples/WEIGHTS_VERSION, keyed by recipe) is the run's shared one, which
+    only `digits_example` writes, under its lock."""
     cache = tmp_path_factory.getbasetemp() / "edgefarm-cache"
-    shared = shared_dir(tmp_path_factory) / "edgefarm-examples"
+    shared = shared_dir(tmp_path_factory) / "digits-weights"
     shared.mkdir(parents=True, exist_ok=True)
-    cache.mkdir(exist_ok=True)
-    if not (cache / "examples").exists():
-        (cache / "examples").symlink_to(shared, target_is_directory=True)
+    (cache / "examples").mkdir(parents=True, exist_ok=True)
+    if not (cache / "examples" / WEIGHTS_VERSION).exists():
+        (cache / "examples" / WEIGHTS_VERSION).symlink_to(shared, target_is_directory=True)
     _share_the_cores()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEFARM_CACHE", str(cache))
