@@ -62,7 +62,9 @@ test-latest:
 	$(MAKE) test VENV=.venv-latest LOCK=
 
 # resolve pyproject.toml's dependencies again (pip's resolver) into constraints.txt and the agent's deploy pins
-lock: setup
+# (only the venv and packaging: an install pinned by the old lock may no longer resolve against pyproject.toml)
+lock: $(VENV)/.torch
+	$(BIN)/python -m pip install --quiet packaging
 	$(BIN)/python scripts/lock.py
 
 # the emulated arm64 Raspberry Pi (scripts/emulated_pi.py, docs/arm64.md): root and qemu-user-static needed
