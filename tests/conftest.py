@@ -17,7 +17,7 @@ import pytest
 
 from controller.fleet.client import AgentClient
 from controller.fleet.local import LocalAgent
-from optimizers.data.digits import WEIGHTS_VERSION, pretrained_example
+from optimizers.data.digits import pretrained_example, weights_path
 from tests import models, postgres
 from tests.workers import made_once, shared_dir
 
@@ -70,26 +70,27 @@ def _share_the_cores() -> None:
 def _isolated_cache(tmp_path_factory) -> Iterator[Path]:
     """Keep generated examples and the embedded agent's cache out of the user's home, from the session's
     start (module fixtures that run optimize in-process included). This worker's EDGEFARM_CACHE; the trained
-    digits example's folder in it (examples/WEIGHTS_VERSION, keyed by recipe) is the run's shared one, which
-    only `digits_example` writes, under its lock."""
+    digits example's folder in it (`weights_path()`'s, keyed by recipe) is the run's shared one, which only
+    `digits_example` writes, under its lock."""
     cache = tmp_path_factory.getbasetemp() / "edgefarm-cache"
     shared = shared_dir(tmp_path_factory) / "digits-weights"
     shared.mkdir(parents=True, exist_ok=True)
-    (cache / "examples").mkdir(parents=True, exist_ok=True)
-    if not (cache / "examples" / WEIGHTS_VERSION).exists():
-        (cache / "examples" / WEIGHTS_VERSION).symlink_to(shared, target_is_directory=True)
     _share_the_cores()
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("EDGEFARM_CACHE", str(cache))
         mp.delenv("EDGEFARM_TOKEN", raising=False)
         mp.delenv("EDGEFARM_STORE", raising=False)
+        weights = weights_path().parent           # where pretrained_example looks, under this cache
+        weights.parent.mkdir(parents=True, exist_ok=True)
+        if not weights.exists():
+            weights.symlink_to(shared, target_is_directory=True)
         yield cache
 
 
 @pytest.fixture(scope="session")
 def digits_example(tmp_path_factory, _isolated_cache):
     """The built-in PyTorch example, trained as `farmctl optimize` trains it (8 epochs), once per run: the
-    first worker to ask trains it under a run-wide lock into the shared examples folder, the others load it
+    first worker to ask trains it under a run-wide lock into the shared weights folder, the others load it
     (model, data, test accuracy). Anything that runs optimize without a MODEL after this reuses it."""
     pytest.importorskip("torch")
     with made_once(tmp_path_factory, "digits-example"):
