@@ -3,6 +3,7 @@ with a time limit and a memory limit, turning its output into events."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -237,8 +238,12 @@ class JobManager:
 
     def _supervise(self, job: Job, proc: subprocess.Popen, desc: dict, time_limit: float,
                    mem_limit: int, before: dict, work: Path) -> Iterator[dict]:
-        proc.stdin.write(json.dumps(desc).encode())
-        proc.stdin.close()
+        try:
+            proc.stdin.write(json.dumps(desc).encode())
+            proc.stdin.close()
+        except BrokenPipeError:   # the runner died before reading its job: its exit status says how (below)
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
         lines: queue.Queue = queue.Queue()
         threading.Thread(target=pump, args=(proc.stdout, lines), daemon=True).start()
         deadline = time.monotonic() + time_limit

@@ -118,13 +118,17 @@ def measure(backend: Backend, feeds: dict, job: dict,
     return times, (clock() - start) / 1e9, flags, ref_times
 
 
-def load_reference(cls, path: Path, threads: int) -> tuple[Backend, dict]:
-    """The reference model of a BENCHMARK job, loaded by the same backend, fed inputs of its own shapes."""
+def load_reference(cls, path: Path, threads: int, input_shapes: dict) -> tuple[Backend, dict]:
+    """The reference model of a BENCHMARK job, loaded by the same backend: an input with dynamic dimensions
+    takes the job's --input-shape for its name (as the model's does), a fixed input keeps its own shape (a
+    reference may be another model)."""
     ref = cls()
     try:
         ref.load(path, threads, None)
         specs = ref.inputs()
-        return ref, make_feeds(specs, resolve_shapes(specs, {}))
+        given = {s.name: input_shapes[s.name] for s in specs
+                 if s.name in input_shapes and not all(isinstance(d, int) for d in s.shape)}
+        return ref, make_feeds(specs, resolve_shapes(specs, given))
     except JobError as exc:
         raise JobError(exc.code, f"the reference model: {exc.message}") from exc
 
@@ -164,7 +168,8 @@ def run_job(job: dict) -> None:
     first_ms = (time.perf_counter_ns() - t0) / 1e6
     if kind == "PROFILE":
         job = {**job, "min_iterations": job["profile_iterations"], "min_seconds": 0.0}
-    reference = load_reference(cls, Path(job["reference_path"]), job["threads"]) if job.get("reference_path") else None
+    reference = (load_reference(cls, Path(job["reference_path"]), job["threads"], job.get("input_shapes") or {})
+                 if job.get("reference_path") else None)
     meter = PowerMeter()
     meter.start()
     times, measured_s, flags, ref_times = measure(backend, feeds, job, reference)

@@ -51,8 +51,22 @@ class PairedRatio:
         return "equal"
 
     def text(self) -> str:
-        """'1.23x (95 % CI 1.20-1.26)'."""
-        return f"{self.median:.2f}x (95 % CI {self.low:.2f}-{self.high:.2f})"
+        """'1.23x (95 % CI 1.20-1.26)'; more digits where two would round away what the verdict rests on
+        ('0.9980x (95 % CI 0.9977-0.9983)', never a '1.00x' called slower)."""
+        median, low, high = ratio_texts(self.median, self.low, self.high)
+        return f"{median}x (95 % CI {low}-{high})"
+
+
+def ratio_texts(*values: float) -> list[str]:
+    """Speed ratios with 2 decimals, or as many more (up to 4) as it takes for no value other than 1 to
+    print as 1 and no two different values to print alike."""
+    for digits in (2, 3, 4):
+        texts = [f"{v:.{digits}f}" for v in values]
+        one = f"{1:.{digits}f}"
+        if all(t != one or v == 1.0 for t, v in zip(texts, values)) and \
+                len(set(texts)) == len(set(values)):
+            return texts
+    return texts
 
 
 def paired_ratio(rounds: Sequence[tuple[Sequence[float], Sequence[float]]], confidence: float = 0.95,

@@ -111,3 +111,50 @@ def blob_images(count: int, size: int = 32, empty_every: int = 2, seed: int = 0)
         r, c, w = rng.integers(2, size // 2), rng.integers(2, size // 2), rng.integers(4, size // 3)
         x[i, 0, r:r + w, c:c + w] = rng.uniform(1.0, 2.0)
     return x
+
+
+def tiny_bert(path: Path) -> Path:
+    """A `transformers` BERT from a small config (random weights, no download), exported as users export
+    them: two int64 inputs `input_ids` and `attention_mask` with dynamic_axes {0: 'batch', 1: 'sequence'},
+    output the last hidden state [batch, sequence, 32]."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                        intermediate_size=64, max_position_embeddings=64)
+    bert = BertModel(config).eval()
+
+    class Hidden(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids, attention_mask):
+            return self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+
+    ids = torch.ones((1, 8), dtype=torch.long)
+    axes = {0: "batch", 1: "sequence"}
+    with torch.no_grad():
+        torch.onnx.export(Hidden(), (ids, torch.ones_like(ids)), str(path), input_names=["input_ids", "attention_mask"],
+                          output_names=["hidden"], dynamic_axes={"input_ids": axes, "attention_mask": axes,
+                                                                 "hidden": axes}, opset_version=17, dynamo=False)
+    return path
+
+
+def gemm_stack(path: Path, width: int = 512, layers: int = 4, batch: int | str = "batch") -> Path:
+    """`layers` x (MatMul width x width + Add + Relu), input x [batch, width]: large enough that INT8 runs
+    measurably faster than float on x86 and ARM CPUs."""
+    rng = np.random.default_rng(0)
+    inits, nodes, prev = [], [], "x"
+    for i in range(layers):
+        inits += [numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32),
+                                          f"w{i}"),
+                  numpy_helper.from_array(np.zeros(width, np.float32), f"b{i}")]
+        nodes += [helper.make_node("MatMul", [prev, f"w{i}"], [f"m{i}"], name=f"fc{i}"),
+                  helper.make_node("Add", [f"m{i}", f"b{i}"], [f"a{i}"], name=f"bias{i}"),
+                  helper.make_node("Relu", [f"a{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev = f"r{i}"
+    graph = helper.make_graph(nodes, "gemm_stack", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [batch, width])],
+                              [helper.make_tensor_value_info(prev, TensorProto.FLOAT, [batch, width])], inits)
+    return _save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)

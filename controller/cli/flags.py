@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from agent.telemetry import NOISY_CV
+from controller.errors import UsageError
 from controller.measure.settings import PRIORITIES, MeasureSettings, parse_input_shape
 from protos import agent_pb2 as pb
 
@@ -51,6 +52,9 @@ def add_priority_flag(p: argparse.ArgumentParser) -> None:
 
 
 def measure_settings(args: argparse.Namespace) -> MeasureSettings:
+    if args.min_seconds > args.max_seconds:
+        raise UsageError(f"--min-seconds {args.min_seconds:g} is more than --max-seconds {args.max_seconds:g}: "
+                         "the loop would stop before it may; lower --min-seconds or raise --max-seconds")
     shapes = dict(parse_input_shape(s) for s in args.input_shape)
     return MeasureSettings(threads=args.threads, warmup=args.warmup, min_iterations=args.min_iterations,
                            min_seconds=args.min_seconds, max_seconds=args.max_seconds,

@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from controller.cli.values import check_numbers
+
 # Each command's examples: a line of farmctl arguments (run from a folder with the files named) and what it
 # does. tests/controller/cli/test_help.py parses every one with the real parser, so they stay true.
 EXAMPLES: dict[str, list[tuple[str, str]]] = {
@@ -119,4 +121,5 @@ def finish(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                 action.help = "(default: %(default)s)"     # argparse shows nothing at all for a flag without help
             if action.dest in FILE_ARGS:
                 action.complete = SHTAB_FILE
+        check_numbers(sub)
     return parser

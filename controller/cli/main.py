@@ -15,6 +15,7 @@ from controller.cli.nas import add_parser as add_nas
 from controller.cli.optimize import add_parser as add_optimize
 from controller.cli.results import add_parsers as add_results
 from controller.cli.techniques import add_parsers as add_techniques
+from controller.cli.values import FarmParser
 from controller.errors import FarmError, UsageError
 from controller.measure.api import default_store_path
 
@@ -29,7 +30,7 @@ EXIT_CODES = """exit status:
 
 def build_parser() -> argparse.ArgumentParser:
     """farmctl's command line."""
-    parser = argparse.ArgumentParser(prog="farmctl", description="edgefarm controller: measure models on "
+    parser = FarmParser(prog="farmctl", description="edgefarm controller: measure models on "
                                      "real devices", epilog=EXIT_CODES, formatter_class=HelpFormatter)
     parser.add_argument("--version", action="version", version=f"farmctl {agent.__version__}")
     add_global_flags(parser, {"verbose": False, "quiet": False, "store": default_store_path(), "inventory": None})

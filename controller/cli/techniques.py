@@ -11,6 +11,7 @@ from pathlib import Path
 from controller.cli.flags import add_alias
 from controller.errors import UsageError
 from controller.measure.examples import EXAMPLES
+from controller.measure.settings import parse_input_shape
 from optimizers.quantization.quantizer import COMPUTE_OP_TYPES
 
 DATA_HELP = "an .npz keyed by input name (optional 'labels'), a folder of images, or 'synthetic'"
@@ -23,9 +24,25 @@ def _model_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print the record as one JSON object")
 
 
-def _data(text: str | None):
-    """'synthetic', an .npz path or an image folder path (passed through; the library checks them)."""
-    return text
+def _data(text: str | None, model: str, shapes: list[str]):
+    """'synthetic', an .npz path or an image folder path (passed through; the library checks them); with
+    --input-shape, loaded here with those shapes (images resized to them, arrays checked against them)."""
+    if text is None or not shapes:
+        return text
+    import onnx
+
+    from optimizers.data.feeds import load_data
+
+    return load_data(text, onnx.load(str(_source(model)), load_external_data=False), input_shapes=_shapes(shapes))
+
+
+def _shapes(flags: list[str]) -> dict[str, list[int]]:
+    return dict(parse_input_shape(s) for s in flags)
+
+
+def _input_shape_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
+                   help="fix an input's dynamic dimensions for the data, e.g. x=1,3,640,640 (repeatable)")
 
 
 def _source(model: str) -> Path:
@@ -68,13 +85,15 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     if args.block_size:
         options["block_size"] = args.block_size
     q = Quantizer(args.method, **options)
-    result = q.quantize(_source(args.model), calibration_data=_data(args.calibration_data),
+    result = q.quantize(_source(args.model), calibration_data=_data(args.calibration_data, args.model,
+                                                                    args.input_shape),
                         algorithm=args.algorithm, output=args.output, exclude_nodes=args.exclude or None)
     extra = {}
     if args.eval_data:
         from optimizers import evaluate
 
-        ev = evaluate(result.path, args.eval_data, reference=_source(args.model))
+        ev = evaluate(result.path, args.eval_data, reference=_source(args.model),
+                      input_shapes=_shapes(args.input_shape))
         extra["evaluation"] = ev.to_json()
     _print_result(result, args.json, extra)
     return 0
@@ -93,8 +112,10 @@ def cmd_mixed_precision(args: argparse.Namespace) -> int:
     opt = MixedPrecisionOptimizer(accuracy_threshold=args.threshold, sensitive_layers=args.sensitive_layer,
                                   metric=args.metric, algorithm=args.algorithm, layer_times_ms=times)
     progress = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
-    result = opt.optimize(_source(args.model), calibration_data=_data(args.calibration_data),
-                          eval_data=_data(args.eval_data), output=args.output, progress=progress)
+    result = opt.optimize(_source(args.model), calibration_data=_data(args.calibration_data, args.model,
+                                                                        args.input_shape),
+                          eval_data=_data(args.eval_data, args.model, args.input_shape), output=args.output,
+                          progress=progress)
     _print_result(result, args.json, {"kept_float": result.record.settings["kept_float"]})
     return 0
 
@@ -124,7 +145,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.eval_data is None:
         raise UsageError("evaluate needs --eval-data: " + DATA_HELP)
     ev = evaluate(_source(args.model), args.eval_data, reference=_source(args.reference) if args.reference else None,
-                  threads=args.threads)
+                  threads=args.threads, input_shapes=_shapes(args.input_shape))
     if args.json:
         print(json.dumps(ev.to_json()))
         return 0
@@ -161,6 +182,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--activation-type", choices=["uint8", "int8"], default=None,
                    help="static INT8 activations: uint8 (U8S8, the default: fastest on x86) or int8 (S8S8)")
     p.add_argument("--block-size", type=int, default=0, help="INT4: weights per scale (default 128)")
+    _input_shape_flag(p)
     p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("mixed-precision", help="INT8 with the most sensitive layers kept in float")
@@ -174,6 +196,7 @@ def add_parsers(sub) -> None:
     p.add_argument("--profile-device", default=None, help="profile on this device first (e.g. local) so "
                    "the layers that cost least time are kept float first")
     p.add_argument("--threads", type=int, default=1)
+    _input_shape_flag(p)
     p.set_defaults(func=cmd_mixed_precision)
 
     p = sub.add_parser("fuse", help="fold BatchNorm into Conv and fuse activations")
@@ -195,5 +218,6 @@ def add_parsers(sub) -> None:
     add_alias(p, "--data", "--eval-data")      # evaluate's spelling before it matched optimize and quantize
     p.add_argument("--reference", default=None, help="the original model, for fidelity")
     p.add_argument("--threads", type=int, default=1)
+    _input_shape_flag(p)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

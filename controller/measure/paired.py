@@ -22,6 +22,7 @@ class PairedRounds:
 
     rounds: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)
     stored: PairedRatio | None = None    # the ratio a resumed run read from the store (no raw times)
+    stored_p50s: tuple[float, float] | None = None   # and the loops' p50s (p50s())
     _ratio: PairedRatio | None = field(default=None, repr=False)
 
     def add(self, baseline_ms: np.ndarray, candidate_ms: np.ndarray) -> float:
@@ -35,6 +36,14 @@ class PairedRounds:
         if self._ratio is None and self.rounds:
             self._ratio = paired_ratio(self.rounds)
         return self._ratio or self.stored
+
+    def p50s(self) -> tuple[float, float] | None:
+        """(baseline, candidate) p50 in ms over every pair of every round: the loops the ratio comes from."""
+        if not self.rounds:
+            return self.stored_p50s
+        base = np.concatenate([r[0] for r in self.rounds])
+        cand = np.concatenate([r[1] for r in self.rounds])
+        return float(np.median(base)), float(np.median(cand))
 
     def least_disturbed(self) -> dict[str, float]:
         """The candidate's p50/p90/p99 from the round in which the baseline ran fastest: the moment the

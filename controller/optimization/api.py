@@ -131,7 +131,7 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
         if db is not opts.store:
             db.close()
     result = OptimizeResult(model=source.name, devices=run.results,
-                            skipped=skipped, constraints=constraints, out_dir=out, notes=source.notes,
+                            skipped=skipped, constraints=constraints, out_dir=out, notes=source.notes, lost=run.lost,
                             wall_seconds=round(time.monotonic() - started, 1), budget_reached=run.budget_reached,
                             metric=task_metric.name if task_metric else None, threads=settings.threads)
     result.report = write_reports(result)

@@ -10,6 +10,7 @@ import io
 import json
 from pathlib import Path
 
+from agent.stats import ratio_texts
 from controller.optimization.plot import plot_png
 
 HEADER = ["device", "candidate", "techniques", "status", "p50 ms", "p90 ms", "p99 ms", "speedup", "speedup 95 % CI",
@@ -24,7 +25,7 @@ def _rows(result) -> list[dict]:
             out.append({"device": d.device, "candidate": row.name, "techniques": " + ".join(row.techniques),
                         "status": row.status, "p50 ms": lat.get("p50"), "p90 ms": lat.get("p90"),
                         "p99 ms": lat.get("p99"), "speedup": row.speedup,
-                        "speedup 95 % CI": ("{:.2f}-{:.2f}".format(*row.speedup_ci) if row.speedup_ci else None),
+                        "speedup 95 % CI": ("-".join(ratio_texts(*row.speedup_ci)) if row.speedup_ci else None),
                         "size MB": row.size_bytes / 1e6 if row.size_bytes else None,
                         "accuracy": row.accuracy, "fidelity": row.fidelity, "metric": row.metric_value,
                         "meets": row.meets_constraints, "reason": row.reason or "",
@@ -38,7 +39,7 @@ def _fmt(key: str, value) -> str:
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, float):
-        return f"{value:.2f}x" if key == "speedup" else f"{value:.4f}" if key in ("accuracy", "fidelity", "metric") \
+        return f"{ratio_texts(value)[0]}x" if key == "speedup" else f"{value:.4f}" if key in ("accuracy", "fidelity", "metric") \
             else f"{value:.3f}"
     return str(value)
 
@@ -104,6 +105,18 @@ def write_reports(result) -> Path:
     return html_path
 
 
+def _speed(row, base) -> str:
+    """The chosen row's speed, each number saying what it is: the paired speedup and the p50s of the loops it
+    comes from (both models in the same loops)."""
+    ratio = row.ratio()
+    speed = f"{ratio.text()} faster" if ratio else f"{ratio_texts(row.speedup)[0]}x faster"
+    p50s = row.paired.p50s() if row.paired else None
+    if p50s:
+        return f"{speed}, timed in the same loops as the baseline (p50 {p50s[1]:.3f} ms vs {p50s[0]:.3f} ms there)"
+    return (f"{speed}, timed in the same loops as the baseline (p50 {row.p50:.3f} ms in its least disturbed loop, "
+            f"baseline {base.p50:.3f} ms in its own)")
+
+
 def result_summary(result) -> str:
     """A few lines for a person: the choice per device, or why there is none."""
     lines = []
@@ -112,10 +125,17 @@ def result_summary(result) -> str:
             row = d.row(d.chosen)
             q = (f"accuracy {row.accuracy:.4f} (baseline {d.baseline.accuracy:.4f})"
                  if row.accuracy is not None else f"fidelity {row.fidelity:.4f}")
-            lines.append(f"{d.device}: chose {d.chosen}: p50 {row.p50:.3f} ms vs {d.baseline.p50:.3f} ms "
-                         f"({row.speedup:.2f}x), {q}, {row.size_bytes / 1e6:.2f} MB -> {d.artifact}")
+            lines.append(f"{d.device}: chose {d.chosen}: {_speed(row, d.baseline)}, {q}, "
+                         f"{row.size_bytes / 1e6:.2f} MB -> {d.artifact}")
         else:
             lines.append(f"{d.device}: {d.failure}")
+    lines += [f"lost: {item}" for item in result.lost]
+    failed = [f"{r.name} on {d.device}" for d in result.devices for r in d.candidates
+              if r.status == "failed" and r.reason.startswith("measurement failed")]
+    if result.lost or failed:
+        lines.append("decided with what was measured; the same command again measures what was lost"
+                     + (f" ({', '.join(failed)}: measurement failed)" if failed else "")
+                     + ", the rest comes from the store")
     resumed = sum(1 for d in result.devices for r in [d.baseline, *d.candidates] if r.resumed)
     if resumed:
         lines.append(f"{resumed} measurement(s) came from the store: an earlier run with the same model, data, "

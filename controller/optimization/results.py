@@ -43,6 +43,7 @@ class OptimizeResult:
     out_dir: Path
     report: Path | None = None
     notes: list[str] = field(default_factory=list)
+    lost: list[str] = field(default_factory=list)   # jobs that failed without failing a row (a loop, a profile)
     wall_seconds: float = 0.0
     budget_reached: bool = False
     metric: str | None = None      # the task metric's name (--metric), if one was given

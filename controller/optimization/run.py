@@ -56,6 +56,7 @@ class Measurement:
     outputs: dict
     profile: ProfileResult | None
     pair: tuple[list[float] | None, list[float]]   # (baseline, this model) per-inference times
+    profile_error: str = ""                         # why the profile asked for is missing (the job failed)
 
 
 @dataclass
@@ -75,11 +76,19 @@ def measure_on(client, path: Path, settings: MeasureSettings, store: ResultsStor
     reference (the baseline: fidelity 1.0, and the metric's value against itself and the labels)."""
     ref = check_model(path, settings.input_shapes)  # parsed once for the three jobs
     b = bench(ref, client, settings, store, reference=baseline)
-    prof = profile(ref, client, settings, store) if want_profile else None
+    prof, profile_error = None, ""
+    if want_profile:
+        try:   # a profile that fails costs the profile, not the measurement
+            prof = profile(ref, client, settings, store)
+        except AgentUnavailable:
+            raise
+        except FarmError as exc:
+            profile_error = str(exc)
     outputs = evaluate_outputs(ref, data.inputs, client, settings)
     q = judge(outputs, outputs if reference is None else reference, data.labels, data.metric)
     return Measurement({k: b.latency_ms[k] for k in ("p50", "p90", "p99")}, b.cv, list(b.flags), b.run_id,
-                       b.model_digest, b.threads, q, outputs, prof, (b.reference_times_ms, b.times_ms))
+                       b.model_digest, b.threads, q, outputs, prof, (b.reference_times_ms, b.times_ms),
+                       profile_error)
 
 
 def row_from_store(stored: CandidateRecord) -> CandidateRow:
@@ -88,7 +97,9 @@ def row_from_store(stored: CandidateRecord) -> CandidateRow:
                        stored.size_bytes, stored.accuracy, stored.fidelity, d.get("top1_agreement"),
                        d.get("metric_value"), d.get("fidelity_detail") or {}, stored.cv, stored.flags,
                        stored.model_path, stored.model_digest, d.get("details", {}),
-                       PairedRounds(stored=ratio_from_json(d.get("paired"))), d.get("profile_run_id"))
+                       PairedRounds(stored=ratio_from_json(d.get("paired")),
+                                    stored_p50s=tuple(d["paired_p50s"]) if d.get("paired_p50s") else None),
+                       d.get("profile_run_id"))
     row.resumed = True
     return row
 
@@ -146,6 +157,7 @@ class OptimizeRun:
         self.baseline_ref = check_model(self.source.baseline, self.settings.input_shapes)
         self.budget_reached = False
         self.results: list[DeviceResult] = []   # per device, once decided
+        self.lost: list[str] = []   # jobs that failed without failing a row: each named, the run went on
 
     def over_budget(self) -> bool:
         if self.plan.deadline is not None and time.monotonic() > self.plan.deadline:
@@ -174,10 +186,13 @@ class OptimizeRun:
             m = self._measure(client, self.source.baseline, None, want_profile=True)
             self.reference[device] = m.outputs
             np.savez(ref_path, **m.outputs)
-            self.layers[device] = m.profile.layers
+            self.layers[device] = m.profile.layers if m.profile else []
+            if m.profile_error:
+                self.lost.append(f"the baseline's profile on {device} failed ({m.profile_error}); what needs it "
+                                 "(profile-guided pruning ratios, mixed precision's per-layer times) went without")
             row = CandidateRow("baseline", [], latency_ms=m.latency_ms, size_bytes=self.source.baseline.stat().st_size,
                                cv=m.cv, flags=m.flags, path=str(self.source.baseline), model_digest=m.model_digest,
-                               profile_run_id=m.profile.run_id)
+                               profile_run_id=m.profile.run_id if m.profile else None)
             row.set_quality(m.quality)
             row.fidelity = 1.0
             self.save(device, row, m.run_id)
@@ -187,7 +202,8 @@ class OptimizeRun:
     def save(self, device: str, row: CandidateRow, run_id: int | None) -> None:
         """Store a row (again: a confirmed or rejected row replaces its earlier record)."""
         detail = {"top1_agreement": row.top1_agreement, "details": row.details, "metric_value": row.metric_value,
-                  "fidelity_detail": row.fidelity_detail, "paired": ratio_to_json(row.ratio())}
+                  "fidelity_detail": row.fidelity_detail, "paired": ratio_to_json(row.ratio()),
+                  "paired_p50s": row.paired.p50s() if row.paired else None}
         if row.profile_run_id is not None:
             detail["profile_run_id"] = row.profile_run_id
         self.store.record_candidate(CandidateRecord(
@@ -319,7 +335,9 @@ class OptimizeRun:
         for d, row, fut in jobs:
             try:
                 this = row.paired.add(*fut.result())
-            except JobLost as exc:
+            except FarmError as exc:   # a lost loop costs that loop: the row keeps the loops that finished
+                self.lost.append(f"a confirmation loop of {row.name} on {d} ({exc}); its speedup is from the "
+                                 "loops that finished")
                 self.bar.advance(1, f"again: {row.name} on {d}: not timed ({exc})")
                 continue
             self.bar.advance(1, f"again: {row.name} on {d}, paired with the baseline: {this:.2f}x in this loop",

@@ -138,10 +138,13 @@ def onnx_source(model_arg: str, calibration_data=None, eval_data=None, preproces
             calib, evaluation = ds.limit(CALIBRATION_SAMPLES), ds
             notes.append(f"data: {note}")
         else:
-            given = load_data(str(calibration_data or eval_data), proto, preprocess=preprocess)
-            evaluation = load_data(str(eval_data), proto, preprocess=preprocess) if eval_data else given
-            calib = (load_data(str(calibration_data), proto, preprocess=preprocess) if calibration_data
-                     else evaluation).limit(CALIBRATION_SAMPLES)
+            shapes = ref.input_shapes
+
+            def load(what):
+                return load_data(str(what), proto, preprocess=preprocess, input_shapes=shapes)
+            given = load(calibration_data or eval_data)
+            evaluation = load(eval_data) if eval_data else given
+            calib = (load(calibration_data) if calibration_data else evaluation).limit(CALIBRATION_SAMPLES)
     except DataMismatch as exc:
         raise FarmError(f"the data do not fit {path.name}: {exc}") from None
     identity = f"{file_digest(path)[:16]}:{_digest_arrays(calib, evaluation)}"

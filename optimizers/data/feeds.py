@@ -68,16 +68,18 @@ def _batch(feed: dict[str, np.ndarray]) -> int:
 
 
 def load_data(data: DataLike, model, labels: np.ndarray | None = None,
-              preprocess: ImagePreprocess | None = None, max_samples: int | None = None) -> Dataset:
-    """Turn any accepted data form into checked feed dicts for `model` (an onnx ModelProto)."""
-    inputs = model_inputs(model)
+              preprocess: ImagePreprocess | None = None, max_samples: int | None = None,
+              input_shapes: dict[str, list[int]] | None = None) -> Dataset:
+    """Turn any accepted data form into checked feed dicts for `model` (an onnx ModelProto). `input_shapes`
+    (--input-shape) fix dynamic dimensions: images are resized to them, arrays are checked against them."""
+    inputs = with_shapes(model_inputs(model), input_shapes or {})
     names = [i.name for i in inputs]
     source = type(data).__name__
     if data is None:
         raise DataMismatch(f"no data given; the model's inputs are {_describe(inputs)}: give numpy arrays, "
                            "an .npz keyed by input name, an image folder or an iterable of feed dicts")
     if isinstance(data, str) and data == "synthetic":   # random inputs, said in the source
-        return synthetic_data(model, n=max_samples or 8)
+        return synthetic_data(model, n=max_samples or 8, input_shapes=input_shapes)
     if isinstance(data, (str, Path)):
         path = Path(data)
         source = str(path)
@@ -125,6 +127,18 @@ def load_data(data: DataLike, model, labels: np.ndarray | None = None,
         if len(ds.labels) != rows:
             raise DataMismatch(f"{len(ds.labels)} labels for {rows} samples; give one label per sample")
     return ds
+
+
+def with_shapes(inputs: list[InputSpec], shapes: dict[str, list[int]]) -> list[InputSpec]:
+    """The model's input specs with the dimensions --input-shape gave in place of the model's."""
+    out = []
+    for info in inputs:
+        dims = shapes.get(info.name)
+        if dims is not None and len(dims) != len(info.shape):
+            raise DataMismatch(f"input '{info.name}' has {len(info.shape)} dimensions {_fmt(info.shape)}, but "
+                               f"the input shape given has {len(dims)}: {_fmt(list(dims))}")
+        out.append(info if dims is None else InputSpec(info.name, info.dtype, list(dims)))
+    return out
 
 
 def _describe(inputs: list[InputSpec]) -> str:
@@ -212,8 +226,10 @@ def image_folder(path: Path, inputs: list[InputSpec], pre: ImagePreprocess,
     c, h, w = (info.shape[1], info.shape[2], info.shape[3]) if layout == "NCHW" else \
         (info.shape[3], info.shape[1], info.shape[2])
     if not all(isinstance(d, int) for d in (c, h, w)):
-        raise DataMismatch(f"input '{info.name}' {_fmt(info.shape)} has dynamic channel/height/width; "
-                           "an image folder needs them fixed")
+        example = ",".join(str(d) if isinstance(d, int) else "N" for d in info.shape)
+        raise DataMismatch(f"input '{info.name}' {_fmt(info.shape)} has dynamic channel/height/width, and "
+                           f"images are resized to the model's input: fix them with --input-shape "
+                           f"{info.name}={example} (input_shapes= in Python)")
     files = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
     if max_samples is not None:
         files = files[:max_samples]
@@ -242,7 +258,7 @@ def synthetic_data(model, n: int = 8, seed: int = 0, input_shapes: dict[str, lis
     try:
         shapes = resolve_shapes(specs, input_shapes or {})
     except JobError as exc:
-        raise DataMismatch(exc.message.replace("--input-shape", "input_shapes")) from None
+        raise DataMismatch(f"{exc.message} (input_shapes= in Python)") from None
     return Dataset([make_feeds(specs, shapes, seed=seed + k) for k in range(n)], None, "synthetic")
 
 

@@ -151,12 +151,14 @@ def accuracy(outputs: list[list[np.ndarray]], labels: np.ndarray) -> float:
 
 
 def evaluate(model: str | Path, data, labels: np.ndarray | None = None, reference: str | Path | None = None,
-             threads: int = 1, reference_outputs: list[list[np.ndarray]] | None = None) -> Evaluation:
-    """Accuracy with labels; fidelity against `reference` (the original model) or its precomputed outputs."""
+             threads: int = 1, reference_outputs: list[list[np.ndarray]] | None = None,
+             input_shapes: dict[str, list[int]] | None = None) -> Evaluation:
+    """Accuracy with labels; fidelity against `reference` (the original model) or its precomputed outputs.
+    `input_shapes` fix dynamic dimensions for the data (images are resized to them)."""
     from optimizers.graph.model import load_model
 
     loaded = load_model(model, data=data)
-    ds = as_dataset(data, loaded.proto, labels=labels)
+    ds = as_dataset(data, loaded.proto, labels=labels, input_shapes=input_shapes)
     outs = run_outputs(loaded.proto, ds, threads)
     acc = accuracy(outs, ds.labels) if ds.labels is not None else None
     fid = None

@@ -86,6 +86,8 @@ def _collect(prepared: Path, feeds: list[dict], cfg: QuantizeConfig, workdir: Pa
     """One calibrator's pass over the feeds: its TensorsData, without the `skip` tensors."""
     from onnxruntime.quantization.calibrate import create_calibrator
 
+    from optimizers.quantization.entropy import entropy_threshold
+
     calibrator = create_calibrator(prepared, list(cfg.op_types) or None,
                                    augmented_model_path=str(workdir / f"augmented-{algorithm}.onnx"),
                                    calibrate_method=_calibration_method(algorithm),
@@ -94,6 +96,8 @@ def _collect(prepared: Path, feeds: list[dict], cfg: QuantizeConfig, workdir: Pa
         calibrator.tensors_to_calibrate = set(calibrator.tensors_to_calibrate) - skip
     with contextlib.redirect_stdout(io.StringIO()) as chatter:  # the calibrators print() their progress
         calibrator.collect_data(FeedReader(feeds))
+        if algorithm in ("kl", "entropy"):   # ORT's arithmetic, its Python loops done by numpy (entropy.py)
+            calibrator.collector.get_entropy_threshold = entropy_threshold
         ranges = calibrator.compute_data()
     log.debug("calibration (%s): %s", algorithm, chatter.getvalue().strip())
     return ranges
