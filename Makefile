@@ -1,5 +1,5 @@
 # Two entry points: `make demo` (the main job on the embedded default) and `make test`.
-# The demo installs only what it needs (edgefarm[optimize,examples]); setup, test, bench and protos the dev
+# The demo installs only what it needs (edgefarm[optimize,examples,dashboard]); setup, test, bench and protos the dev
 # extra and the test models, in the same venv (so `make test` after `make demo` adds to it).
 PYTHON ?= python3
 VENV   ?= .venv
@@ -28,8 +28,8 @@ $(VENV)/.torch:
 
 # what the demo needs: the farm, torch and the techniques, the digits; no test tools, no test models
 $(VENV)/.demo: pyproject.toml $(LOCK) $(VENV)/.torch
-	@echo "installing edgefarm[optimize,examples] into $(VENV)$(if $(LOCK), pinned by $(LOCK)) (first time: 3 to 7 min, 1.6 GB in all)"
-	$(TALK) --label "installing edgefarm[optimize,examples]" -- $(BIN)/python -m pip install --quiet $(PIN) -e '.[optimize,examples]'
+	@echo "installing edgefarm[optimize,examples,dashboard] into $(VENV)$(if $(LOCK), pinned by $(LOCK)) (first time: 3 to 7 min, 1.6 GB in all)"
+	$(TALK) --label "installing edgefarm[optimize,examples,dashboard]" -- $(BIN)/python -m pip install --quiet $(PIN) -e '.[optimize,examples,dashboard]'
 	touch $@
 
 # everything: the dev extra has the demo's extras too, so the demo's stamp is touched with it

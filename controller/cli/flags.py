@@ -76,7 +76,10 @@ def progress_printer(stream=sys.stderr):
             line = f"started on {event.started.backend} {event.started.backend_version}"
         elif which == "progress":
             p = event.progress
-            line = f"{p.phase}: {p.iterations} runs, {p.elapsed_s:.1f} s" + (f" ({p.message})" if p.message else "")
+            if p.phase == "load":   # nothing has run yet: say what it does, not "0 runs, 0.0 s"
+                line = f"loading the model ({p.message})" if p.message else "loading the model"
+            else:
+                line = f"{p.phase}: {p.iterations} runs, {p.elapsed_s:.1f} s" + (f" ({p.message})" if p.message else "")
         elif which == "result":
             line = "done"
         elif which == "layers":

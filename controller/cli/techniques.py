@@ -84,6 +84,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         options["activation_type"] = args.activation_type
     if args.block_size:
         options["block_size"] = args.block_size
+    if args.method == "int8" and args.calibration_data is None:
+        raise UsageError("static INT8 needs --calibration-data: " + DATA_HELP + " ('synthetic': random inputs, "
+                         "a weak calibration); or --method dynamic, which needs none")
     q = Quantizer(args.method, **options)
     result = q.quantize(_source(args.model), calibration_data=_data(args.calibration_data, args.model,
                                                                     args.input_shape),

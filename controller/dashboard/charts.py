@@ -24,6 +24,14 @@ def _svg(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def histogram_end(times_ms: list[float]) -> float:
+    """Where the latency histogram's axis ends: rare stalls would hide the shape (a p50 of 0.028 ms once sat
+    on an axis to 6.5 ms), so at the 99.5th percentile, and never past 5 interquartile ranges above the third
+    quartile (Tukey's far-out fence, widened), nor before the p90."""
+    q25, q75, q90, q995 = (float(v) for v in np.percentile(times_ms, [25, 75, 90, 99.5]))
+    return min(q995, max(q90, q75 + 5 * (q75 - q25)))
+
+
 def latency_svg(run: dict, times_ms: list[float] | None = None) -> bytes:
     """The latency distribution: a histogram of the per-inference times when the store kept them, else the
     stored percentiles (min, p50, p90, p99, max) on one axis with mean +- std."""
@@ -31,7 +39,7 @@ def latency_svg(run: dict, times_ms: list[float] | None = None) -> bytes:
     ax = fig.add_subplot()
     if times_ms:
         ordered = sorted(times_ms)
-        cut = ordered[min(len(ordered) - 1, int(len(ordered) * 0.995))]   # a few outliers would hide the shape
+        cut = histogram_end(times_ms)
         shown = [t for t in times_ms if t <= cut]
         ax.hist(shown, bins=min(60, max(10, len(shown) // 20)), color="#4c78a8")
         for name, q in (("p50", 50), ("p99", 99)):
@@ -49,14 +57,19 @@ def latency_svg(run: dict, times_ms: list[float] | None = None) -> bytes:
         if mean is not None and std is not None:
             ax.axvspan(max(mean - std, 0.0), mean + std, ymin=0.3, ymax=0.7, color="#4c78a8", alpha=0.25,
                        label=f"mean +- std ({mean:.3f} +- {std:.3f} ms)")
-        marks = [(k, run.get(f"{k}_ms")) for k in ("min", "p50", "p90", "p99", "max")]
+        p99 = run.get("p99_ms")
+        far = run.get("max_ms") is not None and p99 and run["max_ms"] > 3 * p99   # would squash the rest
+        marks = [(k, run.get(f"{k}_ms")) for k in ("min", "p50", "p90", "p99", *(() if far else ("max",)))]
         for i, (name, value) in enumerate((k, v) for k, v in marks if v is not None):
             ax.axvline(value, ymin=0.15, ymax=0.85, color="#e45756" if name == "p50" else "#555", lw=1.5)
             ax.annotate(f"{name}\n{value:.3f}", (value, 0.88 - 0.62 * (i % 2)), ha="center", fontsize=8)
         if mean is not None:
             ax.legend(fontsize=8, loc="lower right")
+        if far:
+            ax.set_xlim(0, 3 * p99)
         ax.set_title(f"percentiles of {run.get('iterations') or '?'} inferences (the store kept no per-inference "
-                     "times for this run)", fontsize=9)
+                     "times for this run)" + (f"; max {run['max_ms']:.3f} ms, beyond the axis" if far else ""),
+                     fontsize=9)
     ax.set_xlabel("latency (ms)")
     ax.grid(alpha=0.3, axis="x")
     return _svg(fig)

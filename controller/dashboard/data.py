@@ -122,8 +122,11 @@ def _candidates(store: ResultsStore, key: str | None = None) -> list[dict]:
 
 
 def _model_name(rows: list[dict]) -> str:
-    base = next((c for c in rows if c["name"] == "baseline" and c.get("model_path")), None)
-    return Path(base["model_path"]).stem if base else "?"
+    """The model's name as the run's report gives it (stored with the baseline), else its file's stem."""
+    base = next((c for c in rows if c["name"] == "baseline"), None)
+    if base is None:
+        return "?"
+    return base["detail"].get("model") or (Path(base["model_path"]).stem if base.get("model_path") else "?")
 
 
 def _decision(row: dict) -> dict:

@@ -231,10 +231,17 @@ def _notes(sides: list[Side], frame) -> list[str]:
                          f"latency from run {s.run['id']} ({_threads(s.run['threads'])})")
     missing = [s for s in sides if s.layers_run is None]
     if missing and len(missing) < len(sides):
-        notes.append("no layers for " + ", ".join(
-            f"{s.key} (`farmctl profile {s.run['model_name']}.onnx --device {s.run['device_name']}`)"
-            for s in missing))
+        notes.append("no layers for " + ", ".join(f"{s.key} ({profile_hint(s.run)})" for s in missing))
     return notes
+
+
+def profile_hint(run: dict) -> str:
+    """The command that stores a run's layers: with the model's file where the run found it, if it is still
+    there; else a placeholder naming the model."""
+    path = run.get("model_path")
+    if path and Path(path).is_file():
+        return f"`farmctl profile {path} --device {run['device_name']}`"
+    return f"`farmctl profile MODEL.onnx --device {run['device_name']}` with the file of model '{run['model_name']}'"
 
 
 def compare_runs(store: ResultsStore | Path | str, selectors: Sequence[str | int], model: str | None = None,

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from controller.errors import FarmError
 from controller.measure import frames
-from controller.measure.compare import LIST_RUNS, reading
+from controller.measure.compare import LIST_RUNS, profile_hint, reading
 from controller.measure.store import ResultsStore
 
 STATS = ("min_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms", "std_ms", "cv", "iterations")
@@ -71,8 +71,7 @@ class RunView:
                 columns={"label": "layer", "time_ms": "A_ms"})
             text += f"\n### layers ({len(view)})\n\n" + _layer_table(view, top)
         elif r["kind"] == "benchmark":
-            text += (f"\nA benchmark stores no layers: `farmctl profile {r['model_name']}.onnx --device "
-                     f"{r['device_name']}` does.\n")
+            text += f"\nA benchmark stores no layers: {profile_hint(r)} does.\n"
         return text
 
     def to_json(self) -> dict:

@@ -130,6 +130,8 @@ def result_summary(result) -> str:
         else:
             lines.append(f"{d.device}: {d.failure}")
     lines += [f"lost: {item}" for item in result.lost]
+    lines += [f"note: the fidelity above was measured on {n.removeprefix('data: ')}" for n in result.notes
+              if n.startswith("data: synthetic")]
     failed = [f"{r.name} on {d.device}" for d in result.devices for r in d.candidates
               if r.status == "failed" and r.reason.startswith("measurement failed")]
     if result.lost or failed:

@@ -206,6 +206,8 @@ class OptimizeRun:
                   "paired_p50s": row.paired.p50s() if row.paired else None}
         if row.profile_run_id is not None:
             detail["profile_run_id"] = row.profile_run_id
+        if row.name == "baseline":   # the model's name as the report and plot give it (its file may be baseline.onnx)
+            detail["model"] = self.source.name
         self.store.record_candidate(CandidateRecord(
             self.plan.key, device, row.name, row.techniques, row.status, row.reason, row.model_digest, row.path,
             row.size_bytes, row.latency_ms, row.cv, row.flags, row.accuracy, row.fidelity, run_id, detail))

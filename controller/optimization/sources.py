@@ -72,8 +72,6 @@ def example_source(work_dir: Path, progress=None) -> Source:
     from optimizers.data.feeds import Dataset
     from optimizers.pytorch.helpers import export_onnx
 
-    if progress:
-        progress("the digits MobileNetV2: loaded from the cache, or trained on first use (one line per epoch)")
     model, data, test_acc = pretrained_example(progress=progress)
     baseline = work_dir / "baseline.onnx"
     if not baseline.exists():

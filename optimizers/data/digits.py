@@ -148,7 +148,12 @@ def pretrained_example(epochs: int = 8, data: DigitsData | None = None, progress
         model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         meta = json.loads(meta_path.read_text())
         model.eval()
+        if progress:
+            progress(f"the digits MobileNetV2: loaded from the cache ({path})")
         return model, data, meta["test_accuracy"]
+    if progress:
+        progress(f"the digits MobileNetV2: not in the cache yet, training it ({epochs} epochs, one line each; "
+                 f"cached at {path} for the next run)")
     started = time.perf_counter()
     torch.manual_seed(SEED)
     model = digits_mobilenetv2()  # made after the seed: the initial weights are part of the recipe

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field
 from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
 from optimizers.pytorch.helpers import count_params
 from optimizers.pytorch.inputs import find_example_input, select_output
+from optimizers.pytorch.pruning_bounds import GROUP_SECONDS, REASON, GroupDidNotConverge, bounded_group_search
 from optimizers.pytorch.pruning_safety import breaking_layers, known_unprunable, output_problem
 from optimizers.pytorch.training import as_loader, fine_tune
 
@@ -44,6 +45,17 @@ class PruneReport:
 
     def to_json(self) -> dict:
         return {**asdict(self), "params_ratio": self.params_ratio}
+
+
+@dataclass
+class _Step:
+    """What one structured step prunes by: its ratio and criterion, the data and per-layer ratios, the output."""
+
+    ratio: float
+    criterion: str
+    train_data: object
+    layer_ratios: dict | None
+    output: object
 
 
 class Pruner:
@@ -130,28 +142,51 @@ class Pruner:
         _check_ratio(ratio)
         model = copy.deepcopy(model) if copy_model else model
         found = find_example_input(model, example_input, train_data, output)
-        want = found.output_shape
         pristine = copy.deepcopy(model)
         keep = known_unprunable(model)
         self.example_source = found.source
-        for attempt in range(2):
-            self._structured(model, found.tensor, ratio, criterion, train_data, layer_ratios, keep, output)
-            problem = output_problem(model, found.tensor, want, output)
-            if problem is None:
+        while True:   # each layer whose group search never ends is kept whole, then the step starts over
+            try:
+                with bounded_group_search():
+                    model = self._checked_step(model, pristine, found, keep,
+                                               _Step(ratio, criterion, train_data, layer_ratios, output))
                 break
-            if attempt == 1:
-                raise OptimizerError(f"pruning {type(model).__name__} broke it ({problem}) even with "
-                                     f"{len(keep)} layer(s) kept whole; prune fewer layers with layer_ratios or "
-                                     "use method='unstructured'")
-            log.info("the pruned model failed its check (%s): finding the layers that break it", problem)
-            keep.update(breaking_layers(pristine, found.tensor, set(keep), want, output))
-            model = copy.deepcopy(pristine)
+            except GroupDidNotConverge as exc:
+                new = [n for n in [exc.name, *exc.coupled] if n not in keep]
+                if not new:
+                    raise OptimizerError(f"Torch-Pruning's dependency search on {type(model).__name__} did not "
+                                         f"converge even with {exc.name} kept whole; use method='unstructured', "
+                                         "or keep more layers whole with layer_ratios") from None
+                for name in new:
+                    keep[name] = REASON.format(s=GROUP_SECONDS)
+                log.warning("pruning %s: keeping %d layer(s) whole: %s (%s)", type(model).__name__, len(new),
+                            ", ".join(new), REASON.format(s=GROUP_SECONDS))
+                model = copy.deepcopy(pristine)
         if count_params(model) >= count_params(pristine):
             raise OptimizerError(f"nothing in {type(model).__name__} could be pruned: " + "; ".join(
                 f"{n}: {why}" for n, why in list(keep.items())[:6]))
         self.kept_whole = keep
         model.zero_grad()
         model.eval()
+        return model
+
+    def _checked_step(self, model, pristine, found, keep: dict, step: _Step):
+        """Prune `model` in place and run it; if its output breaks, find the layers that break it (on copies
+        of `pristine`), keep them whole and prune a fresh copy once more. Returns the pruned model."""
+        want = found.output_shape
+        for attempt in range(2):
+            self._structured(model, found.tensor, step.ratio, step.criterion, step.train_data, step.layer_ratios,
+                             keep, step.output)
+            problem = output_problem(model, found.tensor, want, step.output)
+            if problem is None:
+                return model
+            if attempt == 1:
+                raise OptimizerError(f"pruning {type(model).__name__} broke it ({problem}) even with "
+                                     f"{len(keep)} layer(s) kept whole; prune fewer layers with layer_ratios or "
+                                     "use method='unstructured'")
+            log.info("the pruned model failed its check (%s): finding the layers that break it", problem)
+            keep.update(breaking_layers(pristine, found.tensor, set(keep), want, step.output))
+            model = copy.deepcopy(pristine)
         return model
 
     def _structured(self, model, example, ratio: float, criterion: str, train_data, layer_ratios, keep: dict,
@@ -177,7 +212,7 @@ class Pruner:
                 model.zero_grad()
                 torch.nn.functional.cross_entropy(select_output(model(x), output), y).backward()
             pruner.step()
-        except (DataMismatch, OptimizerError):
+        except (DataMismatch, OptimizerError, GroupDidNotConverge):
             raise
         except Exception as exc:  # tracing or dependency errors from Torch-Pruning
             raise OptimizerError(f"Torch-Pruning could not prune {type(model).__name__}: {type(exc).__name__}: "

@@ -56,3 +56,14 @@ def test_lost_jobs_are_named_with_what_to_do(tmp_path):
     text = result_summary(_result(tmp_path, row, lost=["a confirmation loop of int8 on local (RUNNER_CRASHED)"]))
     assert "lost: a confirmation loop of int8 on local (RUNNER_CRASHED)" in text
     assert "the same command again measures what was lost" in text
+
+
+def test_a_fidelity_on_random_inputs_is_said_in_the_terminal(tmp_path):
+    paired = PairedRounds()
+    paired.add(np.full(50, 10.0), np.full(50, 5.0))
+    row = CandidateRow("int8", ["int8"], latency_ms={"p50": 5.0}, size_bytes=500_000, fidelity=0.999, paired=paired)
+    result = _result(tmp_path, row)
+    result.notes = ["data: synthetic random inputs: give --calibration-data and --eval-data (real samples) for "
+                    "numbers that mean something for your use"]
+    assert ("note: the fidelity above was measured on synthetic random inputs: give --calibration-data"
+            in result_summary(result))
