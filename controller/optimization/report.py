@@ -121,7 +121,11 @@ def result_summary(result) -> str:
     """A few lines for a person: the choice per device, or why there is none."""
     lines = []
     for d in result.devices:
-        if d.chosen:
+        if d.chosen == "baseline":
+            lines.append(f"{d.device}: keep the model as it is: no candidate was measurably faster while meeting "
+                         f"every constraint, so it is the fastest measured -> {d.artifact} (a copy of it). "
+                         "Closest: " + " | ".join(d.closest[:3]))
+        elif d.chosen:
             row = d.row(d.chosen)
             q = (f"accuracy {row.accuracy:.4f} (baseline {d.baseline.accuracy:.4f})"
                  if row.accuracy is not None else f"fidelity {row.fidelity:.4f}")

@@ -21,9 +21,10 @@ class DeviceResult:
     chosen: str | None
     artifact: str | None
     failure: str | None = None   # why nothing was chosen
+    closest: list[str] = field(default_factory=list)   # when no candidate qualified: the nearest, and why not
 
     def row(self, name: str) -> CandidateRow | None:
-        return next((r for r in self.candidates if r.name == name), None)
+        return next((r for r in [self.baseline, *self.candidates] if r.name == name), None)
 
     def to_json(self, model: str, report: str | None, metric: str | None = None) -> dict:
         """The object docs/architecture.md lists for `farmctl optimize --json` (`metric`: the --metric's name)."""

@@ -392,9 +392,15 @@ class OptimizeRun:
                            f"({best.ratio().text()} paired with the baseline)")
             return self.record_decision(DeviceResult(device, base, rows, best.name, str(artifact)))
         near = closest(rows, self.constraints, base)
+        if near and base.meets_constraints:   # nothing beats the model as it is, which meets every limit: keep it
+            artifact = self.plan.out_dir / f"chosen-{safe_name(device)}.onnx"
+            artifact.write_bytes(Path(base.path).read_bytes())
+            base.reason = "kept: no candidate was measurably faster while meeting every constraint"
+            return self.record_decision(DeviceResult(device, base, rows, "baseline", str(artifact),
+                                                     closest=near))
         failure = (f"no candidate meets the constraints on {device}. Closest: " + " | ".join(near) if near
                    else f"no candidate could be measured on {device}")
-        return self.record_decision(DeviceResult(device, base, rows, None, None, failure))
+        return self.record_decision(DeviceResult(device, base, rows, None, None, failure, closest=near))
 
     def record_decision(self, result: DeviceResult) -> DeviceResult:
         """The decision, with each row's verdict, kept on the baseline's stored record (the store, not only

@@ -129,8 +129,6 @@ def test_optimize_over_local_and_the_board_chooses_per_device(farm):
         assert result["baseline"]["latency_ms"]["p50"] > 0, name
         assert {c["name"] for c in result["candidates"]} == {"fp16", "int8-dynamic"}, name
         assert all(c["latency_ms"]["p50"] > 0 for c in result["candidates"]), name
-        assert result["chosen"] is None or result["chosen"] in {"fp16", "int8-dynamic"}
-        if result["chosen"] is None:      # no choice on this device: the error says so, naming the device
-            assert f"no candidate meets the constraints on {name}" in out.stderr
+        assert result["chosen"] in {"baseline", "fp16", "int8-dynamic"}   # baseline: nothing was faster there
     report = (folder / "opt" / "report.md").read_text()
     assert "emu-pi" in report and "local" in report
