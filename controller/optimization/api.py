@@ -145,19 +145,19 @@ def _run(plan: RunPlan, inv, bar: ProgressBar, opts: OptimizeOptions) -> tuple[O
         pools = {d: connect_pool(d, inv, stack, progress=bar.note) for d in devices}
         scheduler = stack.enter_context(Scheduler(pools, on_event=bar.note, allow_mixed=opts.allow_mixed))
         run = OptimizeRun(plan, bar)
-        bar.total = len(devices)
+        first = devices[0]
+        modules = conv_modules(plan.source.torch.model) if plan.source.torch else set()
+        cands, skipped = plan_candidates(   # (the profile-guided ratios are read when those candidates build)
+            plan.source, plan.techniques, run.work,
+            layer_ratios=lambda r: ratios_from_profile(run.layers[first], modules, r), tflite=opts.tflite,
+            progress=bar.note)
+        # the baseline on each device, then each candidate's build and one job per device: known from the start
+        bar.total = len(devices) + len(cands) * (1 + len(devices))
         bar.update(0, len(devices), message="measuring and profiling the baseline")
         futures = {d: scheduler.submit(d, "baseline", run.baseline_job(d)) for d in devices}
         for d, fut in futures.items():
             run.baseline[d] = fut.result()
             bar.advance(1, f"baseline on {d}: p50 {run.baseline[d].p50:.3f} ms")
-        first = devices[0]
-        modules = conv_modules(plan.source.torch.model) if plan.source.torch else set()
-        cands, skipped = plan_candidates(
-            plan.source, plan.techniques, run.work,
-            layer_ratios=lambda r: ratios_from_profile(run.layers[first], modules, r), tflite=opts.tflite,
-            progress=bar.note)
-        bar.total += len(cands) * len(devices)
         # how many contenders are timed again is known only once every candidate is measured
         bar.then = "timing the contenders again" if opts.confirm_rounds > 0 else ""
         run.run_candidates(scheduler, [c for c in cands if not c.refinement])

@@ -269,13 +269,16 @@ class OptimizeRun:
         for cand in cands:
             if self.over_budget():
                 self._fail_everywhere(cand, "not made: the --budget-minutes time ran out", store=False)
+                self.bar.advance(1 + len(self.devices), f"{cand.name}: not made (budget)")
                 continue
             self.bar.note(f"building {cand.name} ({' + '.join(cand.techniques)})")
+            started = time.monotonic()
             path, details, error = self.build(cand)
             if path is None:
                 self._fail_everywhere(cand, error)
-                self.bar.advance(len(self.devices), f"{cand.name}: {error}")
+                self.bar.advance(1 + len(self.devices), f"{cand.name}: {error}")
                 continue
+            self.bar.advance(1, f"built {cand.name} ({time.monotonic() - started:.0f} s)")
             self.built[cand.name] = path
             ready.append((cand, path, details))
         return ready

@@ -13,7 +13,7 @@ from optimizers.errors import OptimizerError
 from optimizers.pytorch.inputs import select_output
 from tests.optimizers.vision_zoo import ARCHITECTURES, build
 
-pytestmark = pytest.mark.slow   # 33 architectures
+pytestmark = pytest.mark.slow   # 32 architectures
 
 HANG_GUARD_S = 240   # a hang, not a speed goal: each takes seconds (the benchmark's table)
 

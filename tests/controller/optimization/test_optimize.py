@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -81,6 +82,9 @@ def test_full_loop_decides_from_the_measurements(optimized):
         assert doc["chosen"] == "baseline" and Path(doc["artifact"]).is_file()
         assert "farmctl: error" not in err
     assert "building int8-percentile" in err and "done, 1 running" in err  # the progress bar, one line per event
+    # builds are steps: the total is known from the start and does not move until the confirmation loops
+    totals = set(re.findall(r"\] \d+/(\d+) done", err.split("contender(s)")[0].rsplit("\n", 1)[0]))
+    assert len(totals) == 1 and "built int8-percentile" in err, totals
     if doc["chosen"] not in (None, "baseline"):   # the winner was timed again, paired with the baseline
         assert f"again: {doc['chosen']} on local, paired with the baseline" in err
 
