@@ -13,6 +13,9 @@ LOCK   ?= constraints.txt
 PIN    := $(if $(LOCK),-c $(LOCK))
 # long quiet steps print a line every 8 s, so nothing looks hung
 TALK   := $(PYTHON) scripts/heartbeat.py
+# setuptools' 8-line notice on every editable install (a checkout is on the path: edgefarm is meant to be
+# run from it) says nothing a user can act on
+export PYTHONWARNINGS := ignore:Editable installation
 
 .PHONY: setup demo test test-quick test-latest lock bench protos clean
 

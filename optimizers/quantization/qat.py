@@ -18,6 +18,7 @@ import hashlib
 import logging
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from core.extras import install_hint
@@ -160,7 +161,10 @@ def convert_to_int8(qat_model, calibration_data, output: str | Path | None = Non
         calibration_data = calibration_data[0]  # (inputs, labels): the inputs
     if hasattr(calibration_data, "numpy"):
         calibration_data = calibration_data.numpy()
-    converted = quantize_pt2e.convert_pt2e(copy.deepcopy(qat_model), fold_quantize=False)
+    with warnings.catch_warnings():   # torch's own deepcopy of an exported graph's pytree specs, not ours
+        warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                                category=FutureWarning)
+        converted = quantize_pt2e.convert_pt2e(copy.deepcopy(qat_model), fold_quantize=False)
     pairs = qdq_as_fake_quant(converted)
     pt2e.allow_exported_model_train_eval(converted)
     example = None if input_shape else meta["example"]
