@@ -40,7 +40,7 @@ def bounded_group_search(seconds: float = GROUP_SECONDS) -> Iterator[None]:
     (Torch-Pruning's graph module builds each group with the `Group` class it imported; it gets a subclass
     that checks the clock as the group grows, for the duration of the block only.)"""
     import torch
-    import torch_pruning.dependency.graph as graph
+    from torch_pruning.dependency import graph
 
     global LAYERS
     LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)

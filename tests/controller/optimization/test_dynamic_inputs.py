@@ -22,7 +22,7 @@ from tests import models
 
 pytestmark = pytest.mark.slow   # whole optimize runs
 
-FAST = dict(threads=1, warmup=2, min_iterations=10, min_seconds=0.2)
+FAST = {"threads": 1, "warmup": 2, "min_iterations": 10, "min_seconds": 0.2}
 
 
 def _dynamic_dims(path: Path) -> list[str]:

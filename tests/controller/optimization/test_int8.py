@@ -4,6 +4,8 @@ profile measured slower in INT8, and the chosen file is the one the paired measu
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import onnx
 import pytest
 
@@ -44,7 +46,7 @@ def test_types_and_op_set_are_measured_and_the_fastest_passing_file_is_chosen(de
         assert dev.chosen == best.name
         assert open(dev.artifact, "rb").read() == open(best.path, "rb").read()
     else:
-        assert dev.chosen == "baseline" and open(dev.artifact, "rb").read() == open(dev.baseline.path, "rb").read()
+        assert dev.chosen == "baseline" and Path(dev.artifact).read_bytes() == Path(dev.baseline.path).read_bytes()
 
 
 @pytest.mark.timeout(1200)
