@@ -34,7 +34,7 @@ try:
     pruner.prune(model, pruning_ratio=0.3)
     r = pruner.report
     out = {"outcome": "pruned", "kept": r.params_ratio, "kept_whole": len(r.kept_whole),
-           "unconverged": sum("did not finish" in w for w in r.kept_whole.values())}
+           "unconverged": sum("did not converge" in w for w in r.kept_whole.values())}
 except OptimizerError as exc:
     out = {"outcome": "refused", "reason": str(exc)[:160]}
 out["seconds"] = time.perf_counter() - t0

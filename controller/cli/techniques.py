@@ -29,6 +29,13 @@ def _data(text: str | None, model: str, shapes: list[str]):
     --input-shape, loaded here with those shapes (images resized to them, arrays checked against them)."""
     if text is None or not shapes:
         return text
+    if text == "synthetic":   # as the library makes it without shapes: 16 samples, noted in the record
+        import onnx
+
+        from optimizers.data.feeds import synthetic_data
+
+        return synthetic_data(onnx.load(str(_source(model)), load_external_data=False), n=16,
+                              input_shapes=_shapes(shapes))
     import onnx
 
     from optimizers.data.feeds import load_data
@@ -109,7 +116,8 @@ def cmd_mixed_precision(args: argparse.Namespace) -> int:
     if args.profile_device:
         from optimizers import Profiler
 
-        prof = Profiler(_source(args.model), threads=args.threads).profile(device=args.profile_device)
+        prof = Profiler(_source(args.model), threads=args.threads,
+                        input_shapes=_shapes(args.input_shape)).profile(device=args.profile_device)
         times = prof.layer_times()
         print(f"profiled {len(prof.layers)} layers on {prof.device} ({prof.total_ms:.2f} ms)", file=sys.stderr)
     opt = MixedPrecisionOptimizer(accuracy_threshold=args.threshold, sensitive_layers=args.sensitive_layer,

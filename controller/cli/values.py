@@ -38,7 +38,8 @@ RANGES = {
     "--image-scale": POSITIVE, "--min-fidelity": Range(0, 1), "--max-accuracy-drop": Range(0, 100),
     "--min-accuracy": Range(0, 1), "--min-metric": Range(None), "--bottleneck-percent": Range(0, 100),
     "--timeout": POSITIVE, "--device-timeout": POSITIVE, "--poll-seconds": POSITIVE, "--days": Range(1),
-    "--discover-seconds": POSITIVE, "--port": Range(0, 65535),
+    "--discover-seconds": POSITIVE, "--port": Range(0, 65535), "--threshold": Range(0, 1),
+    "--image-size": Range(1), "--latency-ms": POSITIVE, "--size-mb": POSITIVE,   # (nas's older spellings)
 }
 
 

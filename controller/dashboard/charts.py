@@ -33,8 +33,14 @@ def histogram_end(times_ms: list[float]) -> float:
 
 
 def latency_svg(run: dict, times_ms: list[float] | None = None) -> bytes:
+    """The latency chart of a run's page, as SVG (latency_figure)."""
+    return _svg(latency_figure(run, times_ms))
+
+
+def latency_figure(run: dict, times_ms: list[float] | None = None) -> Figure:
     """The latency distribution: a histogram of the per-inference times when the store kept them, else the
-    stored percentiles (min, p50, p90, p99, max) on one axis with mean +- std."""
+    stored percentiles (min, p50, p90, p99, max) on one axis with mean +- std. The axis ends near the bulk of
+    the inferences; what lies beyond it is said in the title and the legend."""
     fig = Figure(figsize=(7.5, 2.6), layout="constrained")
     ax = fig.add_subplot()
     if times_ms:
@@ -44,7 +50,12 @@ def latency_svg(run: dict, times_ms: list[float] | None = None) -> bytes:
         ax.hist(shown, bins=min(60, max(10, len(shown) // 20)), color="#4c78a8")
         for name, q in (("p50", 50), ("p99", 99)):
             value = float(np.percentile(times_ms, q))   # as the agent computes the stored percentiles
-            ax.axvline(value, color="#e45756" if name == "p50" else "#555", lw=1.2, label=f"{name} {value:.3f} ms")
+            if value <= cut:
+                ax.axvline(value, color="#e45756" if name == "p50" else "#555", lw=1.2,
+                           label=f"{name} {value:.3f} ms")
+            else:   # a line there would stretch the axis to the stalls again
+                ax.plot([], [], " ", label=f"{name} {value:.3f} ms (beyond the axis)")
+        ax.set_xlim(right=cut * 1.02)
         ax.legend(fontsize=8)
         ax.set_ylabel("inferences")
         beyond = len(times_ms) - len(shown)
@@ -72,7 +83,7 @@ def latency_svg(run: dict, times_ms: list[float] | None = None) -> bytes:
                      fontsize=9)
     ax.set_xlabel("latency (ms)")
     ax.grid(alpha=0.3, axis="x")
-    return _svg(fig)
+    return fig
 
 
 def layers_svg(layers: list[dict], top: int = 25) -> bytes:

@@ -123,7 +123,7 @@ def result_summary(result) -> str:
     for d in result.devices:
         if d.chosen == "baseline":
             lines.append(f"{d.device}: keep the model as it is: no candidate was measurably faster while meeting "
-                         f"every constraint, so it is the fastest measured -> {d.artifact} (a copy of it). "
+                         f"every constraint, so it is the fastest model that meets them -> {d.artifact} (a copy of it). "
                          "Closest: " + " | ".join(d.closest[:3]))
         elif d.chosen:
             row = d.row(d.chosen)

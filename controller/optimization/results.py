@@ -30,7 +30,7 @@ class DeviceResult:
         """The object docs/architecture.md lists for `farmctl optimize --json` (`metric`: the --metric's name)."""
         return {"device": self.device, "model": model, "metric": metric, "baseline": self.baseline.public(),
                 "candidates": [c.public() for c in self.candidates], "chosen": self.chosen,
-                "artifact": self.artifact, "report": report}
+                "artifact": self.artifact, "report": report, "closest": self.closest}
 
 
 @dataclass
@@ -55,5 +55,6 @@ class OptimizeResult:
         """One device: exactly the documented keys. Several: those keys per device under `devices`."""
         per = [d.to_json(self.model, str(self.report) if self.report else None, self.metric) for d in self.devices]
         if len(per) == 1:
-            return per[0]
-        return {"devices": per, "model": self.model, "report": str(self.report) if self.report else None}
+            return {**per[0], "lost": self.lost}
+        return {"devices": per, "model": self.model, "report": str(self.report) if self.report else None,
+                "lost": self.lost}

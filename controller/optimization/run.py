@@ -173,7 +173,8 @@ class OptimizeRun:
         ref_path = self.plan.out_dir / f"baseline-outputs-{safe_name(device)}.npz"
         stored = {c.name: c for c in self.store.candidates(self.plan.key, device)}
         if self.reuse == REUSE_ALL and "baseline" in stored and stored["baseline"].status == "ok" \
-                and ref_path.exists():
+                and stored["baseline"].detail.get("profile_run_id") is not None and ref_path.exists():
+            # (a baseline whose profile was lost is measured again: what needs the profile gets it this time)
             def resume(client) -> CandidateRow:
                 row = row_from_store(stored["baseline"])
                 with np.load(ref_path) as z:

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from controller.errors import FarmError
 from controller.optimization.candidates import (
     DISTILL_ALPHA,
     DISTILL_EPOCHS,
@@ -77,6 +78,9 @@ class TorchBuilders:
 
         torch.manual_seed(0)
         ratios = self.layer_ratios(ratio) if profiled and self.layer_ratios else {}
+        if profiled and not ratios:   # (built, it would be the uniform one under another name)
+            raise FarmError(f"{name} takes its per-layer ratios from the baseline's device profile, and there is "
+                            "none (the profile failed): the same command again profiles the baseline again")
         pruner = Pruner("structured", fine_tune_epochs=FINE_TUNE_EPOCHS)
         model = pruner.prune(self.parts.model, pruning_ratio=ratio, layer_ratios=ratios or None,
                              example_input=torch.zeros(self.parts.input_shape))

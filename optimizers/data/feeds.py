@@ -130,15 +130,21 @@ def load_data(data: DataLike, model, labels: np.ndarray | None = None,
 
 
 def with_shapes(inputs: list[InputSpec], shapes: dict[str, list[int]]) -> list[InputSpec]:
-    """The model's input specs with the dimensions --input-shape gave in place of the model's."""
-    out = []
-    for info in inputs:
-        dims = shapes.get(info.name)
-        if dims is not None and len(dims) != len(info.shape):
-            raise DataMismatch(f"input '{info.name}' has {len(info.shape)} dimensions {_fmt(info.shape)}, but "
-                               f"the input shape given has {len(dims)}: {_fmt(list(dims))}")
-        out.append(info if dims is None else InputSpec(info.name, info.dtype, list(dims)))
-    return out
+    """The model's input specs with the dimensions --input-shape gave in place of its dynamic ones (checked
+    as the agent checks them: known names, the rank, fixed dimensions kept, positive sizes)."""
+    if not shapes:
+        return inputs
+    names = [i.name for i in inputs]
+    unknown = sorted(set(shapes) - set(names))
+    if unknown:
+        raise DataMismatch(f"--input-shape names {', '.join(map(repr, unknown))}, but the model's inputs are: "
+                           f"{', '.join(names)}")
+    given = {name: list(dims) for name, dims in shapes.items()}
+    try:   # only the inputs given: each then has every dimension, so only the checks can fail
+        resolve_shapes([i for i in inputs if i.name in given], given)
+    except JobError as exc:
+        raise DataMismatch(exc.message) from None
+    return [InputSpec(i.name, i.dtype, given[i.name]) if i.name in given else i for i in inputs]
 
 
 def _describe(inputs: list[InputSpec]) -> str:

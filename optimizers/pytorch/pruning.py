@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field
 from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
 from optimizers.pytorch.helpers import count_params
 from optimizers.pytorch.inputs import find_example_input, select_output
-from optimizers.pytorch.pruning_bounds import GROUP_SECONDS, REASON, GroupDidNotConverge, bounded_group_search
+from optimizers.pytorch.pruning_bounds import REASON, GroupDidNotConverge, bounded_group_search
 from optimizers.pytorch.pruning_safety import breaking_layers, known_unprunable, output_problem
 from optimizers.pytorch.training import as_loader, fine_tune
 
@@ -158,9 +158,9 @@ class Pruner:
                                          f"converge even with {exc.name} kept whole; use method='unstructured', "
                                          "or keep more layers whole with layer_ratios") from None
                 for name in new:
-                    keep[name] = REASON.format(s=GROUP_SECONDS)
+                    keep[name] = REASON
                 log.warning("pruning %s: keeping %d layer(s) whole: %s (%s)", type(model).__name__, len(new),
-                            ", ".join(new), REASON.format(s=GROUP_SECONDS))
+                            ", ".join(new), REASON)
                 model = copy.deepcopy(pristine)
         if count_params(model) >= count_params(pristine):
             raise OptimizerError(f"nothing in {type(model).__name__} could be pruned: " + "; ".join(

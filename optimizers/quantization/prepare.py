@@ -158,6 +158,8 @@ def calibration_set(data, model, preprocess, cfg: QuantizeConfig, record: Optimi
         record.notes.append("calibrated on synthetic random inputs: activation ranges may not match real data")
     else:
         ds = data if isinstance(data, Dataset) else load_data(data, model, preprocess=preprocess)
+        if ds.source == "synthetic":   # made with input shapes by the caller: still a weak calibration
+            record.notes.append("calibrated on synthetic random inputs: activation ranges may not match real data")
         ds = ds.limit(cfg.max_calibration_samples)
     record.settings["calibration"] = {"source": ds.source, "samples": len(ds)}
     if isinstance(data, (str, Path)) and Path(data).is_dir():

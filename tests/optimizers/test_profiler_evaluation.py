@@ -73,3 +73,20 @@ def test_image_folder_preprocessing_is_stated_and_applied(mobilenet, photos):
     x = np.concatenate([next(iter(f.values())) for f in ds.feeds])
     assert x.shape == (16, 3, 224, 224) and 0.0 <= x.min() and x.max() <= 1.0
     assert "center crop" in ImagePreprocess().describe()
+
+
+def test_input_shapes_fix_an_image_folder_for_a_dynamic_model_and_are_checked(photos, tmp_path):
+    from optimizers.errors import DataMismatch
+    from tests import models
+
+    model = onnx.load(str(models.conv_model(tmp_path / "dyn.onnx", batch="batch", size="side")))
+    with pytest.raises(DataMismatch, match="fix them with --input-shape x=N,3,N,N"):
+        load_data(photos, model)
+    ds = load_data(photos, model, input_shapes={"x": [1, 3, 48, 48]}, max_samples=2)
+    assert [f["x"].shape for f in ds.feeds] == [(1, 3, 48, 48)] * 2
+    for shapes, words in (({"y": [1, 3, 48, 48]}, "--input-shape names 'y', but the model's inputs are: x"),
+                          ({"x": [1, 4, 48, 48]}, "dimension 1 is fixed at 3"),
+                          ({"x": [1, 3, 48]}, "has 4 dimensions"),
+                          ({"x": [1, 3, 0, 48]}, "every dimension must be a positive integer")):
+        with pytest.raises(DataMismatch, match=words):
+            load_data(photos, model, input_shapes=shapes)

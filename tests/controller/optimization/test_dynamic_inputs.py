@@ -65,8 +65,8 @@ def test_a_transformers_export_with_two_dynamic_inputs(tmp_path):
     _check_rows(dev.candidates)
 
 
-def _farmctl(cwd: Path, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "controller", "--store", str(cwd / "results.db"), *args],
+def _farmctl(cwd: Path, *args: str, store: str = "results.db") -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "controller", "--store", str(cwd / store), *args],
                           cwd=cwd, capture_output=True, text=True, timeout=900,
                           env={**os.environ, "EDGEFARM_CACHE": str(cwd / "cache")})
 
@@ -92,9 +92,9 @@ def test_ppocr_detector_as_the_wheel_ships_it(tmp_path):
     for args in (["bench", "det.onnx", *shape, *fast], ["profile", "det.onnx", *shape, "--threads", "1"],
                  ["evaluate", "det.onnx", "--eval-data", str(photos), "--reference", "det.onnx", *shape],
                  ["quantize", "det.onnx", "--calibration-data", str(photos), *shape, "-o", "q.onnx"]):
-        run = _farmctl(tmp_path, *args)
+        run = _farmctl(tmp_path, *args, store="tools.db")
         assert run.returncode == 0, (args, run.stderr[-2000:])
-    compare = _farmctl(tmp_path, "compare", "1", "2")   # the bench and profile runs of the dynamic model
+    compare = _farmctl(tmp_path, "compare", "1", "2", store="tools.db")   # the bench and the profile run above
     assert compare.returncode == 0, compare.stderr[-2000:]
 
 

@@ -99,6 +99,9 @@ def test_a_runner_killed_measuring_a_candidate_costs_that_row(tmp_path, start_ag
 
 def test_a_runner_killed_profiling_the_baseline_costs_the_profile(tmp_path, start_agent):
     client, agent = start_agent()
-    result, _ = _run(tmp_path, client, agent, arm_on="", nth=2)   # the baseline's bench, then its profile
+    result, model = _run(tmp_path, client, agent, arm_on="", nth=2)   # the baseline's bench, then its profile
     assert result.lost and "the baseline's profile" in result.lost[0], result.lost
     assert result.devices[0].baseline.status == "ok"
+    again = _rerun(tmp_path, client, model)   # the baseline is measured and profiled again, not resumed
+    assert not again.lost and not again.devices[0].baseline.resumed
+    assert all(r.resumed for r in again.devices[0].candidates)

@@ -50,7 +50,9 @@ def optimized(tmp_path_factory):
 
 def test_full_loop_decides_from_the_measurements(optimized):
     tmp, doc, err = optimized
-    assert set(doc) == {"device", "model", "metric", "baseline", "candidates", "chosen", "artifact", "report"}
+    assert set(doc) == {"device", "model", "metric", "baseline", "candidates", "chosen", "artifact", "report",
+                        "closest", "lost"}
+    assert doc["lost"] == [] and (doc["closest"] == []) == (doc["chosen"] not in (None, "baseline"))
     assert doc["metric"] is None
     names = {c["name"]: c for c in doc["candidates"]}
     assert set(names) == {"int8-minmax", "int8-percentile", "int8-dynamic", "fp16"}

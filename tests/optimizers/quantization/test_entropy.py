@@ -4,8 +4,6 @@ sparse, with outliers."""
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 import pytest
 from onnxruntime.quantization.calibrate import HistogramCollector
@@ -43,12 +41,9 @@ def test_same_threshold_as_onnxruntime(kind, bins, quantized):
     assert all(hasattr(v, "dtype") for v in ours)
 
 
-def test_2048_bins_same_threshold_in_a_fraction_of_the_time():
+def test_2048_bins_as_static_int8_calibrates_them():
+    """static.ENTROPY_BINS: the size KL runs at (ORT's own search is the slow part there; the speed is in
+    docs/techniques.md, not asserted here)."""
     hist = _histogram(_samples("outliers", np.random.default_rng(7)), 2048)
-    t0 = time.perf_counter()
     theirs = HistogramCollector.get_entropy_threshold(None, hist, 128)
-    t1 = time.perf_counter()
-    ours = entropy_threshold(hist, 128)
-    t2 = time.perf_counter()
-    assert [float(v) for v in ours] == [float(v) for v in theirs]
-    print(f"ORT {t1 - t0:.2f} s, numpy {t2 - t1:.2f} s")
+    assert [float(v) for v in entropy_threshold(hist, 128)] == [float(v) for v in theirs]
