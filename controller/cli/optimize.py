@@ -99,6 +99,9 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     result = optimize(args.model, args.device or ["local"], constraints, options=options)
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
+        for line in result_summary(result).splitlines():   # why a model was kept, for the person reading stderr
+            if ": keep the model as it is" in line or line.startswith("lost: "):
+                print(f"farmctl: {line}", file=sys.stderr)
     else:
         print(Path(result.out_dir / "report.md").read_text())
         print(result_summary(result))
