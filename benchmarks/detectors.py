@@ -134,7 +134,7 @@ def main() -> int:
     from controller.measure.store import ResultsStore
     from controller.optimization.api import optimize
     from controller.optimization.quality import stack_inputs
-    from controller.optimization.run import EvalSet, measure_on
+    from controller.optimization.measuring import EvalSet, measure_on
     from controller.optimization.sources import onnx_source
 
     def log(line: str) -> None:
