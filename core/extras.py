@@ -8,7 +8,7 @@ from __future__ import annotations
 # against pyproject.toml.
 EXTRA_OF: dict[str, str] = {
     "onnx": "farm", "yaml": "farm", "matplotlib": "farm", "PIL": "farm", "paramiko": "farm",
-    "cryptography": "farm", "pandas": "farm", "platformdirs": "farm", "shtab": "farm", "psycopg": "farm",
+    "cryptography": "farm", "pandas": "farm", "platformdirs": "farm", "shtab": "farm", "psycopg": "farm", "pycocotools": "farm",
     "torch": "optimize", "torch_pruning": "optimize", "torchao": "optimize", "onnx_ir": "optimize",
     "sympy": "optimize",
     "mlxtend": "examples", "sklearn": "examples",

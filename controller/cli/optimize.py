@@ -31,7 +31,8 @@ def add_parser(sub) -> None:
                         "(default 0.99 without labels)")
     p.add_argument("--metric", default=None, metavar="NAME",
                    help="a task metric judged on every candidate, higher is better: top1 (classifiers), "
-                        "mask-iou@T (dense probability maps thresholded at T, e.g. mask-iou@0.5), or your own "
+                        "mask-iou@T (dense probability maps thresholded at T, e.g. mask-iou@0.5), det-agreement "
+                        "(detectors: COCO mAP@0.5 against the baseline's own detections), or your own "
                         "module:function / path/to/file.py:function taking (reference outputs, candidate "
                         "outputs, labels) -> float")
     p.add_argument("--min-metric", type=float, default=None, help="the --metric value a candidate must reach")

@@ -32,14 +32,14 @@ class Constraints:
         with labels, fidelity 0.99 without."""
         if metric is None and (self.min_metric is not None or self.max_metric_drop is not None):
             raise UsageError("--min-metric and --max-metric-drop limit a task metric: name it with --metric "
-                            "(top1, mask-iou@0.5 or module:function)")
+                            "(top1, mask-iou@0.5, det-agreement or module:function)")
         if self.max_accuracy_drop is not None and not labelled:
             raise UsageError("--max-accuracy-drop needs labelled evaluation data (an .npz with 'labels', or the "
                             "built-in example); without labels use --min-fidelity")
         quality = (self.max_accuracy_drop, self.min_fidelity, self.min_metric, self.max_metric_drop)
         if all(q is None for q in quality):
-            if metric is not None:
-                return replace(self, max_metric_drop=DEFAULT_METRIC_DROP)
+            if metric is not None:   # a metric may say what drop is usual for it (det-agreement: 0.1)
+                return replace(self, max_metric_drop=getattr(metric, "default_drop", DEFAULT_METRIC_DROP))
             return replace(self, **({"max_accuracy_drop": DEFAULT_ACCURACY_DROP} if labelled
                                     else {"min_fidelity": DEFAULT_FIDELITY}))
         return self

@@ -6,7 +6,10 @@ labels is None or one label per row. Built-ins live in METRICS; `resolve_metric`
     top1          classifiers: accuracy of the first output's argmax against labels, or without labels
                   agreement with the reference's argmax
     mask-iou@T    dense probability maps: IoU of the first output thresholded at T (value >= T), pooled
-                  over all samples; 1.0 when neither model marks anything"""
+                  over all samples; 1.0 when neither model marks anything
+    det-agreement detectors (YOLOv8- and YOLOX-style heads): COCO mAP@0.5 of the candidate's detections with
+                  the reference model's as ground truth, by pycocotools; det-agreement@0.5:0.95 for the
+                  stricter mAP@0.5:0.95 (detections.py)"""
 
 from __future__ import annotations
 
@@ -24,12 +27,13 @@ from pathlib import Path
 import numpy as np
 
 from optimizers.errors import DataMismatch, OptimizerError
+from optimizers.evaluation.detections import DecodeOptions, agreement
 
 Outputs = Mapping[str, np.ndarray]
 MetricFn = Callable[[Outputs, Outputs, "np.ndarray | None"], float]
 
-USAGE = ("use one of top1, mask-iou@T with T in (0, 1) such as mask-iou@0.5, or your own function as "
-         "module:function or path/to/file.py:function")
+USAGE = ("use one of top1, mask-iou@T with T in (0, 1) such as mask-iou@0.5, det-agreement (or "
+         "det-agreement@0.5:0.95), or your own function as module:function or path/to/file.py:function")
 
 
 class MetricError(OptimizerError, ValueError):
@@ -141,6 +145,32 @@ class MaskIoU(Metric):
         return 1.0 if union == 0 else int(np.count_nonzero(r & c)) / union
 
 
+class DetAgreement(Metric):
+    name = "det-agreement"
+    description = ("detectors: COCO mAP@0.5 of the first output's detections, the reference model's taken as "
+                   "ground truth (no labels needed; labels given for classes are not used)")
+
+    # the default --max-metric-drop: a candidate must keep mAP >= 0.90 of the reference's own detections (an
+    # INT8 detector typically moves some boxes by a few pixels; 0.01 would refuse nearly every one)
+    default_drop = 0.10
+
+    def __init__(self, strict: bool = False) -> None:
+        self.strict = strict
+        self.name = "det-agreement@0.5:0.95" if strict else "det-agreement"
+
+    @classmethod
+    def from_spec(cls, arg: str | None, spec: str) -> Metric:
+        if arg not in (None, "0.5", "0.5:0.95"):
+            raise MetricError(f"metric {spec!r}: write det-agreement (mAP@0.5) or det-agreement@0.5:0.95")
+        return cls(strict=arg == "0.5:0.95")
+
+    def compute(self, reference: Outputs, candidate: Outputs, labels: np.ndarray | None) -> float:
+        ref = _first(reference, "reference", self.name)
+        cand = _first(candidate, "candidate", self.name)
+        at_50, at_50_95 = agreement(ref, cand, DecodeOptions())
+        return at_50_95 if self.strict else at_50
+
+
 class FunctionMetric(Metric):
     """The user's function `(reference, candidate, labels) -> float`."""
 
@@ -157,7 +187,7 @@ class FunctionMetric(Metric):
                               "fix that function") from exc
 
 
-METRICS: dict[str, type[Metric]] = {m.name: m for m in (Top1, MaskIoU)}
+METRICS: dict[str, type[Metric]] = {m.name: m for m in (Top1, MaskIoU, DetAgreement)}
 
 
 def _line(exc: BaseException) -> str:
@@ -245,4 +275,4 @@ def resolve_metric(spec: str | Metric | MetricFn) -> Metric:
     return _from_function(getattr(module, attr), text)
 
 
-__all__ = ["METRICS", "FunctionMetric", "MaskIoU", "Metric", "MetricError", "Top1", "finite", "resolve_metric"]
+__all__ = ["METRICS", "DetAgreement", "FunctionMetric", "MaskIoU", "Metric", "MetricError", "Top1", "finite", "resolve_metric"]

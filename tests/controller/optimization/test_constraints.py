@@ -38,3 +38,10 @@ def test_closest_names_the_fast_candidate_and_the_one_relaxation_that_admits_it(
     for row in rows[1:]:   # each suggested value really admits the candidate
         admitted = replace(c, **{r.flag[2:].replace("-", "_"): r.value for r in c.relaxations(row, base)})
         assert not admitted.failures(row, base)
+
+
+def test_a_metric_may_set_its_default_drop():
+    from optimizers.evaluation.metrics import resolve_metric
+
+    assert Constraints().resolved(labelled=False, metric=resolve_metric("det-agreement")).max_metric_drop == 0.1
+    assert Constraints().resolved(labelled=False, metric=resolve_metric("top1")).max_metric_drop == 0.01

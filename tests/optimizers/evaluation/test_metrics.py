@@ -48,7 +48,7 @@ def test_builtin_metrics(spec, reference, candidate, labels, expected):
 
 
 def test_the_table_and_the_mask_threshold():
-    assert set(METRICS) == {"top1", "mask-iou"}
+    assert set(METRICS) == {"top1", "mask-iou", "det-agreement"}
     assert resolve_metric("mask-iou@0.25").threshold == 0.25
     assert resolve_metric(" top1 ").name == "top1"
 
@@ -117,7 +117,9 @@ def _one_sentence(message: str) -> None:
 
 @pytest.mark.parametrize(("spec", "message"), [
     ("top5", ("unknown metric 'top5'; use one of top1, mask-iou@T with T in (0, 1) such as mask-iou@0.5, "
-             "or your own function as module:function or path/to/file.py:function")),
+             "det-agreement (or det-agreement@0.5:0.95), or your own function as module:function or "
+             "path/to/file.py:function")),
+    ("det-agreement@0.7", "metric 'det-agreement@0.7': write det-agreement (mAP@0.5) or det-agreement@0.5:0.95"),
     ("", "unknown metric ''; use one of top1"),
     ("mask-iou@abc", ("metric 'mask-iou@abc' has threshold 'abc', which is not a number in (0, 1); "
                      "write e.g. mask-iou@0.5")),
