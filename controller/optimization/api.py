@@ -138,6 +138,9 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
     return result
 
 
+REFINEMENTS = ("mixed-precision", "int8-measured")   # candidates made from the measurements (refine.py)
+
+
 def _run(plan: RunPlan, inv, bar: ProgressBar, opts: OptimizeOptions) -> tuple[OptimizeRun, list[dict]]:
     """Connect to the devices, measure the baseline, plan, measure, refine, confirm and decide."""
     devices = plan.devices
@@ -152,7 +155,8 @@ def _run(plan: RunPlan, inv, bar: ProgressBar, opts: OptimizeOptions) -> tuple[O
             layer_ratios=lambda r: ratios_from_profile(run.layers[first], modules, r), tflite=opts.tflite,
             progress=bar.note)
         # the baseline on each device, then each candidate's build and one job per device: known from the start
-        bar.total = len(devices) + len(cands) * (1 + len(devices))
+        refinements = [t for t in REFINEMENTS if t in plan.techniques]   # built or skipped once measured
+        bar.total = len(devices) + (len(cands) + len(refinements)) * (1 + len(devices))
         bar.update(0, len(devices), message="measuring and profiling the baseline")
         futures = {d: scheduler.submit(d, "baseline", run.baseline_job(d)) for d in devices}
         for d, fut in futures.items():
@@ -161,8 +165,11 @@ def _run(plan: RunPlan, inv, bar: ProgressBar, opts: OptimizeOptions) -> tuple[O
         # how many contenders are timed again is known only once every candidate is measured
         bar.then = "timing the contenders again" if opts.confirm_rounds > 0 else ""
         run.run_candidates(scheduler, [c for c in cands if not c.refinement])
-        skipped += refine.mixed_precision(run, scheduler, bar)
-        skipped += refine.measured_int8(run, scheduler, bar)
+        for step in (refine.mixed_precision, refine.measured_int8):
+            skips = step(run, scheduler, bar)
+            for skip in skips:   # its steps were counted from the start: done, as skipped
+                bar.advance(1 + len(devices), f"{skip['technique']}: skipped ({skip['reason']})")
+            skipped += skips
         run.confirm(scheduler, opts.confirm_rounds)
         run.results = [run.decide(d) for d in devices]
     return run, skipped

@@ -90,7 +90,6 @@ def mixed_precision(loop: OptimizeRun, scheduler: Scheduler, bar: ProgressBar) -
 
     cand = plan_mod.Candidate(f"mixed-int8-{algorithm}", ["int8", algorithm, "mixed-precision"], build,
                               refinement=True)
-    bar.total += 1 + len(loop.devices)
     loop.run_candidates(scheduler, [cand])
     return []
 
@@ -115,7 +114,7 @@ def measured_int8(loop: OptimizeRun, scheduler: Scheduler, bar: ProgressBar) -> 
     int8_path = Path(best.path)
     algorithm, options = _quant_options(best)
     if loop.reuse != REUSE_NOTHING and plan_mod.read_details(loop.work / "int8-measured.onnx") is not None:
-        bar.total += 1 + len(loop.devices)   # built by an earlier run: no new profiles; measured if need be
+        # built by an earlier run: no new profiles; measured if need be (its steps are counted from the start)
         loop.run_candidates(scheduler, [plan_mod.Candidate("int8-measured", ["int8", algorithm, "measured per "
                                                                              "layer"], _built, refinement=True)])
         return []
@@ -151,6 +150,5 @@ def measured_int8(loop: OptimizeRun, scheduler: Scheduler, bar: ProgressBar) -> 
                 "notes": res.record.notes, "timings": [t.to_json() for t in opt.timings[:20]]}
 
     cand = plan_mod.Candidate("int8-measured", ["int8", algorithm, "measured per layer"], build, refinement=True)
-    bar.total += 1 + len(loop.devices)
     loop.run_candidates(scheduler, [cand])
     return []
