@@ -34,14 +34,23 @@ def add_measure_flags(p: argparse.ArgumentParser, model_help: str | None = None,
                    help=f"... and at least this long (default {d.min_seconds})")
     p.add_argument("--max-seconds", type=float, default=d.max_seconds,
                    help=f"stop measuring after this long (default {d.max_seconds})")
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
-                   help="fix an input's dynamic dimensions, e.g. images=1,3,640,640 (repeatable)")
+    add_input_shape_flag(p, "fix an input's dynamic dimensions, e.g. images=1,3,640,640 (repeatable)")
     p.add_argument("--time-limit", type=float, default=0.0, help="seconds the job may run on the agent "
                    "(default: the agent's, 600)")
     p.add_argument("--memory-limit-mb", type=float, default=0.0,
                    help="memory the job may use on the agent (default: the agent's, 80%% of RAM)")
     add_priority_flag(p)
     p.add_argument("--json", action="store_true", help="print one JSON object instead of tables")
+
+
+def add_input_shape_flag(p: argparse.ArgumentParser, text: str) -> None:
+    """--input-shape NAME=D0,D1,... (repeatable); `input_shapes(args.input_shape)` reads it."""
+    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...", help=text)
+
+
+def input_shapes(flags: list[str]) -> dict[str, list[int]]:
+    """The --input-shape values as {input name: dims}."""
+    return dict(parse_input_shape(s) for s in flags)
 
 
 def add_priority_flag(p: argparse.ArgumentParser) -> None:
@@ -55,7 +64,7 @@ def measure_settings(args: argparse.Namespace) -> MeasureSettings:
     if args.min_seconds > args.max_seconds:
         raise UsageError(f"--min-seconds {args.min_seconds:g} is more than --max-seconds {args.max_seconds:g}: "
                          "the loop would stop before it may; lower --min-seconds or raise --max-seconds")
-    shapes = dict(parse_input_shape(s) for s in args.input_shape)
+    shapes = input_shapes(args.input_shape)
     return MeasureSettings(threads=args.threads, warmup=args.warmup, min_iterations=args.min_iterations,
                            min_seconds=args.min_seconds, max_seconds=args.max_seconds,
                            profile_iterations=getattr(args, "iterations", None) or MeasureSettings().profile_iterations,

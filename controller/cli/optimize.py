@@ -83,7 +83,7 @@ def _preprocess(args: argparse.Namespace):
 
 def cmd_optimize(args: argparse.Namespace) -> int:
     from controller.optimization.api import Constraints, OptimizeOptions, optimize
-    from controller.optimization.report import result_summary
+    from controller.optimization.report import keep_line, result_summary
     from controller.optimization.sources import check_pytorch_only
 
     check_pytorch_only(args.model)
@@ -100,9 +100,10 @@ def cmd_optimize(args: argparse.Namespace) -> int:
     result = optimize(args.model, args.device or ["local"], constraints, options=options)
     if args.json:
         print(json.dumps(result.to_json(), indent=1))
-        for line in result_summary(result).splitlines():   # why a model was kept, for the person reading stderr
-            if ": keep the model as it is" in line or line.startswith("lost: "):
-                print(f"farmctl: {line}", file=sys.stderr)
+        # for the person reading stderr: why a model was kept, what was lost
+        for line in [keep_line(d) for d in result.devices if d.chosen == "baseline"] + \
+                [f"lost: {item}" for item in result.lost]:
+            print(f"farmctl: {line}", file=sys.stderr)
     else:
         print(Path(result.out_dir / "report.md").read_text())
         print(result_summary(result))

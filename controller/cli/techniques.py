@@ -8,10 +8,9 @@ import json
 import sys
 from pathlib import Path
 
-from controller.cli.flags import add_alias
+from controller.cli.flags import add_alias, add_input_shape_flag, input_shapes
 from controller.errors import UsageError
 from controller.measure.examples import EXAMPLES
-from controller.measure.settings import parse_input_shape
 from optimizers.quantization.quantizer import COMPUTE_OP_TYPES
 
 DATA_HELP = "an .npz keyed by input name (optional 'labels'), a folder of images, or 'synthetic'"
@@ -29,27 +28,18 @@ def _data(text: str | None, model: str, shapes: list[str]):
     --input-shape, loaded here with those shapes (images resized to them, arrays checked against them)."""
     if text is None or not shapes:
         return text
-    if text == "synthetic":   # as the library makes it without shapes: 16 samples, noted in the record
-        import onnx
-
-        from optimizers.data.feeds import synthetic_data
-
-        return synthetic_data(onnx.load(str(_source(model)), load_external_data=False), n=16,
-                              input_shapes=_shapes(shapes))
     import onnx
 
     from optimizers.data.feeds import load_data
+    from optimizers.quantization.prepare import SYNTHETIC_CALIBRATION_SAMPLES
 
-    return load_data(text, onnx.load(str(_source(model)), load_external_data=False), input_shapes=_shapes(shapes))
-
-
-def _shapes(flags: list[str]) -> dict[str, list[int]]:
-    return dict(parse_input_shape(s) for s in flags)
+    proto = onnx.load(str(_source(model)), load_external_data=False)
+    return load_data(text, proto, input_shapes=input_shapes(shapes),
+                     max_samples=SYNTHETIC_CALIBRATION_SAMPLES if text == "synthetic" else None)
 
 
 def _input_shape_flag(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--input-shape", action="append", default=[], metavar="NAME=D0,D1,...",
-                   help="fix an input's dynamic dimensions for the data, e.g. x=1,3,640,640 (repeatable)")
+    add_input_shape_flag(p, "fix an input's dynamic dimensions for the data, e.g. x=1,3,640,640 (repeatable)")
 
 
 def _source(model: str) -> Path:
@@ -103,7 +93,7 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         from optimizers import evaluate
 
         ev = evaluate(result.path, args.eval_data, reference=_source(args.model),
-                      input_shapes=_shapes(args.input_shape))
+                      input_shapes=input_shapes(args.input_shape))
         extra["evaluation"] = ev.to_json()
     _print_result(result, args.json, extra)
     return 0
@@ -117,7 +107,7 @@ def cmd_mixed_precision(args: argparse.Namespace) -> int:
         from optimizers import Profiler
 
         prof = Profiler(_source(args.model), threads=args.threads,
-                        input_shapes=_shapes(args.input_shape)).profile(device=args.profile_device)
+                        input_shapes=input_shapes(args.input_shape)).profile(device=args.profile_device)
         times = prof.layer_times()
         print(f"profiled {len(prof.layers)} layers on {prof.device} ({prof.total_ms:.2f} ms)", file=sys.stderr)
     opt = MixedPrecisionOptimizer(accuracy_threshold=args.threshold, sensitive_layers=args.sensitive_layer,
@@ -156,7 +146,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.eval_data is None:
         raise UsageError("evaluate needs --eval-data: " + DATA_HELP)
     ev = evaluate(_source(args.model), args.eval_data, reference=_source(args.reference) if args.reference else None,
-                  threads=args.threads, input_shapes=_shapes(args.input_shape))
+                  threads=args.threads, input_shapes=input_shapes(args.input_shape))
     if args.json:
         print(json.dumps(ev.to_json()))
         return 0

@@ -117,14 +117,19 @@ def _speed(row, base) -> str:
             f"baseline {base.p50:.3f} ms in its own)")
 
 
+def keep_line(d) -> str:
+    """Why a device's model is kept as it is (DeviceResult.chosen == "baseline"), with the closest candidates."""
+    return (f"{d.device}: keep the model as it is: no candidate was measurably faster while meeting every "
+            f"constraint, so it is the fastest model that meets them -> {d.artifact} (a copy of it). "
+            "Closest: " + " | ".join(d.closest[:3]))
+
+
 def result_summary(result) -> str:
     """A few lines for a person: the choice per device, or why there is none."""
     lines = []
     for d in result.devices:
         if d.chosen == "baseline":
-            lines.append(f"{d.device}: keep the model as it is: no candidate was measurably faster while meeting "
-                         f"every constraint, so it is the fastest model that meets them -> {d.artifact} (a copy of it). "
-                         "Closest: " + " | ".join(d.closest[:3]))
+            lines.append(keep_line(d))
         elif d.chosen:
             row = d.row(d.chosen)
             q = (f"accuracy {row.accuracy:.4f} (baseline {d.baseline.accuracy:.4f})"

@@ -317,23 +317,21 @@ class OptimizeRun:
         base.speedup, base.speedup_ci = 1.0, [1.0, 1.0]
         base.meets_constraints = not self.constraints.failures(base, base)
         ok = [r for r in rows if r.meets_constraints]
+        near = [] if ok else closest(rows, self.constraints, base)
         if ok:
-            best = max(ok, key=lambda r: r.speedup)
-            artifact = self.plan.out_dir / f"chosen-{safe_name(device)}.onnx"
-            artifact.write_bytes(Path(best.path).read_bytes())
-            best.reason = (f"chosen: fastest candidate meeting every constraint "
-                           f"({best.ratio().text()} paired with the baseline)")
-            return self.record_decision(DeviceResult(device, base, rows, best.name, str(artifact)))
-        near = closest(rows, self.constraints, base)
-        if near and base.meets_constraints:   # nothing beats the model as it is, which meets every limit: keep it
-            artifact = self.plan.out_dir / f"chosen-{safe_name(device)}.onnx"
-            artifact.write_bytes(Path(base.path).read_bytes())
-            base.reason = "kept: no candidate was measurably faster while meeting every constraint"
-            return self.record_decision(DeviceResult(device, base, rows, "baseline", str(artifact),
-                                                     closest=near))
-        failure = (f"no candidate meets the constraints on {device}. Closest: " + " | ".join(near) if near
-                   else f"no candidate could be measured on {device}")
-        return self.record_decision(DeviceResult(device, base, rows, None, None, failure, closest=near))
+            chosen = max(ok, key=lambda r: r.speedup)
+            chosen.reason = (f"chosen: fastest candidate meeting every constraint "
+                             f"({chosen.ratio().text()} paired with the baseline)")
+        elif near and base.meets_constraints:   # nothing beats the model as it is, which meets every limit: keep it
+            chosen = base
+            chosen.reason = "kept: no candidate was measurably faster while meeting every constraint"
+        else:
+            failure = (f"no candidate meets the constraints on {device}. Closest: " + " | ".join(near) if near
+                       else f"no candidate could be measured on {device}")
+            return self.record_decision(DeviceResult(device, base, rows, None, None, failure, closest=near))
+        artifact = self.plan.out_dir / f"chosen-{safe_name(device)}.onnx"
+        artifact.write_bytes(Path(chosen.path).read_bytes())
+        return self.record_decision(DeviceResult(device, base, rows, chosen.name, str(artifact), closest=near))
 
     def record_decision(self, result: DeviceResult) -> DeviceResult:
         """The decision, with each row's verdict, kept on the baseline's stored record (the store, not only

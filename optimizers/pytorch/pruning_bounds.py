@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Iterator
 
+from optimizers.pytorch.pruning_safety import layer_kinds
+
 MAX_REPEATS = 32      # one layer + pruning function reached this often: the search is going round
 MAX_SECONDS = 10.0    # and whatever happens, no group search runs silently longer than this
 REASON = ("Torch-Pruning's dependency search for this layer's channels did not converge (its output is split "
           "into unequal parts that feed one another, VainF/Torch-Pruning#430): kept whole")
 
-LAYERS: tuple = ()   # the layer types a group is rooted at (set on first use: torch is imported lazily)
 _lock = threading.RLock()   # one swap at a time; nested blocks (iterative pruning) allowed
 
 
@@ -44,11 +45,9 @@ def bounded_group_search(max_repeats: int = MAX_REPEATS, max_seconds: float = MA
     times) or runs longer than `max_seconds` raises GroupDidNotConverge. (Torch-Pruning's graph module builds
     each group with the `Group` class it imported; it gets a subclass that counts as the group grows, for
     the duration of the block only.)"""
-    import torch
     from torch_pruning.dependency import graph
 
-    global LAYERS
-    LAYERS = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+    layers = layer_kinds()
     base = graph.Group
 
     class BoundedGroup(base):
@@ -62,7 +61,7 @@ def bounded_group_search(max_repeats: int = MAX_REPEATS, max_seconds: float = MA
             self._reached[key] += 1
             if self._group and (self._reached[key] > max_repeats or time.monotonic() - self._started > max_seconds):
                 raise GroupDidNotConverge(_name(self._group[0].dep.target), sorted(
-                    {_name(item.dep.target) for item in self._group if isinstance(item.dep.target.module, LAYERS)}))
+                    {_name(item.dep.target) for item in self._group if isinstance(item.dep.target.module, layers)}))
             super().add_dep(dep, idxs)
 
     with _lock:

@@ -18,11 +18,16 @@ ATTENTION_WORDS = ("attention", "selfattention", "multiheadattention")
 PROBE_CHANNELS = 8   # channels removed from a layer's group when testing whether pruning it is safe
 
 
-def prunable_layers(model) -> list[tuple[str, object]]:
-    """(name, module) of the Conv and Linear layers, the roots of Torch-Pruning's groups."""
+def layer_kinds() -> tuple[type, ...]:
+    """The module types Torch-Pruning's groups are rooted at here: Conv and Linear layers."""
     import torch
 
-    kinds = (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+    return (torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.Linear)
+
+
+def prunable_layers(model) -> list[tuple[str, object]]:
+    """(name, module) of the Conv and Linear layers, the roots of Torch-Pruning's groups."""
+    kinds = layer_kinds()
     return [(n, m) for n, m in model.named_modules() if n and isinstance(m, kinds)]
 
 

@@ -148,19 +148,21 @@ def _rename_runtime_names(path: Path) -> None:
     onnx.save(model, str(path))
 
 
+SYNTHETIC_CALIBRATION_SAMPLES = 16   # random inputs drawn when calibration_data='synthetic'
+
+
 def calibration_set(data, model, preprocess, cfg: QuantizeConfig, record: OptimizationRecord) -> Dataset:
     if data is None:
         raise DataMismatch("static INT8 needs calibration_data (arrays, an .npz keyed by input name, an image "
                            "folder or an iterable of feed dicts); pass calibration_data='synthetic' (--calibration-data synthetic) to calibrate "
                            "on random inputs (weak), or use method='dynamic', which needs none")
     if isinstance(data, str) and data == "synthetic":
-        ds = synthetic_data(model, n=16)
-        record.notes.append("calibrated on synthetic random inputs: activation ranges may not match real data")
+        ds = synthetic_data(model, n=SYNTHETIC_CALIBRATION_SAMPLES)
     else:
         ds = data if isinstance(data, Dataset) else load_data(data, model, preprocess=preprocess)
-        if ds.source == "synthetic":   # made with input shapes by the caller: still a weak calibration
-            record.notes.append("calibrated on synthetic random inputs: activation ranges may not match real data")
         ds = ds.limit(cfg.max_calibration_samples)
+    if ds.source == "synthetic":   # (also when the caller made them, with input shapes)
+        record.notes.append("calibrated on synthetic random inputs: activation ranges may not match real data")
     record.settings["calibration"] = {"source": ds.source, "samples": len(ds)}
     if isinstance(data, (str, Path)) and Path(data).is_dir():
         record.settings["calibration"]["preprocessing"] = (preprocess or ImagePreprocess()).describe()
