@@ -51,6 +51,9 @@ def add_parser(sub) -> None:
                    help=f"comma separated subset of: {', '.join(TECHNIQUES)} (default: all that apply)")
     p.add_argument("--budget-minutes", type=float, default=None,
                    help="stop making and measuring candidates after this long; choose the best so far")
+    p.add_argument("--recovery-minutes", type=float, default=None,
+                   help="an ONNX model's pruned candidates (prune): minutes each one is trained toward the original's "
+                        "outputs on unlabelled images (--calibration-data, other than --eval-data; default 8)")
     p.add_argument("--confirm-rounds", type=int, default=None,
                    help="more loops, each paired with the baseline, for every candidate whose speedup interval "
                         "still reaches the noise margin (default 2; 0 = one paired loop each)")
@@ -96,6 +99,7 @@ def cmd_optimize(args: argparse.Namespace) -> int:
                               budget_minutes=args.budget_minutes, out_dir=args.out, settings=measure_settings(args),
                               store=args.store, inventory=args.inventory, progress=sink, tflite=args.tflite,
                               metric=args.metric, reuse=reuse, allow_mixed=args.allow_mixed,
+                              recovery_minutes=args.recovery_minutes,
                               **({} if args.confirm_rounds is None else {"confirm_rounds": args.confirm_rounds}))
     result = optimize(args.model, args.device or ["local"], constraints, options=options)
     if args.json:

@@ -33,7 +33,7 @@ POSITIVE = Range(low_inclusive=False)
 # flags whose range is not "finite and >= 0" (0 keeps its documented meaning where a flag has one: --threads
 # 0 = the device's cores, --time-limit 0 = the agent's default)
 RANGES = {
-    "--max-latency-ms": POSITIVE, "--max-size-mb": POSITIVE, "--budget-minutes": POSITIVE,
+    "--max-latency-ms": POSITIVE, "--max-size-mb": POSITIVE, "--budget-minutes": POSITIVE, "--recovery-minutes": POSITIVE,
     "--max-seconds": POSITIVE, "--min-iterations": Range(1), "--iterations": Range(1), "--population": Range(1),
     "--image-scale": POSITIVE, "--min-fidelity": Range(0, 1), "--max-accuracy-drop": Range(0, 100),
     "--min-accuracy": Range(0, 1), "--min-metric": Range(None), "--bottleneck-percent": Range(0, 100),

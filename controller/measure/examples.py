@@ -292,3 +292,46 @@ def sample_photos(folder: Path) -> Path:
         if not out.exists():
             Image.fromarray(getattr(skimage.data, name)()).convert("RGB").save(out)
     return folder
+
+
+RECOVERY_FACES = 40   # of scikit-image's 200 LFW face crops (25x25), every fifth
+
+
+def lfw_faces(offset: int) -> dict:
+    """RECOVERY_FACES of scikit-image's 200 LFW face crops, every fifth from `offset` (0: the recovery set's;
+    another offset gives faces it never saw), as {name: uint8 array}."""
+    import numpy as np
+    import skimage.data
+
+    faces = skimage.data.lfw_subset()
+    step = len(faces) // RECOVERY_FACES
+    return {f"lfw-{i}": (faces[i] * 255).astype(np.uint8) for i in range(offset, len(faces), step)}
+
+
+def recovery_photos(folder: Path) -> Path:
+    """Real photos other than SAMPLE_PHOTOS, as PNGs in `folder`: scikit-learn's two sample images,
+    matplotlib's sample photos, scikit-image's other photos and RECOVERY_FACES of its LFW faces. The image
+    examples' pruned models recover on them, so that the evaluation photos are never trained on."""
+    try:
+        import matplotlib
+        import skimage.data
+        from sklearn.datasets import load_sample_images
+    except ImportError:
+        raise _missing("scikit-image and scikit-learn", "recovery photo") from None
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    images = {f"sklearn-{i}": im for i, im in enumerate(load_sample_images().images)}
+    sample_data = Path(matplotlib.get_data_path()) / "sample_data"
+    for name in ("grace_hopper.jpg", "Minduka_Present_Blue_Pack.png"):
+        if (sample_data / name).exists():
+            images[f"matplotlib-{Path(name).stem}"] = np.asarray(Image.open(sample_data / name).convert("RGB"))
+    for name in ("clock", "retina", "cell", "logo"):
+        images[f"skimage-{name}"] = getattr(skimage.data, name)()
+    images.update(lfw_faces(0))
+    for name, array in images.items():
+        out = folder / f"{name}.png"
+        if not out.exists():
+            Image.fromarray(array).convert("RGB").save(out)
+    return folder

@@ -28,6 +28,7 @@ from controller.optimization.results import OptimizeResult
 from controller.optimization.run import OptimizeRun, RunPlan
 from controller.optimization.sources import Source, example_source, onnx_source, optimize_key
 from controller.progress import ProgressBar
+from optimizers.onnx_torch.recovery import DEFAULT_MINUTES, RecoveryOptions
 from optimizers.pytorch.helpers import tflite_converter
 
 CONFIRM_ROUNDS = 2            # extra paired loops for each candidate that could be faster than the baseline
@@ -59,6 +60,7 @@ class OptimizeOptions:
     metric: object = None
     reuse: str = REUSE_ALL
     allow_mixed: bool = False                  # a class's agents share its jobs even if their fingerprints differ
+    recovery_minutes: float | None = None      # an ONNX model's pruned candidates: recovery time each (None: 8)
 
 
 def _options(options: OptimizeOptions | None, overrides: dict) -> OptimizeOptions:
@@ -77,6 +79,8 @@ def _check_before_work(model: str | None, opts: OptimizeOptions) -> None:
     if model is None and (opts.calibration_data is not None or opts.eval_data is not None):
         raise UsageError("the built-in example brings its own data (digits: training images to calibrate, the "
                         "validation split to evaluate); --calibration-data and --eval-data go with an ONNX MODEL")
+    if opts.recovery_minutes is not None and not opts.recovery_minutes > 0:
+        raise UsageError(f"--recovery-minutes must be a positive number of minutes, got {opts.recovery_minutes}")
     if opts.tflite:
         if model is not None:
             raise UsageError("--tflite converts the PyTorch candidates with litert-torch; it applies to the built-in "
@@ -117,7 +121,8 @@ def optimize(model: str | None = None, devices: list[str] | tuple[str, ...] = (L
         constraints = (constraints or Constraints()).resolved(source.labelled, task_metric)
         settings = replace(opts.settings or MeasureSettings(), input_shapes=source.input_shapes)
         key = optimize_key(source, techniques, settings.as_dict() | ({"metric": task_metric.name} if task_metric
-                                                                     else {}))
+                                                                     else {})
+                           | ({"recovery_minutes": opts.recovery_minutes} if opts.recovery_minutes else {}))
         db = opts.store if isinstance(opts.store, ResultsStore) else ResultsStore(opts.store or "edgefarm-results.db")
     except BaseException:
         bar.close()
@@ -153,7 +158,7 @@ def _run(plan: RunPlan, inv, bar: ProgressBar, opts: OptimizeOptions) -> tuple[O
         cands, skipped = plan_candidates(   # (the profile-guided ratios are read when those candidates build)
             plan.source, plan.techniques, run.work,
             layer_ratios=lambda r: ratios_from_profile(run.layers[first], modules, r), tflite=opts.tflite,
-            progress=bar.note)
+            progress=bar.note, recovery=RecoveryOptions(minutes=opts.recovery_minutes or DEFAULT_MINUTES))
         # the baseline on each device, then each candidate's build and one job per device: known from the start
         refinements = [t for t in REFINEMENTS if t in plan.techniques]   # built or skipped once measured
         bar.total = len(devices) + (len(cands) + len(refinements)) * (1 + len(devices))

@@ -18,8 +18,10 @@ from controller.optimization.candidates import (
     quantize,
     rewrite,
 )
+from controller.optimization.onnx_candidates import OnnxTorchBuilders
 from controller.optimization.sources import Source
 from controller.optimization.torch_candidates import TorchBuilders
+from optimizers.onnx_torch.recovery import RecoveryOptions
 from optimizers.quantization.quantizer import COMPUTE_OP_TYPES
 
 TFLITE_TWINS = ("prune-30", "prune-50", "prune-50-profiled", "distill", "low-rank-50")
@@ -64,10 +66,12 @@ def _rewrite_candidates(base: Path, calib, with_int8: bool, work: Path, skipped:
 
 def plan(source: Source, techniques: list[str], work: Path,
          layer_ratios: Callable[[float], dict[str, float]] | None = None,
-         tflite: bool = False, progress: Callable[[str], None] | None = None) -> tuple[list[Candidate], list[dict]]:
+         tflite: bool = False, progress: Callable[[str], None] | None = None,
+         recovery: RecoveryOptions | None = None) -> tuple[list[Candidate], list[dict]]:
     """Candidates in build order, and the techniques skipped with the reason. With tflite, every PyTorch
     candidate that is exported (not the INT8 ONNX ones) also gets a `-tflite` twin converted by litert-torch,
-    and the original model one named `tflite`, measured with the LiteRT backend."""
+    and the original model one named `tflite`, measured with the LiteRT backend. An ONNX source's training-time
+candidates go through its PyTorch conversion (onnx_candidates.py), recovered with `recovery`."""
     base = source.baseline
     calib = source.calibration
     candidates: list[Candidate] = []
@@ -103,9 +107,8 @@ def plan(source: Source, techniques: list[str], work: Path,
         candidates += trained
         if tflite:
             candidates += _tflite_twins(source, trained)
-    else:
-        for t in trainable:
-            skipped.append({"technique": t, "reason": "needs the PyTorch model and its training data; an ONNX "
-                                                      "file gets the post-training techniques (run without MODEL "
-                                                      "for the built-in PyTorch example, or use the Python API)"})
+    elif trainable:
+        trained, skips = OnnxTorchBuilders(source, techniques, work, recovery or RecoveryOptions(), progress).plan()
+        candidates += trained
+        skipped += skips
     return candidates, skipped

@@ -20,6 +20,7 @@ log = logging.getLogger(__name__)
 
 EXAMPLE = "example:digits"        # the built-in PyTorch example (optimize's default)
 CALIBRATION_SAMPLES = 128
+RECOVERY_SAMPLES = 512            # unlabelled images a pruned ONNX model recovers on, at most
 SYNTHETIC_SAMPLES = 16
 
 
@@ -46,6 +47,7 @@ class Source:
     input_shapes: dict[str, list[int]] = field(default_factory=dict)
     torch: TorchParts | None = None
     notes: list[str] = field(default_factory=list)
+    recovery: Any = None            # unlabelled images other than the evaluation data (recovering a pruned ONNX model)
 
     @property
     def labelled(self) -> bool:
@@ -86,35 +88,47 @@ def example_source(work_dir: Path, progress=None) -> Source:
                   notes=[f"built-in example: {data.source}; float test accuracy {test_acc:.4f}"])
 
 
-def _default_data(model_arg: str, proto, input_shapes: dict) -> tuple[Any, str]:
-    """Real data for the package examples; synthetic inputs otherwise (and a note saying so)."""
+# the image examples' preprocessing: YOLO's input is RGB scaled to [0, 1], no mean/std; PaddleOCR's detector
+# takes ImageNet mean/std on x/255
+EXAMPLE_PREPROCESS = {"yolov8n": {"mean": (0.0, 0.0, 0.0), "std": (1.0, 1.0, 1.0)}, "ppocr-det": {}}
+PHOTOS_NOTE = {"yolov8n": "RGB, x/255", "ppocr-det": "RGB, ImageNet mean/std"}
+
+
+def _photos(write, proto, example: str, input_shapes: dict):
+    """The photos `write` puts in a folder, loaded with the example's preprocessing."""
+    import tempfile
+
+    from optimizers.data.feeds import ImagePreprocess, load_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return load_data(str(write(Path(tmp))), proto, input_shapes=input_shapes,
+                         preprocess=ImagePreprocess(**EXAMPLE_PREPROCESS[example]))
+
+
+def _example_name(model_arg: str) -> str:
+    return model_arg.removeprefix("example:")
+
+
+def _default_data(model_arg: str, proto, input_shapes: dict) -> tuple[Any, Any, str]:
+    """Real data for the package examples (and, for the image examples, other photos to recover pruned models
+    on); synthetic inputs otherwise (and a note saying so)."""
     from optimizers.data.feeds import load_data, synthetic_data
 
-    if model_arg in ("minilm", "example:minilm"):
+    example = _example_name(model_arg)
+    if example == "minilm":
         from controller.measure.examples import minilm_texts, minilm_tokens
 
-        return load_data(minilm_tokens(minilm_texts()), proto), "the minilm example's real sentences"
-    if model_arg in ("yolov8n", "example:yolov8n"):
-        import tempfile
+        return load_data(minilm_tokens(minilm_texts()), proto), None, "the minilm example's real sentences"
+    if example in EXAMPLE_PREPROCESS:
+        from controller.measure.examples import recovery_photos, sample_photos
 
-        from controller.measure.examples import sample_photos
-        from optimizers.data.feeds import ImagePreprocess
-
-        with tempfile.TemporaryDirectory() as tmp:   # YOLO's input: RGB scaled to [0, 1], no mean/std
-            data = load_data(str(sample_photos(Path(tmp))), proto,
-                             preprocess=ImagePreprocess(mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0)))
-        return data, "scikit-image's 16 sample photos (RGB, x/255, resized and center-cropped to 320x320)"
-    if model_arg in ("ppocr-det", "example:ppocr-det"):
-        import tempfile
-
-        from controller.measure.examples import sample_photos
-        from optimizers.data.feeds import ImagePreprocess
-
-        with tempfile.TemporaryDirectory() as tmp:   # PaddleOCR's detector: ImageNet mean/std on x/255
-            data = load_data(str(sample_photos(Path(tmp))), proto, preprocess=ImagePreprocess())
-        return data, ("scikit-image's 16 sample photos (RGB, ImageNet mean/std, resized and center-cropped to "
-                      "320x320)")
-    return (synthetic_data(proto, SYNTHETIC_SAMPLES, input_shapes=input_shapes),
+        data = _photos(sample_photos, proto, example, input_shapes)
+        recovery = _photos(recovery_photos, proto, example, input_shapes)
+        side = "x".join(str(d) for d in data.feeds[0][next(iter(data.feeds[0]))].shape[2:])
+        return data, recovery, (f"scikit-image's {len(data.feeds)} sample photos ({PHOTOS_NOTE[example]}, resized "
+                                f"and center-cropped to {side}); pruned models recover on {len(recovery.feeds)} "
+                                "other photos (scikit-learn's, matplotlib's, scikit-image's others)")
+    return (synthetic_data(proto, SYNTHETIC_SAMPLES, input_shapes=input_shapes), None,
             "synthetic random inputs: give --calibration-data and --eval-data (real samples) for numbers "
             "that mean something for your use")
 
@@ -130,9 +144,10 @@ def onnx_source(model_arg: str, calibration_data=None, eval_data=None, preproces
     ref = check_model(path, input_shapes or {})
     proto = ref.model
     notes = []
+    recovery = None
     try:
         if calibration_data is None and eval_data is None:
-            ds, note = _default_data(model_arg, proto, ref.input_shapes)
+            ds, recovery, note = _default_data(model_arg, proto, ref.input_shapes)
             calib, evaluation = ds.limit(CALIBRATION_SAMPLES), ds
             notes.append(f"data: {note}")
         else:
@@ -143,11 +158,13 @@ def onnx_source(model_arg: str, calibration_data=None, eval_data=None, preproces
             given = load(calibration_data or eval_data)
             evaluation = load(eval_data) if eval_data else given
             calib = (load(calibration_data) if calibration_data else evaluation).limit(CALIBRATION_SAMPLES)
+            if calibration_data is not None and eval_data is not None and str(calibration_data) != str(eval_data):
+                recovery = given.limit(RECOVERY_SAMPLES)
     except DataMismatch as exc:
         raise FarmError(f"the data do not fit {path.name}: {exc}") from None
     identity = f"{file_digest(path)[:16]}:{_digest_arrays(calib, evaluation)}"
     return Source(name=path.stem, kind="onnx", baseline=path, calibration=calib, evaluation=evaluation,
-                  identity=identity, input_shapes=ref.input_shapes, notes=notes)
+                  identity=identity, input_shapes=ref.input_shapes, notes=notes, recovery=recovery)
 
 
 def optimize_key(source: Source, techniques: list[str], settings: dict) -> str:

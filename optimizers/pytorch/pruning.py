@@ -8,8 +8,10 @@ import copy
 import logging
 import math
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
+from optimizers.onnx_torch.pipeline import OnnxPruneResult, prune_onnx
 from optimizers.pytorch.helpers import count_params
 from optimizers.pytorch.inputs import find_example_input, select_output
 from optimizers.pytorch.pruning_bounds import REASON, GroupDidNotConverge, bounded_group_search
@@ -80,17 +82,28 @@ class Pruner:
         self.round_to = round_to  # keep channel counts multiples of 8: SIMD kernels (NCHWc) want them
         self.report: PruneReport | None = None
         self.kept_whole: dict[str, str] = {}   # layers the last structured step kept unpruned, with why
+        self.keep_whole: dict[str, str] = {}   # layers the caller asked to keep (prune's keep_whole)
         self.example_source = ""
 
     def prune(self, model, pruning_ratio: float = 0.5, criterion: str | None = None, train_data=None,
-              layer_ratios: dict[str, float] | None = None, example_input=None, output=None):
+              layer_ratios: dict[str, float] | None = None, example_input=None, output=None,
+              keep_whole: dict[str, str] | None = None):
         """Return a pruned copy of `model` (the original is left as it is). The example input is
         `example_input`, else found (inputs.py); `output` selects the output tensor of a model that
-        returns more (a key, attribute, index or function; `.logits` is found by itself)."""
+        returns more (a key, attribute, index or function; `.logits` is found by itself). keep_whole:
+        {module name: reason} for layers whose output channels must stay.
+
+        An ONNX file (a path) is pruned by prune_onnx with its defaults, written beside it as
+        NAME-pruned-RATIO.onnx; an OnnxPruneResult is returned."""
+        if isinstance(model, (str, Path)):
+            return self.prune_onnx(model, Path(model).with_name(f"{Path(model).stem}-pruned-"
+                                                                f"{int(round(pruning_ratio * 100))}.onnx"),
+                                   pruning_ratio)
         criterion = criterion or self.criterion
         if criterion not in CRITERIA:
             raise UnknownOption("pruning criterion", criterion, CRITERIA)
         _check_ratio(pruning_ratio)
+        self.keep_whole = dict(keep_whole or {})
         for name, r in (layer_ratios or {}).items():
             _check_ratio(r, f"layer_ratios['{name}']")
         modules = dict(model.named_modules())
@@ -143,7 +156,7 @@ class Pruner:
         model = copy.deepcopy(model) if copy_model else model
         found = find_example_input(model, example_input, train_data, output)
         pristine = copy.deepcopy(model)
-        keep = known_unprunable(model)
+        keep = {**known_unprunable(model), **(self.keep_whole or {})}
         self.example_source = found.source
         while True:   # each layer whose group search never ends is kept whole, then the step starts over
             try:
@@ -218,6 +231,17 @@ class Pruner:
             raise OptimizerError(f"Torch-Pruning could not prune {type(model).__name__}: {type(exc).__name__}: "
                                  f"{str(exc)[:300]}; models with data-dependent control flow or custom ops "
                                  "cannot be traced, use method='unstructured' for those") from None
+
+    def prune_onnx(self, path: str | Path, output: str | Path, pruning_ratio: float = 0.5,
+                   input_shapes: dict[str, list[int]] | None = None, recovery_data=None, recovery=None,
+                   check_data=None, progress=None) -> OnnxPruneResult:
+        """Prune an ONNX model: converted to PyTorch (onnx2torch, checked against ONNX Runtime), made
+        prunable by exact rewrites, its output layers kept whole, pruned, recovered toward the original's
+        outputs on `recovery_data` (unlabelled images; RecoveryOptions in `recovery`) and exported to
+        `output` with the original input/output names. See optimizers.onnx_torch.pipeline."""
+        _check_ratio(pruning_ratio)
+        return prune_onnx(path, self, pruning_ratio, output, input_shapes=input_shapes, recovery_data=recovery_data,
+                          recovery=recovery, check_data=check_data, progress=progress)
 
     def fine_tune(self, model, train_data, epochs: int = 1, learning_rate: float | None = None, **kw):
         """Recover accuracy after pruning (returns the same model, trained in place); `kw` go to train()."""
