@@ -5,6 +5,10 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 TORCH  := torch==2.13.0
+# onnx2torch (the ONNX -> PyTorch converter that prunes ONNX models) requires torchvision, whose wheels do not
+# load beside torch 2.13 and which it uses only for NMS/RoiAlign: installed without its dependencies (the
+# ones it needs, onnx and torch, are there), pinned here because the lock resolves pyproject.toml only
+ONNX2TORCH := onnx2torch==1.5.15
 # TORCH_INDEX: a package index with torch's CPU build, for a machine without a local CPU wheel, where pip
 # would otherwise fetch the multi-GB CUDA build, e.g. make demo TORCH_INDEX=https://download.pytorch.org/whl/cpu
 TORCH_INDEX ?=
@@ -33,12 +37,14 @@ $(VENV)/.torch:
 $(VENV)/.demo: pyproject.toml $(LOCK) $(VENV)/.torch
 	@echo "installing edgefarm[optimize,examples,dashboard] into $(VENV)$(if $(LOCK), pinned by $(LOCK)) (first time: 3 to 7 min, 1.6 GB in all)"
 	$(TALK) --label "installing edgefarm[optimize,examples,dashboard]" -- $(BIN)/python -m pip install --quiet $(PIN) -e '.[optimize,examples,dashboard]'
+	$(BIN)/python -m pip install --quiet --no-deps $(ONNX2TORCH)
 	touch $@
 
 # everything: the dev extra has the demo's extras too, so the demo's stamp is touched with it
 $(VENV)/.installed: pyproject.toml $(LOCK) $(VENV)/.torch
 	@echo "installing edgefarm[dev] into $(VENV)$(if $(LOCK), pinned by $(LOCK)) (first time: 3 to 10 min, 2.0 GB in all)"
 	$(TALK) --label "installing edgefarm[dev] and its dependencies" -- $(BIN)/python -m pip install --quiet $(PIN) -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --no-deps $(ONNX2TORCH)
 	touch $@ $(VENV)/.demo
 
 # real .tflite models (from the mediapipe wheel) and two detectors for the tests and benchmarks

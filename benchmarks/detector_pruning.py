@@ -84,6 +84,7 @@ def evaluation_inputs(source, model: str, work: Path) -> dict:
 
 def build_rows(source, out: Path, minutes: float, log) -> list[Row]:
     from optimizers import Pruner, Quantizer
+    from optimizers.onnx_torch.pipeline import CRITERION
     from optimizers.onnx_torch.recovery import RecoveryOptions
 
     rows = [Row("plain INT8 (quantize_static, per-channel U8S8)",
@@ -94,7 +95,7 @@ def build_rows(source, out: Path, minutes: float, log) -> list[Row]:
             name = f"prune-{pct}" + (" + recovery" if recovered else " (no recovery)")
             log(f"building {name}")
             started = time.monotonic()
-            result = Pruner().prune_onnx(source.baseline, out / f"prune-{pct}-{int(recovered)}.onnx", ratio,
+            result = Pruner("structured", CRITERION).prune_onnx(source.baseline, out / f"prune-{pct}-{int(recovered)}.onnx", ratio,
                                          input_shapes=source.input_shapes,
                                          recovery_data=source.recovery if recovered else None,
                                          recovery=RecoveryOptions(minutes=minutes), check_data=source.calibration,

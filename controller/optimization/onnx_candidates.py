@@ -12,6 +12,7 @@ from controller.optimization.candidates import PRUNE_RATIOS, Candidate, after, q
 from controller.optimization.sources import Source
 from optimizers.errors import OptimizerError
 from optimizers.onnx_torch.convert import convert_onnx
+from optimizers.onnx_torch.pipeline import CRITERION
 from optimizers.onnx_torch.recovery import RecoveryOptions
 
 NOT_FOR_ONNX = {
@@ -63,7 +64,7 @@ class OnnxTorchBuilders:
         from optimizers import Pruner
 
         lines = None if self.progress is None else (lambda line: self.progress(f"recovering {name}: {line}"))
-        result = Pruner("structured").prune_onnx(self.source.baseline, out, ratio,
+        result = Pruner("structured", CRITERION).prune_onnx(self.source.baseline, out, ratio,
                                                  input_shapes=self.source.input_shapes,
                                                  recovery_data=self.source.recovery, recovery=self.recovery,
                                                  check_data=self.source.calibration, progress=lines)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,7 @@ class DecodeOptions:
     min_score: float = 0.001
     nms_iou: float = 0.45
     max_per_image: int = 100
+    decoder: Callable | None = None   # one sample's output -> (cxcywh, score, class); None: YOLOv8/YOLOX
 
 
 def _grid_side(n: int) -> int | None:
@@ -100,7 +102,8 @@ def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
 
 def detections(sample: np.ndarray, min_score: float, opts: DecodeOptions) -> Boxes:
     """Decoded boxes above `min_score`, per-class greedy NMS, at most opts.max_per_image, best first."""
-    cxcywh, score, cls = decode(np.asarray(sample))
+    cxcywh, score, cls = (opts.decoder or decode)(np.asarray(sample))
+    cxcywh, score, cls = np.asarray(cxcywh, np.float32), np.asarray(score, np.float32), np.asarray(cls)
     keep = score >= min_score
     cxcywh, score, cls = cxcywh[keep], score[keep], cls[keep]
     xyxy = np.concatenate([cxcywh[:, :2] - cxcywh[:, 2:] / 2, cxcywh[:, :2] + cxcywh[:, 2:] / 2], 1)

@@ -154,20 +154,43 @@ class DetAgreement(Metric):
     # INT8 detector typically moves some boxes by a few pixels; 0.01 would refuse nearly every one)
     default_drop = 0.10
 
-    def __init__(self, strict: bool = False) -> None:
+    def __init__(self, strict: bool = False, options: DecodeOptions | None = None) -> None:
         self.strict = strict
+        self.options = options or DecodeOptions()
         self.name = "det-agreement@0.5:0.95" if strict else "det-agreement"
 
     @classmethod
     def from_spec(cls, arg: str | None, spec: str) -> Metric:
-        if arg not in (None, "0.5", "0.5:0.95"):
-            raise MetricError(f"metric {spec!r}: write det-agreement (mAP@0.5) or det-agreement@0.5:0.95")
-        return cls(strict=arg == "0.5:0.95")
+        """det-agreement[@ITEM,...]: ITEM is 0.5 (the default) or 0.5:0.95, score=S (the reference's boxes
+        taken as truth, default 0.25), min-score=S (the candidate's kept, default 0.001), nms=IOU (default
+        0.45), decoder=module:function (one sample's output -> (cxcywh [N, 4], score [N], class [N]))."""
+        strict, fields = False, {}
+        names = {"score": "truth_score", "min-score": "min_score", "nms": "nms_iou"}
+        for item in [] if arg is None else [i.strip() for i in arg.split(",") if i.strip()]:
+            key, eq, value = item.partition("=")
+            if not eq and item in ("0.5", "0.5:0.95"):
+                strict = item == "0.5:0.95"
+            elif key in names:
+                try:
+                    number = float(value)
+                except ValueError:
+                    number = -1.0
+                if not 0 <= number <= 1:
+                    raise MetricError(f"metric {spec!r}: {key}={value!r} is not a number in [0, 1]")
+                fields[names[key]] = number
+            elif key == "decoder":
+                fields["decoder"] = named_function(value, spec)
+                if not callable(fields["decoder"]):
+                    raise MetricError(f"metric {spec!r}: decoder {value!r} is not a function")
+            else:
+                raise MetricError(f"metric {spec!r}: {item!r} is not one of 0.5, 0.5:0.95, score=S, "
+                                  "min-score=S, nms=IOU, decoder=module:function")
+        return cls(strict=strict, options=DecodeOptions(**fields))
 
     def compute(self, reference: Outputs, candidate: Outputs, labels: np.ndarray | None) -> float:
         ref = _first(reference, "reference", self.name)
         cand = _first(candidate, "candidate", self.name)
-        at_50, at_50_95 = agreement(ref, cand, DecodeOptions())
+        at_50, at_50_95 = agreement(ref, cand, self.options)
         return at_50_95 if self.strict else at_50
 
 
@@ -259,9 +282,16 @@ def resolve_metric(spec: str | Metric | MetricFn) -> Metric:
     base, at, arg = text.partition("@")
     if base in METRICS:
         return METRICS[base].from_spec(arg if at else None, text)
+    if ":" not in text:
+        raise MetricError(f"unknown metric {spec!r}; {USAGE}")
+    return _from_function(named_function(text, text), text)
+
+
+def named_function(text: str, spec: str):
+    """The object `module:attr` or `path/to/file.py:attr` names (a MetricError naming `spec` otherwise)."""
     where, colon, attr = text.rpartition(":")
     if not colon or not where or not attr:
-        raise MetricError(f"unknown metric {spec!r}; {USAGE}")
+        raise MetricError(f"{spec!r}: write module:function or path/to/file.py:function")
     if not attr.isidentifier():
         raise MetricError(f"metric {spec!r} names {attr!r}, which is not a Python name; "
                           "write module:function with the function's name after the colon")
@@ -272,7 +302,7 @@ def resolve_metric(spec: str | Metric | MetricFn) -> Metric:
         hint = f"it defines {', '.join(defined[:8])}" if defined else "it defines no public functions"
         raise MetricError(f"metric {spec!r}: {where!r} has no attribute {attr!r} ({hint}); "
                           "name a function it defines after the colon")
-    return _from_function(getattr(module, attr), text)
+    return getattr(module, attr)
 
 
 __all__ = ["METRICS", "DetAgreement", "FunctionMetric", "MaskIoU", "Metric", "MetricError", "Top1", "finite", "resolve_metric"]

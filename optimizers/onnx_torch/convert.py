@@ -20,7 +20,8 @@ from optimizers.errors import DataMismatch, OptimizerError
 MAX_RELATIVE_ERROR = 1e-4   # the converted module's outputs vs ONNX Runtime's, relative to the output's range
 MIN_SPAN = 1e-2             # the range used for a flat output (a text map with no text: rounding is not error)
 INSTALL = ("converting an ONNX model to PyTorch needs onnxslim and onnx2torch: pip install 'edgefarm[optimize]' "
-           "&& pip install --no-deps onnx2torch (its torchvision requirement is only for NMS/RoiAlign models)")
+           "&& pip install --no-deps onnx2torch==1.5.15 (its torchvision requirement serves only NMS/RoiAlign "
+           "models, and torchvision's wheels do not load beside torch 2.13)")
 
 
 class ConversionError(OptimizerError):

@@ -23,7 +23,9 @@ from optimizers.onnx_torch.recovery import RecoveryOptions, RecoveryReport, _ima
 
 log = logging.getLogger(__name__)
 
-RECIPE_VERSION = "1"   # bump when a change to conversion, rewrites, pruning or recovery changes the result
+RECIPE_VERSION = "3"   # bump when a change to conversion, rewrites, pruning or recovery changes the result
+NARROW = 4             # layers of at most NARROW x round_to channels are kept whole (YOLOv8n's 16 and 32)
+CRITERION = "activation"   # what an ONNX model is pruned by (optimizers/pytorch/pruning_importance.py)
 
 
 @dataclass
@@ -47,13 +49,14 @@ class OnnxPruneResult:
         return out
 
 
-def _digest(path: Path, shapes: dict, ratio: float, pruner, recovery_data, options) -> str:
+def _digest(path: Path, shapes: dict, ratio: float, pruner, images: list, options) -> str:
     h = hashlib.sha256()
     h.update(Path(path).read_bytes())
     h.update(json.dumps([RECIPE_VERSION, shapes, ratio, pruner.method, pruner.criterion, pruner.round_to,
                          options.to_json() if options else None], sort_keys=True).encode())
-    if recovery_data is not None:
-        h.update(np.ascontiguousarray(_images(recovery_data)).tobytes())
+    for data in images:   # the recovery images train it; the statistics images choose the channels
+        if data is not None:
+            h.update(np.ascontiguousarray(_images(data)).tobytes())
     return h.hexdigest()[:24]
 
 
@@ -81,22 +84,35 @@ def export_like(module, converted: ConvertedModel, out: Path, opset: int = 17) -
     return out
 
 
+@dataclass
+class PruneImages:
+    """The images of a prune: `recovery` (unlabelled, never the evaluation images: trained on; an
+    N x C x H x W array or a Dataset of feeds) and `check` (a Dataset or a list of feeds: the conversion is
+    checked on them, and without recovery images the activation criterion's statistics come from them)."""
+
+    recovery: object = None
+    check: object = None
+
+
 def prune_onnx(path: str | Path, pruner, pruning_ratio: float, output: str | Path,
-               input_shapes: dict[str, list[int]] | None = None, recovery_data=None,
-               recovery: RecoveryOptions | None = None, check_data=None,
-               progress: Callable[[str], None] | None = None, cache: bool = True) -> OnnxPruneResult:
-    """Prune the ONNX model at `path` with `pruner` (an optimizers.Pruner) and write it to `output`.
-    recovery_data: unlabelled images (N x C x H x W, or a Dataset of feeds), never the evaluation images;
-    without them the pruned model is written unrecovered. check_data: inputs the conversion is checked on."""
+               input_shapes: dict[str, list[int]] | None = None, images: PruneImages | None = None,
+               recovery: RecoveryOptions | None = None,
+               progress: Callable[[str], None] | None = None) -> OnnxPruneResult:
+    """Prune the ONNX model at `path` with `pruner` (an optimizers.Pruner; its criterion is best "activation",
+    which takes its statistics on the recovery images, else the check inputs) and write it to `output`.
+    Layers of at most NARROW x round_to channels and the output layers are kept whole.
+    Without recovery images the pruned model is written unrecovered."""
     import torch
 
     path, output = Path(path), Path(output)
+    images = images or PruneImages()
+    recovery_data, check_data = images.recovery, images.check
     options = (recovery or RecoveryOptions()) if recovery_data is not None else None
     check = None if check_data is None else [dict(f) for f in getattr(check_data, "feeds", check_data)][:8]
     converted = convert_onnx(path, input_shapes, check)
-    key = _digest(path, converted.input_shapes, pruning_ratio, pruner, recovery_data, options)
+    key = _digest(path, converted.input_shapes, pruning_ratio, pruner, [recovery_data, check], options)
     cached_model = cache_root() / "pruned-onnx" / f"{key}.onnx"
-    if cache and cached_model.exists() and cached_model.with_suffix(".json").exists():
+    if cached_model.exists() and cached_model.with_suffix(".json").exists():
         shutil.copyfile(cached_model, output)
         saved = json.loads(cached_model.with_suffix(".json").read_text())
         rec = saved.pop("recovery", None)
@@ -109,13 +125,17 @@ def prune_onnx(path: str | Path, pruner, pruning_ratio: float, output: str | Pat
     feed = (check or [{converted.input_names[0]: np.zeros(converted.input_shape, np.float32)}])[0]
     rewritten_error = output_error(converted, feed, module=teacher)
     before = _channels(teacher)
-    student = pruner.prune(teacher, pruning_ratio=pruning_ratio, keep_whole=prepared.heads,
+    narrow = {n: f"{c} channels: rounded to {pruner.round_to}, it would lose {pruner.round_to} at once"
+              for n, c in before.items() if pruner.round_to and c <= NARROW * pruner.round_to}
+    statistics = _images(recovery_data if recovery_data is not None else check or [feed])
+    student = pruner.prune(teacher, pruning_ratio=pruning_ratio, keep_whole={**narrow, **prepared.heads},
+                           train_data=statistics,
                            example_input=torch.from_numpy(np.ascontiguousarray(feed[converted.input_names[0]])))
     after = _channels(student)
     layers = {n: [before[n], after[n]] for n in after if n in before and after[n] != before[n]}
     report = None
-    notes = [f"converted by onnx2torch after onnxslim (max error {converted.max_error:.1e} of the output "
-             f"range; {rewritten_error:.1e} after the rewrites)"]
+    notes = [(f"converted by onnx2torch after onnxslim (max error {converted.max_error:.1e} of the output "
+              f"range; {rewritten_error:.1e} after the rewrites)")]
     if options is not None:
         report = recover(student, copy.deepcopy(teacher), recovery_data, options, progress)
     else:
@@ -124,10 +144,9 @@ def prune_onnx(path: str | Path, pruner, pruning_ratio: float, output: str | Pat
     result = OnnxPruneResult(output, pruner.report.params_before, pruner.report.params_after, layers,
                              dict(pruner.report.kept_whole), prepared.sites, converted.max_error, report,
                              False, notes)
-    if cache:
-        cached_model.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(output, cached_model)
-        saved = result.to_json()
-        del saved["path"], saved["cached"]
-        cached_model.with_suffix(".json").write_text(json.dumps(saved))
+    cached_model.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(output, cached_model)
+    saved = result.to_json()
+    del saved["path"], saved["cached"]
+    cached_model.with_suffix(".json").write_text(json.dumps(saved))
     return result

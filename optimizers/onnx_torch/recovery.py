@@ -34,7 +34,7 @@ class RecoveryOptions:
 
     minutes: float = DEFAULT_MINUTES
     batch_size: int = 8
-    learning_rate: float = 5e-4
+    learning_rate: float = 1e-4
     mosaic: float = 0.5
     seed: int = 0
     max_epochs: int | None = None   # stop earlier than the budget (tests)
@@ -78,13 +78,13 @@ def augment(images, count: int, generator, mosaic: float):
     import torch
     import torch.nn.functional as F
 
-    n, c, h, w = images.shape
+    n, _, h, w = images.shape
 
     def crop(index: int, out_h: int, out_w: int):
         scale = float(torch.empty(1).uniform_(0.35, 1.0, generator=generator))
         aspect = float(torch.empty(1).uniform_(0.75, 1.33, generator=generator))
-        ch = max(8, min(h, int(round(h * (scale / aspect) ** 0.5))))
-        cw = max(8, min(w, int(round(w * (scale * aspect) ** 0.5))))
+        ch = max(8, min(h, round(h * (scale / aspect) ** 0.5)))
+        cw = max(8, min(w, round(w * (scale * aspect) ** 0.5)))
         top = int(torch.randint(0, h - ch + 1, (1,), generator=generator))
         left = int(torch.randint(0, w - cw + 1, (1,), generator=generator))
         part = images[index:index + 1, :, top:top + ch, left:left + cw]
@@ -150,9 +150,10 @@ def _loss(got, want, target: _Target):
     scale = target.scale.movedim(target.axis, -1)
     loss = got.new_zeros(())
     if bool(target.scores.any()):
-        loss = loss + F.binary_cross_entropy(got[..., target.scores].clamp(1e-6, 1 - 1e-6),
-                                             want[..., target.scores].clamp(0, 1)) * 10
-        weight = want[..., target.scores].amax(dim=-1, keepdim=True) + 0.01
+        scores = want[..., target.scores].clamp(0, 1)
+        weight = scores.amax(dim=-1, keepdim=True) + 0.01
+        bce = F.binary_cross_entropy(got[..., target.scores].clamp(1e-6, 1 - 1e-6), scores, reduction="none")
+        loss = loss + (bce * weight).sum() / (weight.sum() * int(target.scores.sum())) * 10
     else:
         weight = torch.ones_like(want[..., :1])
     values = ~target.scores

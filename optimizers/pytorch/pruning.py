@@ -11,17 +11,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from optimizers.errors import DataMismatch, OptimizerError, UnknownOption
-from optimizers.onnx_torch.pipeline import OnnxPruneResult, prune_onnx
+from optimizers.onnx_torch.pipeline import OnnxPruneResult, PruneImages, prune_onnx
 from optimizers.pytorch.helpers import count_params
 from optimizers.pytorch.inputs import find_example_input, select_output
 from optimizers.pytorch.pruning_bounds import REASON, GroupDidNotConverge, bounded_group_search
+from optimizers.pytorch.pruning_importance import activation_importance, compensate, input_statistics
 from optimizers.pytorch.pruning_safety import breaking_layers, known_unprunable, output_problem
 from optimizers.pytorch.training import as_loader, fine_tune
 
 log = logging.getLogger(__name__)
 
 METHODS = ("structured", "unstructured", "magnitude", "importance", "iterative")
-CRITERIA = ("l1_norm", "l2_norm", "importance")
+CRITERIA = ("l1_norm", "l2_norm", "importance", "activation")
+ACTIVATION_SAMPLES = 32   # inputs the activation criterion's statistics are taken on, one at a time
 
 
 @dataclass
@@ -96,7 +98,7 @@ class Pruner:
         An ONNX file (a path) is pruned by prune_onnx with its defaults, written beside it as
         NAME-pruned-RATIO.onnx; an OnnxPruneResult is returned."""
         if isinstance(model, (str, Path)):
-            return self.prune_onnx(model, Path(model).with_name(f"{Path(model).stem}-pruned-"
+            return Pruner(self.method, "activation", round_to=self.round_to).prune_onnx(model, Path(model).with_name(f"{Path(model).stem}-pruned-"
                                                                 f"{int(round(pruning_ratio * 100))}.onnx"),
                                    pruning_ratio)
         criterion = criterion or self.criterion
@@ -208,9 +210,11 @@ class Pruner:
         import torch
         import torch_pruning as tp
 
-        importance = {"l1_norm": lambda: tp.importance.MagnitudeImportance(p=1),
-                      "l2_norm": lambda: tp.importance.MagnitudeImportance(p=2),
-                      "importance": lambda: tp.importance.TaylorImportance()}[criterion]()
+        with input_statistics(model, _samples(train_data, example) if criterion == "activation" else []) as stats:
+            importance = {"l1_norm": lambda: tp.importance.MagnitudeImportance(p=1),
+                          "l2_norm": lambda: tp.importance.MagnitudeImportance(p=2),
+                          "importance": lambda: tp.importance.TaylorImportance(),
+                          "activation": lambda: activation_importance(stats)}[criterion]()
         modules = dict(model.named_modules())
         ratio_dict = {modules[n]: _channel_ratio(r) for n, r in (layer_ratios or {}).items()}
         try:
@@ -224,7 +228,12 @@ class Pruner:
                 x, y = next(iter(as_loader(train_data, 256, shuffle=True)))
                 model.zero_grad()
                 torch.nn.functional.cross_entropy(select_output(model(x), output), y).backward()
-            pruner.step()
+            if criterion == "activation":   # each group's removed channels' mean kept in the next biases
+                for group in pruner.step(interactive=True):
+                    compensate(group, stats)
+                    group.prune()
+            else:
+                pruner.step()
         except (DataMismatch, OptimizerError, GroupDidNotConverge):
             raise
         except Exception as exc:  # tracing or dependency errors from Torch-Pruning
@@ -240,13 +249,29 @@ class Pruner:
         outputs on `recovery_data` (unlabelled images; RecoveryOptions in `recovery`) and exported to
         `output` with the original input/output names. See optimizers.onnx_torch.pipeline."""
         _check_ratio(pruning_ratio)
-        return prune_onnx(path, self, pruning_ratio, output, input_shapes=input_shapes, recovery_data=recovery_data,
-                          recovery=recovery, check_data=check_data, progress=progress)
+        if self.criterion not in ("activation", "l1_norm", "l2_norm"):
+            raise OptimizerError(f"an ONNX model is pruned by criterion 'activation' (or 'l1_norm'/'l2_norm'); "
+                                 f"{self.criterion!r} needs labels")
+        return prune_onnx(path, self, pruning_ratio, output, input_shapes=input_shapes,
+                          images=PruneImages(recovery_data, check_data), recovery=recovery, progress=progress)
 
     def fine_tune(self, model, train_data, epochs: int = 1, learning_rate: float | None = None, **kw):
         """Recover accuracy after pruning (returns the same model, trained in place); `kw` go to train()."""
         fine_tune(model, train_data, epochs=epochs, learning_rate=learning_rate or self.learning_rate, **kw)
         return model
+
+
+def _samples(data, example) -> list:
+    """Single-input batches of one sample each for the activation criterion: from `data` (inputs, or
+    (inputs, labels)), else the example input."""
+    import numpy as np
+    import torch
+
+    if data is None:
+        return [example]
+    x = data[0] if isinstance(data, tuple) else data
+    x = torch.as_tensor(np.asarray(x[:ACTIVATION_SAMPLES]), dtype=example.dtype)
+    return [x[i:i + 1] for i in range(len(x))]
 
 
 def _check_ratio(ratio: float, what: str = "pruning_ratio") -> None:

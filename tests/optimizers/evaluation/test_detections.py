@@ -82,3 +82,25 @@ def test_a_head_of_another_shape_is_one_sentence():
     with pytest.raises(DataMismatch, match="give your own metric as module:function"):
         agreement(np.zeros((1, 4, 4, 4)), np.zeros((1, 4, 4, 4)), DecodeOptions())
 
+
+
+def test_thresholds_and_a_decoder_are_options(tmp_path, monkeypatch):
+    ref = np.stack([_yolov8(BOXES)])
+    weak = np.stack([_yolov8([*BOXES[:3], (200, 30, 50, 20, 0, 0.6)])])   # the fourth box (score 0.6) misplaced
+    assert resolve_metric("det-agreement")({"y": ref}, {"y": weak}) < 1.0
+    # as truth only boxes >= 0.7: the fourth box (0.6) is not asked for, and the misplaced one ranks last
+    assert resolve_metric("det-agreement@score=0.7")({"y": ref}, {"y": weak}) == pytest.approx(1.0)
+    strict = resolve_metric("det-agreement@0.5:0.95,score=0.7,nms=0.5,min-score=0.01")
+    assert strict.name == "det-agreement@0.5:0.95" and strict.options.nms_iou == 0.5
+    (tmp_path / "heads.py").write_text(
+        "import numpy as np\n"
+        "def rows(sample):\n"
+        "    # a head of rows (cx, cy, w, h, score, class)\n"
+        "    return sample[:, :4], sample[:, 4], sample[:, 5].astype(int)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    rows = np.array([[[50, 60, 40, 30, 0.9, 0], [150, 160, 60, 80, 0.8, 1]]], np.float32)
+    assert resolve_metric("det-agreement@decoder=heads:rows")({"y": rows}, {"y": rows.copy()}) == pytest.approx(1.0)
+    with pytest.raises(Exception, match="score=2"):
+        resolve_metric("det-agreement@score=2")
+    with pytest.raises(Exception, match="not one of"):
+        resolve_metric("det-agreement@iou=0.5")

@@ -119,7 +119,7 @@ def _one_sentence(message: str) -> None:
     ("top5", ("unknown metric 'top5'; use one of top1, mask-iou@T with T in (0, 1) such as mask-iou@0.5, "
              "det-agreement (or det-agreement@0.5:0.95), or your own function as module:function or "
              "path/to/file.py:function")),
-    ("det-agreement@0.7", "metric 'det-agreement@0.7': write det-agreement (mAP@0.5) or det-agreement@0.5:0.95"),
+    ("det-agreement@0.7", "metric 'det-agreement@0.7': '0.7' is not one of 0.5, 0.5:0.95, score=S, min-score=S"),
     ("", "unknown metric ''; use one of top1"),
     ("mask-iou@abc", ("metric 'mask-iou@abc' has threshold 'abc', which is not a number in (0, 1); "
                      "write e.g. mask-iou@0.5")),
