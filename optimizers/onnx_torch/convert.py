@@ -6,10 +6,12 @@ the calibration inputs before anything changes it."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import re
 import sys
 import types
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -72,6 +74,22 @@ def _torchvision_for_import():
         sys.modules.pop("torchvision.ops", None)
 
 
+def quietly(fn):
+    """Run `fn` without the warnings onnx2torch's modules and torch.onnx's tracer give on every converted
+    graph (tensors turned into Python values while tracing, the legacy exporter's notice): they are about
+    dynamic shapes, which a converted module at its fixed shape does not have, and a user can act on none."""
+
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"onnx2torch(\..*)?")
+            warnings.filterwarnings("ignore", message=r".*(legacy TorchScript-based ONNX export|requires_grad=True "
+                                                      r"to a scalar|Consider using tensor\.detach).*")
+            return fn(*args, **kwargs)
+
+    return run
+
+
 def _libraries():
     try:
         import onnxslim
@@ -110,6 +128,7 @@ def _image_like(specs, shapes) -> dict[str, np.ndarray]:
     return {s.name: rng.random(shapes[s.name]).astype(s.dtype) for s in specs}
 
 
+@quietly
 def convert_onnx(path: str | Path, input_shapes: dict[str, list[int]] | None = None,
                  check_feeds: list[dict[str, np.ndarray]] | None = None) -> ConvertedModel:
     """`path` as a torch.fx GraphModule, its dynamic dims fixed by `input_shapes`; checked against ONNX
@@ -127,8 +146,8 @@ def convert_onnx(path: str | Path, input_shapes: dict[str, list[int]] | None = N
     specs = onnx_input_specs(model)
     try:
         shapes = resolve_shapes(specs, dict(input_shapes or {}))
-    except JobError as exc:
-        raise DataMismatch(str(exc)) from None
+    except JobError as exc:   # (the CLI's flag is named; from Python the same shapes go in input_shapes)
+        raise DataMismatch(f"{exc} (from Python: input_shapes={{'name': [dims]}})") from None
     if len(specs) != 1 or len(shapes[specs[0].name]) < 2:
         raise ConversionError(f"{path.name} has {len(specs)} input(s) of shape "
                               f"{', '.join(str(shapes[s.name]) for s in specs)}: the PyTorch techniques take a "

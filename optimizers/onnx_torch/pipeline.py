@@ -17,7 +17,7 @@ import numpy as np
 
 from core.paths import cache_root
 from optimizers.errors import ModelError
-from optimizers.onnx_torch.convert import ConvertedModel, convert_onnx, output_error
+from optimizers.onnx_torch.convert import ConvertedModel, convert_onnx, output_error, quietly
 from optimizers.onnx_torch.prunable import make_prunable
 from optimizers.onnx_torch.recovery import RecoveryOptions, RecoveryReport, _images, recover
 
@@ -94,6 +94,7 @@ class PruneImages:
     check: object = None
 
 
+@quietly
 def prune_onnx(path: str | Path, pruner, pruning_ratio: float, output: str | Path,
                input_shapes: dict[str, list[int]] | None = None, images: PruneImages | None = None,
                recovery: RecoveryOptions | None = None,

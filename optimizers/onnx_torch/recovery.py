@@ -229,7 +229,7 @@ def recover(student, teacher, data, options: RecoveryOptions | None = None,
                 loss.backward()
                 optimizer.step()
                 steps += 1
-                total += float(loss)
+                total += loss.detach().item()
                 if time.monotonic() - started >= budget:
                     break
             epoch += 1
