@@ -158,7 +158,7 @@ def main() -> int:
                 if model == "yolov8n":
                     row.quality, row.strict = agreement(reference, got, DecodeOptions())
                 else:
-                    row.quality = metric.compute([reference], [got], None)
+                    row.quality = metric.compute({"map": reference}, {"map": got}, None)
             settings = MeasureSettings(threads=1, warmup=5, min_iterations=20, min_seconds=args.min_seconds,
                                        input_shapes=source.input_shapes)
             agent = LocalAgent(cache_dir=work / "agent", name="bench")

@@ -10,6 +10,7 @@ FLOAT_OP_TYPES = ("LayerNormalization",)
 MASK_VALUE = -1e4   # a constant at or below this, added to scores, is an attention mask
 # the ops whose INT8 kernels save time; a group of quantized ops without one only adds Q/DQ pairs
 COMPUTE_OPS = ("Conv", "ConvTranspose", "MatMul", "Gemm")
+DECODING_STOPS = (*COMPUTE_OPS, *FLOAT_OP_TYPES, "BatchNormalization", "InstanceNormalization")
 
 
 def protected_nodes(model, op_types: list[str] | None = None, excluded=()) -> dict[str, list[str]]:
@@ -34,20 +35,24 @@ def protected_nodes(model, op_types: list[str] | None = None, excluded=()) -> di
 
 
 def output_decoding(model) -> list[str]:
-    """Names of the nodes from which a model output is reached without passing a compute op (COMPUTE_OPS):
+    """Names of the nodes from which a model output is reached without passing a compute op (COMPUTE_OPS),
+    a normalization or an embedding lookup (a transformer's residual stream runs from its output back to its
+    embeddings through Adds and LayerNorms alone; that is not decoding):
     a detector's box decoding and the Concat that joins boxes in pixels (0..640) with class scores
     (0..1). In INT8 that Concat shares one 8-bit scale, which rounds every class score to 0 or one step:
     YOLOv8n's detections agreed with its float ones at mAP@0.5 0.08 with it quantized. Float there costs
     nothing measurable: the compute is all before it."""
     producer = {o: n for n in model.graph.node for o in n.output}
     floats = _float_tensors(model)
+    inits = {i.name for i in model.graph.initializer}
     found: dict[str, None] = {}
     stack = [o.name for o in model.graph.output]
     seen: set[str] = set()
     while stack:
         tensor = stack.pop()
         node = producer.get(tensor)
-        if node is None or id(node) in seen or node.op_type in COMPUTE_OPS:
+        if node is None or id(node) in seen or node.op_type in DECODING_STOPS or (
+                node.op_type == "Gather" and node.input and node.input[0] in inits):
             continue
         seen.add(id(node))
         if node.name and any(o in floats for o in node.output):   # (not the shape arithmetic beside it)

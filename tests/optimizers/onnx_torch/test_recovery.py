@@ -63,3 +63,18 @@ def test_pruned_yolov8n_keeps_names_and_shapes_and_runs(ratio, yolov8n, yolo_pho
     assert len(heads) == 7 and not any(n in result.layers for n in heads)
     narrow = [n for n, why in result.kept_whole.items() if "channels: rounded to 8" in why]
     assert narrow and not any(n in result.layers for n in narrow)
+
+
+def test_prune_takes_an_onnx_path(yolov8n, tmp_path, monkeypatch):
+    """Pruner().prune("model.onnx") prunes the file beside itself; a dynamic input asks for its shape."""
+    from controller.measure.examples import copy_yolov8n
+    from optimizers.errors import DataMismatch
+
+    monkeypatch.setenv("EDGEFARM_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(DataMismatch, match="input_shapes"):
+        Pruner().prune(str(yolov8n), 0.3)
+    fixed = tmp_path / "yolov8n.onnx"
+    copy_yolov8n(fixed)   # the same model with its input fixed to 1x3x320x320
+    result = Pruner().prune(fixed, 0.3)
+    assert result.path == tmp_path / "yolov8n-pruned-30.onnx" and result.path.exists()
+    assert result.params_after < result.params_before
