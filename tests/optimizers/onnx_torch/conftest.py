@@ -16,20 +16,21 @@ from tests.optimizers import vision_zoo
 YOLO_SHAPE = [1, 3, 320, 320]
 
 
+def _packaged(file: str, wheel: str) -> Path:
+    path = examples.packaged_models_dir() / file
+    if not path.exists():
+        pytest.fail(f"{path} is missing: make setup takes it out of the {wheel} wheel")
+    return path
+
+
 @pytest.fixture(scope="session")
 def yolov8n() -> Path:
-    path = examples.packaged_models_dir() / "320n.onnx"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: make setup takes it out of the nudenet wheel")
-    return path
+    return _packaged("320n.onnx", "nudenet")
 
 
 @pytest.fixture(scope="session")
 def ppocr() -> Path:
-    path = examples.packaged_models_dir() / "ch_PP-OCRv4_det_infer.onnx"
-    if not path.exists():
-        pytest.fail(f"{path} is missing: make setup takes it out of the rapidocr-onnxruntime wheel")
-    return path
+    return _packaged("ch_PP-OCRv4_det_infer.onnx", "rapidocr-onnxruntime")
 
 
 @pytest.fixture(scope="session")
