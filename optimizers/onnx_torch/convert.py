@@ -128,6 +128,20 @@ def _image_like(specs, shapes) -> dict[str, np.ndarray]:
     return {s.name: rng.random(shapes[s.name]).astype(s.dtype) for s in specs}
 
 
+def fixed_shapes(model, input_shapes: dict[str, list[int]] | None) -> tuple[list, dict[str, list[int]]]:
+    """The model's input specs and every input's concrete shape (its fixed dims, the dynamic ones from
+    `input_shapes`); a DataMismatch naming the flag and the Python argument when a dynamic dim has no value."""
+    from core.errors import JobError
+    from core.inputs import resolve_shapes
+    from optimizers.graph.model import onnx_input_specs
+
+    specs = onnx_input_specs(model)
+    try:
+        return specs, resolve_shapes(specs, dict(input_shapes or {}))
+    except JobError as exc:   # (the CLI's flag is named; from Python the same shapes go in input_shapes)
+        raise DataMismatch(f"{exc} (from Python: input_shapes={{'name': [dims]}})") from None
+
+
 @quietly
 def convert_onnx(path: str | Path, input_shapes: dict[str, list[int]] | None = None,
                  check_feeds: list[dict[str, np.ndarray]] | None = None) -> ConvertedModel:
@@ -136,18 +150,10 @@ def convert_onnx(path: str | Path, input_shapes: dict[str, list[int]] | None = N
     first op onnx2torch lacks is named) or when its outputs differ by more than MAX_RELATIVE_ERROR."""
     import onnx
 
-    from core.errors import JobError
-    from core.inputs import resolve_shapes
-    from optimizers.graph.model import onnx_input_specs
-
     path = Path(path)
     onnxslim, onnx2torch = _libraries()
     model = onnx.load(str(path))
-    specs = onnx_input_specs(model)
-    try:
-        shapes = resolve_shapes(specs, dict(input_shapes or {}))
-    except JobError as exc:   # (the CLI's flag is named; from Python the same shapes go in input_shapes)
-        raise DataMismatch(f"{exc} (from Python: input_shapes={{'name': [dims]}})") from None
+    specs, shapes = fixed_shapes(model, input_shapes)
     if len(specs) != 1 or len(shapes[specs[0].name]) < 2:
         raise ConversionError(f"{path.name} has {len(specs)} input(s) of shape "
                               f"{', '.join(str(shapes[s.name]) for s in specs)}: the PyTorch techniques take a "
@@ -171,8 +177,9 @@ def convert_onnx(path: str | Path, input_shapes: dict[str, list[int]] | None = N
     module.eval()
     converted = ConvertedModel(module, path, [s.name for s in specs], [o.name for o in model.graph.output],
                                shapes, dynamic)
-    feeds = check_feeds or [_image_like(specs, shapes)]
-    converted.max_error = max(output_error(converted, feed) for feed in feeds[:8])
+    feeds = (check_feeds or [_image_like(specs, shapes)])[:8]
+    session = reference_session(path)
+    converted.max_error = max(output_error(converted, feed, reference=session.run(None, feed)) for feed in feeds)
     if not converted.max_error <= MAX_RELATIVE_ERROR:
         raise ConversionError(f"the PyTorch module converted from {path.name} differs from ONNX Runtime by "
                               f"{converted.max_error:.2e} of the output range (at most {MAX_RELATIVE_ERROR:.0e} "
@@ -189,14 +196,18 @@ def run_module(module, feed: dict[str, np.ndarray], name: str) -> list[np.ndarra
     return [t.numpy() for t in (out if isinstance(out, (list, tuple)) else [out])]
 
 
+def reference_session(path: Path):
+    """ONNX Runtime on the original file: what the converted module is checked against."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+
+
 def output_error(converted: ConvertedModel, feed: dict[str, np.ndarray], module=None, reference=None) -> float:
     """max |module - reference| / range of the reference output, over all outputs; the module defaults to
     the converted one and the reference to ONNX Runtime running the original file."""
-    import onnxruntime as ort
-
     if reference is None:
-        session = ort.InferenceSession(str(converted.path), providers=["CPUExecutionProvider"])
-        reference = session.run(None, feed)
+        reference = reference_session(converted.path).run(None, feed)
     got = run_module(module if module is not None else converted.module, feed, converted.input_names[0])
     if len(got) != len(reference):
         return float("inf")

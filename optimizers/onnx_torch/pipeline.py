@@ -17,9 +17,9 @@ import numpy as np
 
 from core.paths import cache_root
 from optimizers.errors import ModelError
-from optimizers.onnx_torch.convert import ConvertedModel, convert_onnx, output_error, quietly
+from optimizers.onnx_torch.convert import ConvertedModel, convert_onnx, fixed_shapes, output_error, quietly
 from optimizers.onnx_torch.prunable import make_prunable
-from optimizers.onnx_torch.recovery import RecoveryOptions, RecoveryReport, _images, recover
+from optimizers.onnx_torch.recovery import RecoveryOptions, RecoveryReport, as_images, recover
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ def _digest(path: Path, shapes: dict, ratio: float, pruner, images: list, option
                          options.to_json() if options else None], sort_keys=True).encode())
     for data in images:   # the recovery images train it; the statistics images choose the channels
         if data is not None:
-            h.update(np.ascontiguousarray(_images(data)).tobytes())
+            h.update(np.ascontiguousarray(as_images(data)).tobytes())
     return h.hexdigest()[:24]
 
 
@@ -103,6 +103,7 @@ def prune_onnx(path: str | Path, pruner, pruning_ratio: float, output: str | Pat
     which takes its statistics on the recovery images, else the check inputs) and write it to `output`.
     Layers of at most NARROW x round_to channels and the output layers are kept whole.
     Without recovery images the pruned model is written unrecovered."""
+    import onnx
     import torch
 
     path, output = Path(path), Path(output)
@@ -110,8 +111,8 @@ def prune_onnx(path: str | Path, pruner, pruning_ratio: float, output: str | Pat
     recovery_data, check_data = images.recovery, images.check
     options = (recovery or RecoveryOptions()) if recovery_data is not None else None
     check = None if check_data is None else [dict(f) for f in getattr(check_data, "feeds", check_data)][:8]
-    converted = convert_onnx(path, input_shapes, check)
-    key = _digest(path, converted.input_shapes, pruning_ratio, pruner, [recovery_data, check], options)
+    _, shapes = fixed_shapes(onnx.load(str(path)), input_shapes)   # (the key needs them; converting can wait)
+    key = _digest(path, shapes, pruning_ratio, pruner, [recovery_data, check], options)
     cached_model = cache_root() / "pruned-onnx" / f"{key}.onnx"
     if cached_model.exists() and cached_model.with_suffix(".json").exists():
         shutil.copyfile(cached_model, output)
@@ -121,6 +122,7 @@ def prune_onnx(path: str | Path, pruner, pruning_ratio: float, output: str | Pat
         if progress:
             progress(f"pruned and recovered before: taken from the cache ({cached_model})")
         return OnnxPruneResult(**saved)
+    converted = convert_onnx(path, shapes, check)
     teacher = converted.module
     prepared = make_prunable(teacher)
     feed = (check or [{converted.input_names[0]: np.zeros(converted.input_shape, np.float32)}])[0]
@@ -128,7 +130,7 @@ def prune_onnx(path: str | Path, pruner, pruning_ratio: float, output: str | Pat
     before = _channels(teacher)
     narrow = {n: f"{c} channels: rounded to {pruner.round_to}, it would lose {pruner.round_to} at once"
               for n, c in before.items() if pruner.round_to and c <= NARROW * pruner.round_to}
-    statistics = _images(recovery_data if recovery_data is not None else check or [feed])
+    statistics = as_images(recovery_data if recovery_data is not None else check or [feed])
     student = pruner.prune(teacher, pruning_ratio=pruning_ratio, keep_whole={**narrow, **prepared.heads},
                            train_data=statistics,
                            example_input=torch.from_numpy(np.ascontiguousarray(feed[converted.input_names[0]])))

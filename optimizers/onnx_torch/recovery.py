@@ -58,7 +58,7 @@ class RecoveryReport:
         return asdict(self)
 
 
-def _images(data) -> np.ndarray:
+def as_images(data) -> np.ndarray:
     """(N, C, H, W) float32 from an array or a Dataset/list of single-input feeds."""
     if isinstance(data, np.ndarray):
         arrays = [data]
@@ -197,7 +197,7 @@ def recover(student, teacher, data, options: RecoveryOptions | None = None,
     import torch
 
     options = options or RecoveryOptions()
-    images = torch.from_numpy(_images(data))
+    images = torch.from_numpy(as_images(data))
     generator = torch.Generator().manual_seed(options.seed)
     torch.manual_seed(options.seed)
     teacher.eval()
