@@ -23,7 +23,7 @@ export PYTHONWARNINGS := ignore:Editable installation
 
 .PHONY: setup demo test test-quick test-latest lock bench protos clean
 
-setup: $(VENV)/.installed $(VENV)/share/edgefarm-models/.done
+setup: $(VENV)/.installed $(VENV)/share/edgefarm-models/.done $(VENV)/share/edgefarm-trt/.done
 
 # the venv, a current pip and torch (the CPU build), first: the extras leave an installed torch as it is
 $(VENV)/.torch:
@@ -50,6 +50,11 @@ $(VENV)/.installed: pyproject.toml $(LOCK) $(VENV)/.torch
 # real .tflite models (from the mediapipe wheel) and two detectors for the tests and benchmarks
 $(VENV)/share/edgefarm-models/.done: $(VENV)/.installed scripts/fetch_models.py
 	$(BIN)/python scripts/fetch_models.py
+	touch $@
+
+# TensorRT's Python bindings (8.6, 10.3, 11.4; unpacked, not installed) for the TensorRT backend's API test
+$(VENV)/share/edgefarm-trt/.done: $(VENV)/.installed scripts/fetch_trt_bindings.py
+	$(BIN)/python scripts/fetch_trt_bindings.py
 	touch $@
 
 demo: $(VENV)/.demo

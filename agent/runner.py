@@ -124,7 +124,7 @@ def load_reference(cls, path: Path, threads: int, input_shapes: dict) -> tuple[B
     reference may be another model)."""
     ref = cls()
     try:
-        ref.load(path, threads, None)
+        ref.load(path, threads, None, input_shapes)
         specs = ref.inputs()
         given = {s.name: input_shapes[s.name] for s in specs
                  if s.name in input_shapes and not all(isinstance(d, int) for d in s.shape)}
@@ -147,7 +147,7 @@ def run_job(job: dict) -> None:
     profile_dir = Path(job["work_dir"]) if kind == "PROFILE" else None
     emit("progress", phase="load", iterations=0, elapsed_s=0.0, message="building session")
     t0 = time.perf_counter_ns()
-    backend.load(Path(job["model_path"]), job["threads"], profile_dir)
+    backend.load(Path(job["model_path"]), job["threads"], profile_dir, job.get("input_shapes") or {})
     load_ms = (time.perf_counter_ns() - t0) / 1e6
     if getattr(backend, "measures_itself", False):   # e.g. TensorRT through trtexec
         _run_external(backend, cls, job, load_ms)

@@ -30,8 +30,11 @@ class Backend(ABC):
         return []
 
     @abstractmethod
-    def load(self, path: Path, threads: int, profile_dir: Path | None = None) -> None:
-        """Build the session/interpreter; with profile_dir, per-layer profiling is switched on."""
+    def load(self, path: Path, threads: int, profile_dir: Path | None = None,
+             input_shapes: dict[str, list[int]] | None = None) -> None:
+        """Build the session/interpreter; with profile_dir, per-layer profiling is switched on. input_shapes
+        (--input-shape) is for runtimes that fix dynamic dimensions when they build (TensorRT's profiles);
+        the others take shapes per run."""
 
     @abstractmethod
     def inputs(self) -> list[InputSpec]:

@@ -71,7 +71,8 @@ class OnnxRuntimeBackend(Backend):
     def providers() -> list[str]:
         return list(ort.get_available_providers())
 
-    def load(self, path: Path, threads: int, profile_dir: Path | None = None) -> None:
+    def load(self, path: Path, threads: int, profile_dir: Path | None = None,
+             input_shapes: dict[str, list[int]] | None = None) -> None:
         so = ort.SessionOptions()
         so.intra_op_num_threads = threads
         so.inter_op_num_threads = 1

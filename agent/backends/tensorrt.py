@@ -1,31 +1,35 @@
-"""TensorRT backend for Jetson and NVIDIA GPUs: builds an engine from the ONNX model on the device (FP16
-where the GPU has fast FP16; INT8 when the model carries Q/DQ nodes, i.e. explicit quantization), caches
-it by model digest, TensorRT version and settings, times execute_async_v3, and reads per-layer times
-with TensorRT's IProfiler. Where only `trtexec` is installed, the same job runs through trtexec and its
---exportTimes / --exportProfile JSON is parsed.
+"""TensorRT backend for Jetson and NVIDIA GPUs: builds an engine from the ONNX model on the device
+(agent/backends/tensorrt_engine.py: the same on TensorRT 8.5, 8.6, 10.x and 11.x), caches it, times
+execute_async_v3 with device buffers from the CUDA runtime (agent/backends/cuda_runtime.py: ctypes, no
+binding to install), and reads per-layer times with TensorRT's IProfiler. Where the Python bindings cannot be
+imported into the agent's Python (JetPack 5 ships them for Python 3.8 only) but trtexec is there, the same
+job runs through trtexec (agent/backends/trtexec.py).
 
-NOT YET VERIFIED ON HARDWARE: TensorRT cannot be installed on the machines that build edgefarm. The
-parsers (agent/backends/trtexec.py) are tested on files in the format trtexec writes, and the wiring with TensorRT absent."""
+Verified without a GPU: the code path against each version's real bindings (tests/agent/trt_surface.py),
+the CUDA runtime's return codes against the real libcudart, trtexec's command and parsers. On a GPU:
+scripts/gpu_check.sh (docs/agent.md's support matrix says what ran where)."""
 
 from __future__ import annotations
 
-import hashlib
-import shutil
 import statistics
 from pathlib import Path
 
 import numpy as np
 
 from agent.backends import Backend, InputSpec
-from agent.backends.trtexec import engine_key, gpu_name, has_qdq, run_trtexec, trt_row, trt_version
+from agent.backends.cuda_runtime import D2H, H2D, CudaRuntime
+from agent.backends.tensorrt_engine import EngineRequest, build_or_load, io_tensors
+from agent.backends.trtexec import find_trtexec, gpu_name, has_qdq, run_trtexec, trt_row, trtexec_version
 from agent.errors import JobError
 from agent.trace import synthesised_trace
 
 try:  # imported at module load so that an agent without TensorRT lists it as unavailable
     import tensorrt as trt
-except ImportError:  # pragma: no cover - depends on the device
+    IMPORT_ERROR = ""
+except ImportError as exc:  # pragma: no cover - depends on the device
     trt = None
-    if not shutil.which("trtexec"):
+    IMPORT_ERROR = str(exc)
+    if find_trtexec() is None:
         raise
 
 
@@ -38,14 +42,18 @@ class TensorRTBackend(Backend):
         self.engine = self.context = None
         self.precision = "fp32"
         self.layer_times: dict[str, list[float]] = {}
+        self.input_shapes: dict[str, list[int]] = {}
 
     @staticmethod
     def version() -> str:
-        return trt_version()
+        return trt.__version__ if trt is not None else trtexec_version()
 
     @staticmethod
     def providers() -> list[str]:
-        return ["tensorrt-python" if trt is not None else "trtexec"]
+        """'tensorrt-python', or 'trtexec' with why the bindings are not used (farmctl devices shows it)."""
+        if trt is not None:
+            return ["tensorrt-python"]
+        return ["trtexec", f"no TensorRT Python bindings in this Python: {IMPORT_ERROR}"]
 
     @property
     def measures_itself(self) -> bool:
@@ -55,57 +63,35 @@ class TensorRTBackend(Backend):
     def measure_itself(self, job: dict, work: Path, profile: bool) -> dict:
         """The whole benchmark/profile through trtexec."""
         precision = "int8" if has_qdq(self.path) else "fp16"
-        return run_trtexec(self.path, precision, max(int(job["min_iterations"]), 10), work, profile)
+        return run_trtexec(self.path, precision, max(int(job["min_iterations"]), 10), work, profile,
+                           self.input_shapes)
 
-    def load(self, path: Path, threads: int, profile_dir: Path | None = None) -> None:
+    def load(self, path: Path, threads: int, profile_dir: Path | None = None,
+             input_shapes: dict[str, list[int]] | None = None) -> None:
         self.path = Path(path)
+        self.input_shapes = dict(input_shapes or {})
         if trt is None:
             return       # trtexec mode: trtexec builds (or loads the cached) engine itself
-        from cuda.bindings import runtime as cudart  # cuda-python, shipped with JetPack's Python stack
-
-        self.cudart = cudart
-        logger = trt.Logger(trt.Logger.WARNING)
-        digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
-        builder = trt.Builder(logger)
-        self.precision = "int8" if has_qdq(path) else ("fp16" if builder.platform_has_fast_fp16 else "fp32")
-        cache = Path(path).parent / "trt-engines"
-        cache.mkdir(exist_ok=True)
-        engine_path = cache / f"{engine_key(digest, self.precision, trt.__version__, gpu_name())}.engine"
-        runtime = trt.Runtime(logger)
-        if engine_path.exists():
-            self.engine = runtime.deserialize_cuda_engine(engine_path.read_bytes())
-        else:
-            network = builder.create_network(0)
-            parser = trt.OnnxParser(network, logger)
-            if not parser.parse(Path(path).read_bytes()):
-                errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
-                raise JobError("UNSUPPORTED_OP", f"TensorRT's ONNX parser refused the model: {errors[:400]}")
-            config = builder.create_builder_config()
-            if self.precision in ("fp16", "int8"):
-                config.set_flag(trt.BuilderFlag.FP16)
-            if self.precision == "int8":
-                config.set_flag(trt.BuilderFlag.INT8)
-            if profile_dir is not None:
-                config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-            plan = builder.build_serialized_network(network, config)
-            if plan is None:
-                raise JobError("INVALID_MODEL", "TensorRT could not build an engine for this model (see the agent log)")
-            tmp = engine_path.with_suffix(".part")
-            tmp.write_bytes(bytes(plan))
-            tmp.rename(engine_path)
-            self.engine = runtime.deserialize_cuda_engine(bytes(plan))
+        self.cuda = CudaRuntime()
+        built = build_or_load(trt, trt.Logger(trt.Logger.WARNING),
+                              EngineRequest(self.path, gpu_name(), self.input_shapes, profile_dir is not None))
+        self.engine, self.precision = built.engine, built.precision
         self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise JobError("OUT_OF_MEMORY", "TensorRT could not create an execution context (GPU memory?)")
         if profile_dir is not None:
             self.context.profiler = _Profiler(self.layer_times)
-        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_names = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        self.output_names_ = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        self.input_names, self.output_names_ = io_tensors(trt, self.engine)
+        self.fixed = built.shapes
         self.buffers: dict[str, tuple[int, int]] = {}
-        _, self.stream = cudart.cudaStreamCreate()
+        self.stream = self.cuda.stream_create()
 
     def inputs(self) -> list[InputSpec]:
-        return [InputSpec(n, np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))),
-                          [d if d >= 0 else None for d in self.engine.get_tensor_shape(n)]) for n in self.input_names]
+        specs = []
+        for n in self.input_names:
+            dims = self.fixed.get(n) or [d if d >= 0 else None for d in self.engine.get_tensor_shape(n)]
+            specs.append(InputSpec(n, np.dtype(trt.nptype(self.engine.get_tensor_dtype(n))), list(dims)))
+        return specs
 
     def output_names(self) -> list[str]:
         return list(self.output_names_)
@@ -114,19 +100,18 @@ class TensorRTBackend(Backend):
         ptr, size = self.buffers.get(name, (0, 0))
         if size < nbytes:
             if ptr:
-                self.cudart.cudaFree(ptr)
-            _, ptr = self.cudart.cudaMalloc(nbytes)
+                self.cuda.free(ptr)
+            ptr = self.cuda.malloc(nbytes)
             self.buffers[name] = (ptr, nbytes)
         return ptr
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        cudart = self.cudart
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        cuda = self.cuda
         for name in self.input_names:
             value = np.ascontiguousarray(feeds[name])
             self.context.set_input_shape(name, value.shape)
             ptr = self._buffer(name, value.nbytes)
-            cudart.cudaMemcpyAsync(ptr, value.ctypes.data, value.nbytes, h2d, self.stream)
+            cuda.copy_async(ptr, value.ctypes.data, value.nbytes, H2D, self.stream)
             self.context.set_tensor_address(name, ptr)
         outputs = []
         for name in self.output_names_:
@@ -134,10 +119,11 @@ class TensorRTBackend(Backend):
             out = np.empty(shape, dtype=trt.nptype(self.engine.get_tensor_dtype(name)))
             self.context.set_tensor_address(name, self._buffer(name, max(out.nbytes, 1)))
             outputs.append(out)
-        self.context.execute_async_v3(self.stream)
+        if not self.context.execute_async_v3(self.stream):
+            raise JobError("INFERENCE_FAILED", "TensorRT's execute_async_v3 failed (see the agent log)")
         for name, out in zip(self.output_names_, outputs):
-            cudart.cudaMemcpyAsync(out.ctypes.data, self.buffers[name][0], out.nbytes, d2h, self.stream)
-        cudart.cudaStreamSynchronize(self.stream)
+            cuda.copy_async(out.ctypes.data, self.buffers[name][0], out.nbytes, D2H, self.stream)
+        cuda.synchronize(self.stream)
         return outputs
 
     def layer_profile(self, skip_runs: int) -> tuple[list[dict], float, int]:
@@ -172,5 +158,3 @@ if trt is not None:
 
         def report_layer_time(self, layer_name: str, ms: float) -> None:
             self.sink.setdefault(layer_name, []).append(ms)
-
-

@@ -58,7 +58,8 @@ class LiteRTBackend(Backend):
     def providers() -> list[str]:
         return ["xnnpack", "builtin"]
 
-    def load(self, path: Path, threads: int, profile_dir: Path | None = None) -> None:
+    def load(self, path: Path, threads: int, profile_dir: Path | None = None,
+             input_shapes: dict[str, list[int]] | None = None) -> None:
         check_tflite(path)
         self.path, self.threads = Path(path), threads
         try:

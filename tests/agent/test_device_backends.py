@@ -94,18 +94,117 @@ def test_trtexec_profile_and_times_parse():
         parse_trtexec_times([])
 
 
-def test_trtexec_command_and_engine_cache_key(tmp_path):
-    from agent.backends.trtexec import engine_key, trtexec_command
+def test_trtexec_command_per_tensorrt_version(tmp_path):
+    from agent.backends.trtexec import TrtexecRun, trtexec_command
 
-    onnx_path, engine = tmp_path / "m.onnx", tmp_path / "e.engine"
-    cmd = trtexec_command(onnx_path, engine, "int8", tmp_path / "t.json", tmp_path / "p.json", 100)
-    assert f"--onnx={onnx_path}" in cmd and f"--saveEngine={engine}" in cmd
-    assert {"--fp16", "--int8", "--separateProfileRun", f"--exportProfile={tmp_path / 'p.json'}"} <= set(cmd)
-    engine.write_bytes(b"cached")
-    cmd = trtexec_command(onnx_path, engine, "fp16", tmp_path / "t.json", None, 100)
-    assert f"--loadEngine={engine}" in cmd and not any(c.startswith("--onnx") for c in cmd) and "--int8" not in cmd
+    run = TrtexecRun(tmp_path / "m.onnx", tmp_path / "e.engine", tmp_path / "t.json", "int8", 100,
+                     tmp_path / "p.json", {"images": [1, 3, 640, 640], "x:0": [1, 8]}, "10.3.0")
+    cmd = trtexec_command(run, "/usr/src/tensorrt/bin/trtexec")
+    assert cmd[0] == "/usr/src/tensorrt/bin/trtexec" and f"--onnx={run.onnx_path}" in cmd
+    assert {"--fp16", "--int8", "--profilingVerbosity=detailed", f"--saveEngine={run.engine_path}",
+            "--separateProfileRun", f"--exportProfile={run.profile_json}"} <= set(cmd)
+    assert "--shapes=images:1x3x640x640,'x:0':1x8" in cmd      # sampleOptions.cpp's quoting of a name with ':'
+    v11 = trtexec_command(TrtexecRun(run.onnx_path, run.engine_path, run.times_json, "int8", version="11.4.0"))
+    assert not {"--fp16", "--int8"} & set(v11)                  # removed in 11: strongly typed networks only
+    run.engine_path.write_bytes(b"cached")
+    cmd = trtexec_command(TrtexecRun(run.onnx_path, run.engine_path, run.times_json, "fp16", version="8.5.2"))
+    assert f"--loadEngine={run.engine_path}" in cmd and not any(c.startswith(("--onnx", "--fp16")) for c in cmd)
+
+
+def test_engine_cache_key_covers_version_verbosity_and_shapes():
+    from agent.backends.trtexec import engine_key
+
     a = engine_key("d" * 64, "fp16", "10.3.0", "Orin")
-    assert a == engine_key("d" * 64, "fp16", "10.3.0", "Orin") and a != engine_key("d" * 64, "int8", "10.3.0", "Orin")
+    assert a == engine_key("d" * 64, "fp16", "10.3.0", "Orin")
+    others = [engine_key("d" * 64, "int8", "10.3.0", "Orin"), engine_key("d" * 64, "fp16", "10.3.1", "Orin"),
+              engine_key("d" * 64, "fp16", "10.3.0", "Orin", "detailed"),
+              engine_key("d" * 64, "fp16", "10.3.0", "Orin", shapes={"images": [2, 3, 640, 640]})]
+    assert a not in others and len(set(others)) == len(others)
+
+
+def test_trtexec_version_from_its_banner():
+    """The banner trtexec prints first ('&&&& RUNNING TensorRT.trtexec [TensorRT vN] # ...'), N being
+    NvInferVersion.h's NV_TENSORRT_VERSION: MAJOR*1000+MINOR*100+PATCH on 8.x, MAJOR*10000+... from 10.
+    v8001 as printed on a Jetson in OAID/Tengine#1235; v100300 is JetPack 6.1/6.2's TensorRT."""
+    from agent.backends.trtexec import major, parse_banner_version
+
+    banner = "&&&& RUNNING TensorRT.trtexec [TensorRT v{}] # /usr/src/tensorrt/bin/trtexec --onnx=m.onnx"
+    assert [parse_banner_version(banner.format(n)) for n in (8001, 8502, 8601, 100300, 110400)] == [
+        "8.0.1", "8.5.2", "8.6.1", "10.3.0", "11.4.0"]
+    assert parse_banner_version("TensorRT v100300") is None and major("10.3.0.26") == 10 and major("") == 0
+
+
+@pytest.fixture
+def fake_trtexec(tmp_path, monkeypatch):
+    """An executable standing in for trtexec at the path configured by EDGEFARM_TRTEXEC: prints the 10.3
+    banner, records its arguments, and writes the JSON files trtexec writes (tests/agent/data), or fails with
+    trtexec's error lines on stderr when the model is named broken.onnx."""
+    from agent.backends import trtexec
+
+    exe = tmp_path / "bin" / "trtexec"
+    exe.parent.mkdir()
+    exe.write_text(f"""#!{sys.executable}
+import json, shutil, sys
+args = sys.argv[1:]
+print("&&&& RUNNING TensorRT.trtexec [TensorRT v100300] # trtexec " + " ".join(args))
+open({str(tmp_path / "argv.jsonl")!r}, "a").write(json.dumps(args) + "\\n")
+if any(a.endswith("broken.onnx") for a in args):
+    print("[I] Start parsing network model.")
+    print("[E] ModelImporter.cpp:949: While parsing node number 3 [Hardmax]: No importer registered", file=sys.stderr)
+    print("[E] Failed to parse onnx file", file=sys.stderr)
+    sys.exit(1)
+opt = dict(a[2:].split("=", 1) for a in args if "=" in a)
+shutil.copy({str(DATA / "trtexec_times.json")!r}, opt["exportTimes"])
+if "exportProfile" in opt:
+    shutil.copy({str(DATA / "trtexec_profile.json")!r}, opt["exportProfile"])
+if "saveEngine" in opt:
+    open(opt["saveEngine"], "wb").write(b"plan")
+""")
+    exe.chmod(0o755)
+    monkeypatch.setenv("EDGEFARM_TRTEXEC", str(exe))
+    trtexec.trtexec_version.cache_clear()
+    yield exe
+    trtexec.trtexec_version.cache_clear()
+
+
+def test_trtexec_runs_found_where_configured_and_reports_its_stderr(fake_trtexec, tmp_path):
+    from agent.backends.trtexec import find_trtexec, run_trtexec, trtexec_version
+
+    assert find_trtexec() == str(fake_trtexec) and trtexec_version() == "10.3.0"
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"model")
+    work = tmp_path / "work"
+    work.mkdir()
+    bench = run_trtexec(model, "fp16", 50, work, profile=False, shapes={"images": [1, 3, 64, 64]})
+    prof = run_trtexec(model, "fp16", 50, work, profile=True, shapes={"images": [1, 3, 64, 64]})
+    again = run_trtexec(model, "fp16", 50, work, profile=False, shapes={"images": [1, 3, 64, 64]})
+    assert bench["times_ms"] == pytest.approx([0.392, 0.391, 0.398]) and len(prof["layers"]) == 5
+    assert bench["engine"] == again["engine"] != prof["engine"]      # the profile's DETAILED engine is its own
+    calls = [json.loads(line) for line in (tmp_path / "argv.jsonl").read_text().splitlines()][1:]  # after --help
+    assert "--shapes=images:1x3x64x64" in calls[0] and "--profilingVerbosity=detailed" in calls[1]
+    assert any(a.startswith("--loadEngine=") for a in calls[2])
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"model")
+    with pytest.raises(JobError, match=r"trtexec \(TensorRT 10.3.0\) failed with exit code 1: "
+                                       r"\[E\] ModelImporter.cpp:949: .*Hardmax.* \| \[E\] Failed to parse onnx file"):
+        run_trtexec(broken, "fp16", 50, work, profile=False)
+
+
+def test_trtexec_is_found_where_jetpack_puts_it(tmp_path, monkeypatch):
+    from agent.backends import trtexec
+
+    jetpack = tmp_path / "usr" / "src" / "tensorrt" / "bin" / "trtexec"
+    jetpack.parent.mkdir(parents=True)
+    jetpack.write_text("#!/bin/sh\n")
+    jetpack.chmod(0o755)
+    monkeypatch.delenv("EDGEFARM_TRTEXEC", raising=False)
+    monkeypatch.setenv("PATH", str(tmp_path / "empty"))
+    monkeypatch.setattr(trtexec, "TRTEXEC_PLACES", (str(jetpack),))
+    assert trtexec.find_trtexec() == str(jetpack)
+    monkeypatch.setattr(trtexec, "TRTEXEC_PLACES", ())
+    assert trtexec.find_trtexec() is None
+    with pytest.raises(JobError, match="set EDGEFARM_TRTEXEC to its path"):
+        trtexec.run_trtexec(tmp_path / "m.onnx", "fp16", 10, tmp_path, profile=False)
 
 
 def test_tensorrt_absent_is_reported_not_crashed(shared_agent, conv_onnx, tmp_path):
