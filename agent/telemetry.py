@@ -10,6 +10,8 @@ import threading
 import time
 from pathlib import Path
 
+from agent.jetson import gpu_devfreq, mode_cpu_cap, parse_tegrastats, power_mode
+
 SYS_THERMAL = Path("/sys/class/thermal")
 SYS_CPU = Path("/sys/devices/system/cpu")
 SYS_RAPL = Path("/sys/class/powercap")
@@ -121,42 +123,6 @@ def rpi_readings() -> dict:
             "throttled": parse_throttled(_vcgencmd("get_throttled"))}
 
 
-# ---- Jetson: tegrastats -------------------------------------------------------------------------
-_TEGRA_RAM = re.compile(r"RAM (\d+)/(\d+)MB")
-_TEGRA_CPU = re.compile(r"CPU \[([^\]]*)\]")
-_TEGRA_TEMP = re.compile(r"\b([A-Za-z][\w-]*)@(-?[\d.]+)C\b")
-_TEGRA_RAIL_MW = re.compile(r"\b([A-Z][A-Z0-9_]+) (\d+)mW/(\d+)mW")
-_TEGRA_RAIL_OLD = re.compile(r"\b((?:POM|VDD)_[A-Z0-9_]+) (\d+)/(\d+)\b")
-_TEGRA_GPU = re.compile(r"GR3D_FREQ (\d+)%(?:@\[?(\d+))?")
-_TEGRA_EMC = re.compile(r"EMC_FREQ (\d+)%(?:@(\d+))?")
-INPUT_RAILS = ("VDD_IN", "POM_5V_IN", "VIN_SYS_5V0")
-
-
-def parse_tegrastats(line: str) -> dict:
-    """One `tegrastats` line -> RAM, per-CPU load and clock, GPU and EMC load, temperatures, and power
-    rails (instant and average mW); `input_mw` is the board's input rail when the line has one."""
-    out: dict = {"temps_c": {}, "rails_mw": {}, "cpus": []}
-    if m := _TEGRA_RAM.search(line):
-        out["ram_used_mb"], out["ram_total_mb"] = int(m.group(1)), int(m.group(2))
-    if m := _TEGRA_CPU.search(line):
-        for part in m.group(1).split(","):
-            cm = re.match(r"(\d+)%@(\d+)", part.strip())
-            out["cpus"].append({"load_pct": int(cm.group(1)), "mhz": int(cm.group(2))} if cm else None)
-    if m := _TEGRA_GPU.search(line):
-        out["gpu_load_pct"] = int(m.group(1))
-        if m.group(2):
-            out["gpu_mhz"] = int(m.group(2))
-    if m := _TEGRA_EMC.search(line):
-        out["emc_load_pct"] = int(m.group(1))
-    for name, temp in _TEGRA_TEMP.findall(line):
-        out["temps_c"][name] = float(temp)
-    for pattern in (_TEGRA_RAIL_MW, _TEGRA_RAIL_OLD):
-        for name, now, avg in pattern.findall(line):
-            out["rails_mw"].setdefault(name, {"now": int(now), "avg": int(avg)})
-    out["input_mw"] = next((out["rails_mw"][r]["now"] for r in INPUT_RAILS if r in out["rails_mw"]), None)
-    return out
-
-
 # ---- x86: RAPL energy counters --------------------------------------------------------------------
 def rapl_energy_uj(root: Path = SYS_RAPL) -> dict[str, tuple[int, int]]:
     """Readable RAPL package counters: {zone: (energy_uj, max_energy_range_uj)} (root-only on many kernels)."""
@@ -193,6 +159,7 @@ class PowerMeter:
         self._rapl0: dict = {}
         self._proc: subprocess.Popen | None = None
         self._samples: list[int] = []
+        self._rails: list[str] = []
         self._t0 = 0.0
 
     def start(self) -> None:
@@ -208,9 +175,10 @@ class PowerMeter:
 
     def _read(self) -> None:
         for line in self._proc.stdout:
-            mw = parse_tegrastats(line).get("input_mw")
-            if mw is not None:
-                self._samples.append(mw)
+            parsed = parse_tegrastats(line)
+            if parsed["input_mw"] is not None:
+                self._samples.append(parsed["input_mw"])
+                self._rails = parsed["input_rails"]
 
     def stop(self) -> dict:
         seconds = time.perf_counter() - self._t0
@@ -226,22 +194,28 @@ class PowerMeter:
                 self._proc.kill()
             if self._samples:
                 watts = sum(self._samples) / len(self._samples) / 1000.0
-                return {"source": "tegrastats", "energy_j": watts * seconds, "avg_power_w": watts}
+                return {"source": f"tegrastats {'+'.join(self._rails)}", "energy_j": watts * seconds,
+                        "avg_power_w": watts}
         return {}
 
 
 def read_telemetry() -> dict:
     """A snapshot of temperatures, clocks, throttle state and load (and vcgencmd's on a Raspberry Pi)."""
     snapshot = {"thermal": thermal_zones(), "cpufreq": cpu_frequencies(), "throttled_raw": rpi_throttled(),
-                "timestamp": time.time(), "load_1m": os.getloadavg()[0]}
+                "timestamp": time.time(), "load_1m": os.getloadavg()[0], "gpu_devfreq": gpu_devfreq()}
     rpi = rpi_readings()
     if rpi:
         snapshot["rpi"] = rpi
+    mode = power_mode()
+    if mode:
+        snapshot["power_mode"] = mode
     return snapshot
 
 
 def is_throttled(snapshot: dict) -> bool:
-    """True if the snapshot shows throttling: RPi throttle bits, a zone near its passive trip, or a capped clock."""
+    """True if the snapshot shows throttling: RPi throttle bits, a zone near its passive trip, or a clock
+    capped below what the hardware (and, on a Jetson, the nvpmodel power mode in force) allows. A Jetson in a
+    power mode whose caps cannot be read is not judged by its clock caps: they may be the mode's."""
     raw = snapshot.get("throttled_raw") or ""
     if "=" in raw:
         try:
@@ -252,10 +226,20 @@ def is_throttled(snapshot: dict) -> bool:
     for zone in snapshot.get("thermal", []):
         if zone.get("passive_c") and zone["temp_c"] >= zone["passive_c"] - HOT_MARGIN_C:
             return True
-    for f in snapshot.get("cpufreq", []):
-        if f.get("hw_max_khz") and f.get("max_khz") and f["max_khz"] < f["hw_max_khz"] * 0.95:
-            return True
-    return False
+    mode = snapshot.get("power_mode") or {}
+    if mode and not mode.get("caps_known"):
+        return False
+    if any(_capped(f.get("max_khz"), f.get("hw_max_khz"), mode_cpu_cap(mode, f["cpu"]))
+           for f in snapshot.get("cpufreq", [])):
+        return True
+    return any(_capped(g.get("max_hz"), g.get("hw_max_hz"), mode.get("gpu_max_hz"))
+               for g in snapshot.get("gpu_devfreq", []))
+
+
+def _capped(policy_max: int | None, hw_max: int | None, mode_cap: int | None) -> bool:
+    """A clock whose policy maximum is below what the hardware and the power mode allow (5 % slack)."""
+    allowed = min((c for c in (hw_max, mode_cap) if c), default=0)
+    return bool(allowed and policy_max and policy_max < allowed * 0.95)
 
 
 def result_flags(before: dict, after: dict, cv: float | None, noisy_cv: float = NOISY_CV) -> list[str]:

@@ -1,6 +1,6 @@
 """The LiteRT backend on real .tflite models (from the mediapipe wheel, extracted by `make setup`), the
-TensorRT backend's trtexec parsers and its wiring with TensorRT absent, and the telemetry parsers on
-recorded vcgencmd / tegrastats output."""
+TensorRT backend's trtexec side (command, version, parsers, a stand-in trtexec) and its wiring with TensorRT
+absent, and the vcgencmd and RAPL readers (Jetson's: test_jetson_telemetry.py)."""
 
 from __future__ import annotations
 
@@ -236,22 +236,6 @@ def test_vcgencmd_parsers():
                                          "throttling occurred"]
     assert telemetry.parse_throttled("throttled=0x0") == {"value": 0, "now": False, "reasons": []}
     assert telemetry.parse_throttled("garbage") == {}
-
-
-def test_tegrastats_orin_line_gives_rails_temps_and_clocks():
-    got = telemetry.parse_tegrastats((DATA / "tegrastats_orin.txt").read_text())
-    assert (got["ram_used_mb"], got["ram_total_mb"]) == (2448, 7620)
-    assert got["cpus"][:2] == [{"load_pct": 12, "mhz": 1510}, {"load_pct": 5, "mhz": 1510}] and got["cpus"][4] is None
-    assert (got["gpu_load_pct"], got["gpu_mhz"], got["emc_load_pct"]) == (67, 624, 0)
-    assert got["temps_c"]["GPU"] == 46.125 and got["temps_c"]["tj"] == 47.187
-    assert got["rails_mw"]["VDD_IN"] == {"now": 7421, "avg": 6012} and got["input_mw"] == 7421
-    assert got["rails_mw"]["VDD_CPU_GPU_CV"]["now"] == 2128
-
-
-def test_tegrastats_nano_line_uses_the_old_rail_format():
-    got = telemetry.parse_tegrastats((DATA / "tegrastats_nano.txt").read_text())
-    assert got["input_mw"] == 3028 and got["rails_mw"]["POM_5V_GPU"] == {"now": 80, "avg": 80}
-    assert got["temps_c"]["CPU"] == 39.5 and got["gpu_mhz"] == 921 and len(got["cpus"]) == 4
 
 
 def test_rapl_counters_and_wraparound(tmp_path):
