@@ -68,10 +68,20 @@ def cmd_devices(args: argparse.Namespace) -> int:
             print(f"{head} {r.status.upper()}: {r.error}")
             continue
         i = r.info
-        backends = ", ".join(f"{b['name']} {b['version']}" for b in i.get("backends", []))
+        backends = ", ".join(backend_label(b) for b in i.get("backends", []))
         print(f"{head} ok  {i['arch']}  {i['cpu_model']}  {i['cores']} cores  "
               f"{int(i['memory_bytes']) / 2**30:.1f} GiB  {i['os']}  [{backends}]  agent {i['agent_version']}")
     return 0 if all(r.status == "ok" for r in rows) else 1
+
+
+def backend_label(backend: dict) -> str:
+    """'onnxruntime 1.23.2'; a backend that runs through a command-line tool says so, and why (TensorRT
+    through trtexec where its Python bindings do not load into the agent's Python: JetPack 5's are 3.8)."""
+    label = f"{backend['name']} {backend['version']}"
+    providers = list(backend.get("providers") or [])
+    if providers and providers[0] == "trtexec":
+        label += " via trtexec" + (f" ({providers[1]})" if len(providers) > 1 else "")
+    return label
 
 
 def cmd_bench(args: argparse.Namespace) -> int:

@@ -185,6 +185,28 @@ def install(remote: Remote, entry: DeviceEntry, target: Target, home: str, spec:
     pip = f"{q(home)}/venv/bin/python -m pip install --quiet {' '.join(map(q, spec.pip_args))}".rstrip()
     remote.run(f"{pip} -c {q(constraints)} {q(wheel + (f'[{extras}]' if extras else ''))}", timeout=1800)
     remote.run(f"{pip} --no-deps --force-reinstall {q(wheel)}", timeout=600)
+    if "tensorrt" in entry.backends:
+        spec.say(f"{entry.name}: {tensorrt_path(remote, home)}")
+
+
+# where JetPack (and NVIDIA's Debian packages) put trtexec; agent/backends/trtexec.py looks there too
+TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+
+
+def tensorrt_path(remote: Remote, home: str) -> str:
+    """Which TensorRT path the agent will take on the device, in one sentence: the Python bindings where they
+    import into the agent's venv (JetPack 6's, through --system-site-packages), else trtexec (JetPack 5's
+    bindings are for Python 3.8 only). The CUDA runtime is reached through ctypes: nothing to install."""
+    rc, out, err = remote.run(f"{q(home)}/venv/bin/python -c 'import tensorrt; print(tensorrt.__version__)'",
+                              check=False)
+    if rc == 0:
+        return f"TensorRT {out.strip()} runs through its Python bindings"
+    why = (err.strip().splitlines() or ["no tensorrt module"])[-1]
+    rc, out, _ = remote.run(f"command -v trtexec || ls {TRTEXEC}", check=False)
+    if rc == 0:
+        return f"TensorRT runs through {out.strip().splitlines()[0]} (its Python bindings do not import: {why})"
+    return (f"warning: no TensorRT here (Python bindings: {why}; no trtexec on PATH or in {TRTEXEC}); install "
+            "JetPack's TensorRT, or drop tensorrt from the device's backends")
 
 
 def _copy_agent_certificate(remote: Remote, entry: DeviceEntry, home: str, say: Callable[[str], None]) -> dict:

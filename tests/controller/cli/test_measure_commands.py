@@ -82,6 +82,17 @@ def test_devices_lists_the_embedded_agent(tmp_path):
     assert local["info"]["backends"][0]["name"] == "onnxruntime"
 
 
+def test_devices_says_when_tensorrt_runs_through_trtexec():
+    from controller.cli.measure import backend_label
+
+    assert backend_label({"name": "onnxruntime", "version": "1.23.2", "providers": ["CPUExecutionProvider"]}) == \
+        "onnxruntime 1.23.2"
+    jetpack5 = {"name": "tensorrt", "version": "8.5.2",
+                "providers": ["trtexec", "no TensorRT Python bindings in this Python: No module named 'tensorrt'"]}
+    assert backend_label(jetpack5) == ("tensorrt 8.5.2 via trtexec (no TensorRT Python bindings in this Python: "
+                                       "No module named 'tensorrt')")
+
+
 def test_devices_reports_an_unreachable_inventory_entry(tmp_path):
     inv = tmp_path / "inventory.yaml"
     inv.write_text("devices:\n  local: {embedded: true}\n  ghost: {address: '127.0.0.1:9', class: rpi4}\n")
