@@ -66,6 +66,13 @@ BACKENDS = {
 }
 
 
+# what to install for each backend, said when it is missing
+INSTALL = {"onnxruntime": "pip install onnxruntime",
+           "tflite": "pip install 'edgefarm[tflite]'",
+           "tensorrt": "JetPack's TensorRT (its Python bindings, or trtexec in /usr/src/tensorrt/bin), or on x86 "
+                       "pip install tensorrt-cu12"}
+
+
 def backend_class(name: str) -> type[Backend]:
     """The Backend class registered under name, imported on demand."""
     if name not in BACKENDS:
@@ -77,7 +84,7 @@ def backend_class(name: str) -> type[Backend]:
     except ImportError as exc:
         raise JobError("BACKEND_UNAVAILABLE",
                        f"backend '{name}' is not installed on this device ({exc}); install it "
-                       "(e.g. pip install 'edgefarm[tflite]') and restart farm-agent") from exc
+                       f"({INSTALL[name]}) and restart farm-agent") from exc
 
 
 def available_backends() -> list[dict]:
