@@ -64,6 +64,7 @@ class ModelCache:
         self.tmp.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._pins: dict[str, int] = {}
+        self._reserved = 0      # bytes announced by the uploads in progress (their headers)
         self._clean_stale_parts()
 
     def _clean_stale_parts(self) -> None:
@@ -148,7 +149,28 @@ class ModelCache:
             self.touch(digest)
             return StoredModel(digest, size, True, received)
         # nothing is evicted before the bytes have arrived and proved to be the model (a header alone
-        # declaring the cap's size must not empty the cache): room is made at commit
+        # declaring the cap's size must not empty the cache): room is made at commit. Uploads in progress
+        # reserve their announced size, so together with the models in use they never pass the cap.
+        self._reserve(size)
+        try:
+            return self._receive(digest, size, chunks)
+        finally:
+            with self._lock:
+                self._reserved -= size
+
+    def _reserve(self, size: int) -> None:
+        with self._lock:
+            pinned = sum(_size(self.models / d) for d in self._pins)
+            if pinned + self._reserved + size > self.max_bytes:
+                held = (f"uploads in progress hold {self._reserved} and models in use {pinned} bytes"
+                        if self._reserved else f"it is full of models in use ({pinned} bytes)")
+                raise CacheFull(f"the model cache cannot take {size} more bytes now: {held} of its "
+                                f"{self.max_bytes}-byte cap; retry when they finish, or start farm-agent with a "
+                                "larger --cache-max-mb")
+            self._reserved += size
+
+    def _receive(self, digest: str, size: int, chunks: Iterable[bytes]) -> StoredModel:
+        """The bytes of one upload into a part file, checked, then renamed into the cache."""
         part = self.tmp / f"{os.getpid()}-{uuid.uuid4().hex}.part"
         hasher = hashlib.sha256()
         received = 0

@@ -17,6 +17,9 @@ TOP = len(PRIORITIES) - 1
 DEFAULT_AGING_S = 60.0
 
 
+MAX_WAIT_S = 3600.0     # the longest a waiting job sleeps before it looks again
+
+
 class Job:
     """A job's live state: its spec (a JobSpec), whether it was cancelled, and when it queued and ran."""
 
@@ -73,7 +76,8 @@ class JobQueue:
         """Seconds until some waiting job moves up a level (which may reorder the queue), or None."""
         steps = [j.queued_at + self.aging_s * (self.level_now(j, now) - j.level + 1) - now
                  for j in self._waiting if self.level_now(j, now) < TOP]
-        return max(0.0, min(steps)) + 1e-3 if steps else None
+        # capped: a wait of 1e10 s overflows the lock's timeout (time_t); waking early only re-checks
+        return min(max(0.0, min(steps)) + 1e-3, MAX_WAIT_S) if steps else None
 
     def _dispatch(self) -> None:
         """Under the lock: if the device is free, give it to the first waiting job not cancelled."""

@@ -26,10 +26,12 @@ import psutil
 
 from agent.backends import BACKENDS
 from agent.cache import ModelCache
-from agent.errors import InvalidDigest, JobError
+from agent.errors import InvalidDigest, JobError, disk_full_message, is_disk_full
 from agent.job_queue import DEFAULT_AGING_S, PRIORITIES, Job, JobQueue
-from agent.process import clean_leftovers, kill_group, pump, rss_bytes, runner_dies_with_agent, runner_env
+from agent.limits import check_job_numbers
+from agent.process import clean_leftovers, kill_group, pump, rss_bytes, runner_env, runner_preexec
 from agent.telemetry import read_telemetry, result_flags
+from core.npz import save_arrays
 
 log = logging.getLogger(__name__)
 
@@ -135,6 +137,11 @@ class JobManager:
         except JobError as exc:
             last = _error(exc.code, exc.message)
             yield last
+        except OSError as exc:
+            if not is_disk_full(exc, self.work_root):
+                raise
+            last = _error("INTERNAL", disk_full_message(self.work_root))
+            yield last
         finally:
             self.queue.finish(job)
             with self._lock:
@@ -170,6 +177,7 @@ class JobManager:
                                             "uploaded to this agent")
         if spec.kind == "EVALUATE" and not spec.inputs:
             raise JobError("INVALID_INPUT", "an EVALUATE job needs input tensors")
+        check_job_numbers(spec)
         if spec.time_limit_s > self.default_time_limit_s:
             raise JobError("INVALID_INPUT", f"the job asks for a time limit of {spec.time_limit_s:g} s, above this "
                                             f"agent's ceiling of {self.default_time_limit_s:g} s (farm-agent "
@@ -211,7 +219,7 @@ class JobManager:
         if reference_path is not None:
             desc["reference_path"] = str(reference_path)
         if s.inputs:
-            np.savez(work / "inputs.npz", **s.inputs)
+            save_arrays(work / "inputs.npz", s.inputs)
             desc["inputs_path"] = str(work / "inputs.npz")
         return desc
 
@@ -226,7 +234,7 @@ class JobManager:
             with open(work / "stderr.txt", "wb") as stderr:
                 proc = subprocess.Popen([sys.executable, "-m", "agent.runner"], stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=stderr, cwd=work, env=runner_env(),
-                                        start_new_session=True, preexec_fn=runner_dies_with_agent)
+                                        start_new_session=True, preexec_fn=runner_preexec(mem_limit))
             try:
                 yield from self._supervise(job, proc, desc, time_limit, mem_limit, before, work)
             finally:

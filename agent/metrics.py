@@ -5,12 +5,16 @@ state read when Prometheus scrapes (docs/agent.md#metrics-prometheus)."""
 from __future__ import annotations
 
 import logging
+import socket
+import ssl
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from wsgiref.simple_server import WSGIServer
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Histogram, make_wsgi_app
 from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.exposition import ThreadingWSGIServer
 from prometheus_client.registry import Collector
 
 from agent.cache import ModelCache
@@ -18,6 +22,8 @@ from agent.job_queue import PRIORITIES
 from agent.jobs import KINDS, JobManager, JobRecord
 from agent.telemetry import HOT_MARGIN_C, SYS_CPU, SYS_THERMAL, cpu_frequencies, rpi_readings, thermal_zones
 from protos import agent_pb2 as pb
+
+CONNECTION_TIMEOUT_S = 10.0   # a metrics connection idle this long is closed
 
 log = logging.getLogger(__name__)
 
@@ -137,14 +143,51 @@ class MetricsTLS:
     key: Path
 
 
+class _QuietHandler(WSGIRequestHandler):
+    """No access log on stderr; a connection that sends nothing for CONNECTION_TIMEOUT_S is dropped."""
+
+    timeout = CONNECTION_TIMEOUT_S
+
+    def log_message(self, format, *args) -> None:  # noqa: A002 - the base class's signature
+        pass
+
+
+class _MetricsServer(ThreadingWSGIServer):
+    """A thread per connection; with TLS, the handshake runs in that thread (never in accept, where one
+    client that connects and sends nothing would hold every other scrape), under the connection timeout."""
+
+    tls_context: ssl.SSLContext | None = None
+
+    def get_request(self):
+        sock, address = self.socket.accept()
+        sock.settimeout(CONNECTION_TIMEOUT_S)
+        if self.tls_context is not None:
+            sock = self.tls_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        return sock, address
+
+    def handle_error(self, request, client_address) -> None:
+        log.debug("metrics: a connection from %s failed", client_address[0], exc_info=True)
+
+
+def _tls_context(tls: MetricsTLS) -> ssl.SSLContext:
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(str(tls.cert), str(tls.key))
+    context.load_verify_locations(str(tls.ca))
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
 def serve_metrics(metrics: AgentMetrics, host: str, port: int, tls: MetricsTLS | None = None) -> WSGIServer:
     """Serve /metrics on host:port (HTTPS requiring a client certificate the farm CA signed when `tls` is
     given); returns the server (its `server_port` is the bound port; `shutdown()` stops it)."""
-    kw = ({"certfile": str(tls.cert), "keyfile": str(tls.key), "client_cafile": str(tls.ca),
-           "client_auth_required": True} if tls else {})
+    addr = host.strip("[]")
+    family = socket.getaddrinfo(addr, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)[0][0]
+    server_class = type("MetricsServer", (_MetricsServer,), {"address_family": family,
+                                                              "tls_context": _tls_context(tls) if tls else None})
     try:
-        server, _thread = start_http_server(port, addr=host.strip("[]"), registry=metrics.registry, **kw)
+        server = make_server(addr, port, make_wsgi_app(metrics.registry), server_class, handler_class=_QuietHandler)
     except OSError as exc:
         raise SystemExit(f"farm-agent: could not serve metrics on {host}:{port} ({exc.strerror or exc}); pick "
                          "another --metrics-port (0 picks a free one)") from None
+    threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
     return server

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import queue
+import resource
 import shutil
 import signal
 import subprocess
@@ -21,6 +22,20 @@ log = logging.getLogger(__name__)
 
 def runner_dies_with_agent() -> None:
     die_with_parent(signal.SIGKILL)   # a killed agent leaves no runner burning a core
+
+
+def runner_preexec(memory_limit_bytes: int):
+    """The runner's preexec_fn: it dies with the agent, and the kernel holds it to its memory limit
+    (RLIMIT_DATA: heap and private writable mappings, what a model's tensors live in), so an allocation
+    past the limit fails in the runner (MemoryError, or the runtime's allocation error) instead of growing
+    between the agent's polls."""
+
+    def preexec() -> None:
+        runner_dies_with_agent()
+        if memory_limit_bytes > 0:
+            resource.setrlimit(resource.RLIMIT_DATA, (memory_limit_bytes, memory_limit_bytes))
+
+    return preexec
 
 
 def runner_env() -> dict[str, str]:

@@ -15,11 +15,12 @@ from pathlib import Path
 import numpy as np
 
 from agent.backends import Backend, InputSpec, backend_class
-from agent.errors import JobError
+from agent.errors import JobError, disk_full_message, is_disk_full
 from agent.stats import latency_stats
 from agent.telemetry import PowerMeter
 from agent.trace import fit, pack, synthesised_trace
 from core.inputs import make_feeds, resolve_shapes
+from core.npz import save_arrays
 
 PROGRESS_EVERY_S = 1.0
 MAX_TIMES = 100_000   # per-inference times sent back with a result (the first of a longer loop)
@@ -55,8 +56,21 @@ def load_supplied_inputs(specs: list[InputSpec], path: Path) -> list[dict[str, n
     return samples
 
 
+# how runtimes say an allocation failed (ONNX Runtime's arena, C++'s operator new, LiteRT's arena) once the
+# kernel's memory limit on the runner (agent/process.py: RLIMIT_DATA) refuses it
+ALLOCATION_FAILED = ("Failed to allocate memory", "bad_alloc", "Failed to allocate", "out of memory")
+
+
 def _inference_error(feeds: dict, exc: Exception) -> JobError:
     shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in feeds.items())
+    text = str(exc).strip()
+    found = next((words for words in ALLOCATION_FAILED if words in text), None)
+    if found is not None:
+        limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+        return JobError("OUT_OF_MEMORY", f"the model needed more than the job's memory limit of "
+                                         f"{limit / 2**20:.0f} MiB on inputs {shapes} (the kernel holds the runner "
+                                         f"to it): {text[text.find(found):][:160]}; use smaller inputs or raise "
+                                         "--memory-limit-mb")
     return JobError("INFERENCE_FAILED",
                     f"the model failed on inputs {shapes}: {str(exc).strip()[:600]}; check the "
                     "--input-shape values against what the model expects")
@@ -158,7 +172,7 @@ def run_job(job: dict) -> None:
         results = [_run_once(backend, feeds) for feeds in samples]
         outputs = [np.concatenate(outs) if len(results) > 1 else outs[0] for outs in zip(*results)]
         out_path = Path(job["work_dir"]) / "outputs.npz"
-        np.savez(out_path, **dict(zip(backend.output_names(), outputs)))
+        save_arrays(out_path, dict(zip(backend.output_names(), outputs)))
         emit("outputs", path=str(out_path))
         return
     shapes = resolve_shapes(specs, job.get("input_shapes") or {})
@@ -240,10 +254,15 @@ def main() -> int:
     except JobError as exc:
         emit("error", code=exc.code, message=exc.message)
     except MemoryError:
-        emit("error", code="OUT_OF_MEMORY", message="the runner ran out of memory; lower the model's "
-             "input size or raise the job's memory limit (--memory-limit-mb)")
+        limit = resource.getrlimit(resource.RLIMIT_DATA)[0]
+        emit("error", code="OUT_OF_MEMORY", message=f"the runner ran out of memory (the job's limit is "
+             f"{limit / 2**20:.0f} MiB, held by the kernel); lower the model's input size or raise the job's "
+             "memory limit (--memory-limit-mb)")
     except Exception as exc:  # last resort: report, never hang the agent
-        emit("error", code="INTERNAL", message=f"runner failed: {exc!r}\n{traceback.format_exc()[-1500:]}")
+        if is_disk_full(exc, Path.cwd()):
+            emit("error", code="INTERNAL", message=disk_full_message(Path.cwd().parent))
+        else:
+            emit("error", code="INTERNAL", message=f"runner failed: {exc!r}\n{traceback.format_exc()[-1500:]}")
     return 0
 
 

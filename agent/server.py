@@ -16,6 +16,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from agent import __version__ as AGENT_VERSION
+from agent import limits
 from agent.auth import TokenAuthInterceptor, server_credentials
 from agent.backends import available_backends
 from agent.cache import ModelCache
@@ -23,14 +24,15 @@ from agent.device import device_info
 from agent.jobs import JobManager
 from agent.metrics import AgentMetrics, MetricsTLS, serve_metrics
 from agent.servicer import AgentServicer
+from agent.uploads import UploadGate
 from core.net import is_loopback
 from protos import agent_pb2_grpc as pb_grpc
 
 log = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 256 * 2**20  # evaluation outputs; uploads are chunked well below gRPC's 4 MB
-# Each open Run stream holds a server thread for its whole life (queued or running). The pool has this many
-# threads beyond --max-jobs, so health checks, Cancel, GetInfo and uploads answer whatever the job load.
+# Each open Run stream and each upload holds a server thread for its whole life. The pool has this many
+# threads beyond --max-jobs + --max-uploads, so health checks, Cancel and GetInfo answer whatever the load.
 RESERVED_WORKERS = 8
 
 
@@ -61,6 +63,8 @@ class AgentConfig:
     advertise: bool = False
     priority_aging_s: float = 60.0   # a waiting job gains one priority level this often (low never starves)
     metrics_port: int | None = None  # Prometheus /metrics on the agent's host; None = off, 0 = a free port
+    max_uploads: int = 8             # uploads at once; each holds a server thread while it lasts
+    upload_idle_s: float = 30.0      # an upload that sends nothing this long is cancelled
 
 
 class AgentServer:
@@ -85,11 +89,13 @@ class AgentServer:
         self.metrics_server = None
         interceptors = [TokenAuthInterceptor(config.token)] if config.token else []
         self.server = grpc.server(
-            futures.ThreadPoolExecutor(max_workers=config.max_jobs + RESERVED_WORKERS), interceptors=interceptors,
+            futures.ThreadPoolExecutor(max_workers=config.max_jobs + config.max_uploads + RESERVED_WORKERS),
+            interceptors=interceptors,
             options=[("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
                      ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES)])
-        pb_grpc.add_AgentServicer_to_server(AgentServicer(self.cache, self.jobs, self.info, config.max_jobs),
-                                            self.server)
+        self.uploads = UploadGate(config.max_uploads, config.upload_idle_s)
+        pb_grpc.add_AgentServicer_to_server(AgentServicer(self.cache, self.jobs, self.info, config.max_jobs,
+                                                          self.uploads), self.server)
         self.health = health.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = 0
@@ -153,23 +159,22 @@ def parse_cpus(text: str) -> set[int]:
 
 
 def read_token(path: Path | None) -> str | None:
-    """The bearer token: the first line of --token-file, else $EDGEFARM_TOKEN, else none."""
+    """The bearer token: the content of --token-file (one word; blank lines around it are ignored), else
+    $EDGEFARM_TOKEN, else none. A token that is given but empty is refused (ValueError with the sentence):
+    it would otherwise turn authentication off without a word."""
     if path is not None:
-        lines = Path(path).read_text().splitlines()
-        return lines[0].strip() or None if lines else None
-    return os.environ.get("EDGEFARM_TOKEN") or None
-
-
-def positive_seconds(text: str) -> float:
-    """--priority-aging-s: a positive number of seconds."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = 0.0
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a positive number of seconds (e.g. 60); low-priority "
-                                         "jobs would starve without aging")
-    return value
+        token = Path(path).read_text().strip()
+        if not token:
+            raise ValueError(f"the token file {path} is empty, which would serve every client unauthenticated; "
+                             "write the token into it (e.g. `openssl rand -hex 32 > FILE`)")
+        if len(token.split()) != 1:
+            raise ValueError(f"the token file {path} holds more than one word; put only the token in it")
+        return token
+    env = os.environ.get("EDGEFARM_TOKEN")
+    if env is not None and not env.strip():
+        raise ValueError("EDGEFARM_TOKEN is set but empty, which would serve every client unauthenticated; set it "
+                         "to the token, or unset it to serve without one")
+    return env.strip() if env else None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=50551, help="port (0 picks a free one)")
     serve.add_argument("--cache-dir", type=Path, default=None, help="model cache folder "
                        "(default ~/.cache/edgefarm/agent or $EDGEFARM_AGENT_CACHE)")
-    serve.add_argument("--cache-max-mb", type=float, default=2048, help="model cache cap; least recently "
+    serve.add_argument("--cache-max-mb", type=limits.CACHE_MAX_MB.cli, default=2048, help="model cache cap; least recently "
                        "used models are evicted beyond it (default 2048)")
     serve.add_argument("--name", default=None, help="device name reported by GetInfo (default hostname)")
     serve.add_argument("--device-class", default=None, help="override the detected class (rpi4, x86 ...)")
@@ -203,15 +208,20 @@ def build_parser() -> argparse.ArgumentParser:
                             "away from other work on the device; on a shared machine this steadies timing a lot)")
     serve.add_argument("--advertise", action="store_true",
                        help="announce this agent on the local network over zeroconf (_edgefarm._tcp)")
-    serve.add_argument("--job-time-limit", type=float, default=600, help="seconds a job may run (default 600)")
-    serve.add_argument("--job-memory-limit-mb", type=float, default=0,
+    serve.add_argument("--job-time-limit", type=limits.JOB_TIME_LIMIT.cli, default=600, help="seconds a job may run (default 600)")
+    serve.add_argument("--job-memory-limit-mb", type=limits.JOB_MEMORY_MB.cli, default=0,
                        help="memory a job's runner may use (default 80%% of RAM)")
-    serve.add_argument("--max-jobs", type=int, default=64,
+    serve.add_argument("--max-jobs", type=limits.MAX_JOBS.cli, default=64,
                        help="jobs a client may have open at once, queued or running (default 64); beyond it Run "
                             "answers RESOURCE_EXHAUSTED, and health checks always answer")
-    serve.add_argument("--threads", type=int, default=0,
+    serve.add_argument("--max-uploads", type=limits.MAX_UPLOADS.cli, default=8,
+                       help="model uploads received at once (default 8); beyond it UploadModel answers "
+                            "RESOURCE_EXHAUSTED")
+    serve.add_argument("--upload-idle-s", type=limits.UPLOAD_IDLE_S.cli, default=30.0, metavar="SECONDS",
+                       help="cancel an upload that sends nothing for SECONDS (default 30)")
+    serve.add_argument("--threads", type=limits.THREADS.cli, default=0,
                        help="threads when a job does not say (default: physical cores)")
-    serve.add_argument("--priority-aging-s", type=positive_seconds, default=60.0, metavar="SECONDS",
+    serve.add_argument("--priority-aging-s", type=limits.AGING_S.cli, default=60.0, metavar="SECONDS",
                        help="a waiting job gains one priority level every SECONDS (low -> normal -> high), so "
                             "low-priority jobs never starve (default 60)")
     serve.add_argument("--metrics-port", type=int, default=None, metavar="PORT",
@@ -232,7 +242,10 @@ def main(argv: list[str] | None = None) -> int:
         token = read_token(args.token_file)
     except OSError as exc:
         print(f"farm-agent: cannot read the token file {args.token_file} ({exc.strerror}); give a readable file "
-              "whose first line is the token", file=sys.stderr)
+              "that holds the token", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"farm-agent: {exc}", file=sys.stderr)
         return 2
     if args.cpus:
         try:
@@ -251,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                          job_time_limit_s=args.job_time_limit,
                          job_memory_limit_bytes=int(args.job_memory_limit_mb * 2**20), threads=args.threads,
                          max_jobs=args.max_jobs, priority_aging_s=args.priority_aging_s,
-                         metrics_port=args.metrics_port)
+                         metrics_port=args.metrics_port, max_uploads=args.max_uploads,
+                         upload_idle_s=args.upload_idle_s)
     server = AgentServer(config)
     port = server.start()
     # The first stdout line is machine-read by the controller's local agent: keep its format.

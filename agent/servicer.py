@@ -13,6 +13,7 @@ from google.protobuf import json_format
 from agent.cache import ModelCache
 from agent.errors import AgentError, CacheFull, InvalidDigest, JobError, UploadRejected
 from agent.jobs import JobManager, JobSpec
+from agent.uploads import UploadGate, UploadsBusy
 from protos import agent_pb2 as pb
 from protos import agent_pb2_grpc as pb_grpc
 from protos.codec import array_to_tensor, tensor_to_array
@@ -24,6 +25,7 @@ STATUS_FOR = {
     InvalidDigest: grpc.StatusCode.INVALID_ARGUMENT,
     UploadRejected: grpc.StatusCode.INVALID_ARGUMENT,
     CacheFull: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    UploadsBusy: grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -78,8 +80,10 @@ def event_to_proto(job_id: str, event: dict) -> pb.RunEvent:
 class AgentServicer(pb_grpc.AgentServicer):
     """Implements agent.proto's Agent service over a ModelCache and a JobManager."""
 
-    def __init__(self, cache: ModelCache, jobs: JobManager, info: dict, max_jobs: int = 64) -> None:
+    def __init__(self, cache: ModelCache, jobs: JobManager, info: dict, max_jobs: int = 64,
+                 uploads: UploadGate | None = None) -> None:
         self.cache = cache
+        self.uploads = uploads or UploadGate()
         self.jobs = jobs
         self.info = info
         self.max_jobs = max_jobs
@@ -100,13 +104,20 @@ class AgentServicer(pb_grpc.AgentServicer):
             _abort(context, exc)
 
     def UploadModel(self, request_iterator: Iterator[pb.UploadChunk], context) -> pb.UploadReply:
-        first = next(request_iterator, None)
+        try:
+            with self.uploads.admit():
+                return self._upload(self.uploads.messages(request_iterator), context)
+        except AgentError as exc:
+            _abort(context, exc)
+
+    def _upload(self, messages: Iterator[pb.UploadChunk], context) -> pb.UploadReply:
+        first = next(messages, None)
         if first is None or first.WhichOneof("part") != "header":
             context.abort(grpc.StatusCode.INVALID_ARGUMENT,
                           "an upload must start with a header (digest and size) before any data")
 
         def data() -> Iterator[bytes]:
-            for chunk in request_iterator:
+            for chunk in messages:
                 if chunk.WhichOneof("part") != "data":
                     raise UploadRejected("an upload carries exactly one header, then only data chunks")
                 yield chunk.data
@@ -116,7 +127,7 @@ class AgentServicer(pb_grpc.AgentServicer):
             stored = self.cache.store(h.digest, h.size_bytes, data())
         except AgentError as exc:
             log.warning("upload of %s refused: %s", h.digest[:16], exc)
-            _abort(context, exc)
+            raise
         return pb.UploadReply(digest=stored.digest, size_bytes=stored.size_bytes,
                               already_present=stored.already_present, bytes_received=stored.bytes_received)
 

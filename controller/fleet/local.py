@@ -57,9 +57,14 @@ class LocalAgent:
                "--name", self.name, "--cache-dir", str(self.cache_dir), *self.extra_args]
         if self.cpus:
             cmd += ["--cpus", ",".join(str(c) for c in sorted(self.cpus))]
+        # EDGEFARM_TOKEN in farmctl's environment is for the remote agents it talks to: the embedded agent
+        # (loopback only, like every agent without a token) must not inherit it, or farmctl's own client,
+        # which does not send it here, is refused (a --token-file in extra_args still sets one: tests)
+        env = child_env()
+        env.pop("EDGEFARM_TOKEN", None)
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL,
-                                         env=child_env(), preexec_fn=_die_with_parent)
+                                         env=env, preexec_fn=_die_with_parent)
         self.port = self._read_port()
         self.client = AgentClient(f"127.0.0.1:{self.port}", name=self.name, tls=self.tls)
         self.client.wait_ready(timeout=START_TIMEOUT_S)

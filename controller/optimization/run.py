@@ -42,6 +42,7 @@ from controller.optimization.results import DeviceResult
 from controller.optimization.rows import CandidateRow
 from controller.optimization.sources import Source
 from controller.progress import ProgressBar
+from core.npz import save_arrays
 from optimizers.evaluation.metrics import Metric
 
 log = logging.getLogger(__name__)
@@ -115,7 +116,7 @@ class OptimizeRun:
         def run(client) -> CandidateRow:
             m = self._measure(client, self.source.baseline, None, want_profile=True)
             self.reference[device] = m.outputs
-            np.savez(ref_path, **m.outputs)
+            save_arrays(ref_path, m.outputs)
             self.layers[device] = m.profile.layers if m.profile else []
             if m.profile_error:
                 self.lost.append(f"the baseline's profile on {device} failed ({m.profile_error}); what needs it "

@@ -76,7 +76,7 @@ def test_full_of_pinned_models_is_refused(tmp_path):
     cache = ModelCache(tmp_path, 150)
     (da, a), (db, b) = blob(100, b"a"), blob(100, b"b")
     cache.store(da, 100, [a])
-    with cache.pinned(da), pytest.raises(CacheFull, match="full of models in use"):
+    with cache.pinned(da), pytest.raises(CacheFull, match="full of models in use \\(100 bytes\\) of its 150-byte cap"):
         cache.store(db, 100, [b])
     assert leftovers(cache) == []
 

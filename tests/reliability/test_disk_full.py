@@ -45,3 +45,40 @@ def test_a_full_cache_disk_is_one_sentence(small_disk, tmp_path):
         assert client.health()
     finally:
         agent.stop()
+
+
+def _fill(folder, leave: int) -> None:
+    """Fill the disk under folder up to `leave` free bytes."""
+    free = shutil.disk_usage(folder).free
+    if free > leave:
+        (folder / "filler").write_bytes(b"\0" * (free - leave))
+
+
+def test_a_full_disk_on_the_job_side_is_one_sentence(small_disk, tmp_path, conv_onnx):
+    """Issue (D8): with the model cached, a job that cannot write its files gave UNKNOWN [Errno 28] with a
+    traceback (EVALUATE) or `INTERNAL: runner failed: JSONDecodeError` and 20 lines of traceback (PROFILE)."""
+    from controller.fleet.local import LocalAgent
+    from protos import agent_pb2 as pb
+    from protos.codec import array_to_tensor
+
+    wide = tmp_path / "wide.onnx"
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "wide",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 400_000])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 400_000])])
+    wide.write_bytes(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    agent = LocalAgent(cache_dir=small_disk / "cache", name="tiny-disk", extra_args=["--cache-max-mb", "64"])
+    client = agent.start()
+    try:
+        digests = [client.ensure_model(m).digest for m in (wide, conv_onnx)]
+        x = np.zeros((1, 400_000), np.float32)                     # 1.6 MB of inputs on a 1 MiB disk
+        last = list(client.run(pb.RunRequest(kind=pb.EVALUATE, model_digest=digests[0],
+                                             inputs=[array_to_tensor("x", x)])))[-1]
+        assert last.WhichOneof("event") == "error" and "the agent's disk is full" in last.error.message
+        _fill(small_disk, 4096)
+        last = list(client.run(pb.RunRequest(kind=pb.PROFILE, model_digest=digests[1], settings=pb.MeasureSettings(
+            warmup=1, profile_iterations=200, threads=1))))[-1]
+        assert last.WhichOneof("event") == "error" and "the agent's disk is full" in last.error.message, last
+        assert "Traceback" not in last.error.message and "Traceback" not in agent.log_path.read_text()
+        assert client.health()
+    finally:
+        agent.stop()
