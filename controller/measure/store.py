@@ -16,7 +16,7 @@ import numpy as np
 
 from controller.measure import frames
 from controller.measure.store_schema import MIGRATIONS, SCHEMA_VERSION
-from controller.measure.store_sql import StoreError, is_url, location, open_database
+from controller.measure.store_sql import StoreError, is_url, location, masked, open_database
 
 __all__ = ["MIGRATIONS", "SCHEMA_VERSION", "CandidateRecord", "ResultsStore", "RunRecord", "StoreError", "is_url",
            "location", "opened"]
@@ -82,6 +82,8 @@ class ResultsStore:
     """Runs and their per-layer rows, per-inference times, optimize candidates and NAS latency tables, in a
     SQLite file (a path) or a PostgreSQL database (a postgresql:// URL): the same tables and the same
     methods on both (store_sql.py holds what differs)."""
+
+    masked = staticmethod(masked)   # store_sql.masked: a store, path or URL as printed (the password ***)
 
     def __init__(self, path: Path | str) -> None:
         self.db = open_database(path)

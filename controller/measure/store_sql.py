@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import unquote
 
 from controller.errors import FarmError
 from controller.measure.store_schema import SCHEMA_VERSION, statements
@@ -21,6 +21,10 @@ from core.extras import install_hint
 
 POSTGRES_SCHEMES = ("postgresql://", "postgres://")
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_PASSWORD_PARAM = re.compile(r"([?&]password=)([^&#]*)")
+# libpq's lead-in before the reason itself (the URL in the sentence already names the server)
+_LIBPQ_LEAD = re.compile(r'^(connection failed: )?(connection to server (at|on socket) "[^"]*"(, port \d+)? failed: )?'
+                         r"(FATAL: )?")
 # pg_advisory_xact_lock key: one migration at a time per PostgreSQL database ('edgefarm' in ASCII)
 _MIGRATION_LOCK = 0x656467656661726D
 RECONNECT_S = 30.0   # how long a store waits for a PostgreSQL server that dropped its connection to answer again
@@ -47,14 +51,45 @@ def location(target: Path | str) -> Path | str:
     return Path(target)
 
 
-def masked(url: str) -> str:
-    """A PostgreSQL URL fit to print: its password (if it carries one) replaced by ***."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)
-    user = netloc[0].split(":", 1)[0]
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[1]}"))
+def masked(url) -> str:
+    """A --store value (a path, a URL, or an open store: its .path) fit to print, log or show: a PostgreSQL
+    URL with its password replaced by ***, both the USER:PASSWORD@ form and a password= query parameter;
+    anything else as it is. Text only, so a URL libpq cannot parse is masked too (its error quotes it)."""
+    text = str(getattr(url, "path", url))
+    if not is_url(text):
+        return text
+    scheme, rest = text.split("://", 1)
+    userinfo = _userinfo(rest)
+    if userinfo:
+        rest = f"{userinfo[0]}:***{userinfo[2]}"
+    return f"{scheme}://" + _PASSWORD_PARAM.sub(r"\1***", rest)
+
+
+def _userinfo(rest: str) -> tuple[str, str, str] | None:
+    """(user, password, '@HOST...') of a URL after its '://' when its userinfo carries a password. The last
+    '@' before the query ends it (a password may hold '@' or '/'), unless the user would then hold one (an
+    '@' in the database's name)."""
+    head = re.split(r"[?#]", rest, maxsplit=1)[0]
+    userinfo = head[:head.rindex("@")] if "@" in head else ""
+    user, colon, password = userinfo.partition(":")
+    if not colon or "@" in user or "/" in user:
+        return None
+    return user, password, rest[len(userinfo):]
+
+
+def scrubbed(text: str, url: Path | str) -> str:
+    """A driver's message about `url` without its password: the URL masked, and the password alone (as
+    written and percent-decoded: libpq may quote one by itself) replaced by ***."""
+    url = str(url)
+    if not is_url(url):
+        return text
+    rest = url.split("://", 1)[1]
+    secrets = {m.group(2) for m in _PASSWORD_PARAM.finditer(rest)} | {(_userinfo(rest) or ("", "", ""))[1]}
+    text = text.replace(url, masked(url))
+    for secret in sorted(secrets | {unquote(s) for s in secrets}, key=len, reverse=True):
+        if len(secret) >= 4:         # (shorter: no secret worth garbling every message for)
+            text = text.replace(secret, "***")
+    return text
 
 
 def retry_locked(step, seconds: float = 30.0):
@@ -172,8 +207,8 @@ class PostgresDB:
         try:
             self.conn = self._connect()
         except psycopg.Error as exc:
-            raise StoreError(f"cannot open the results store {self.location} ({_reason(exc)}); check that the "
-                             "server runs and the URL in --store or $EDGEFARM_STORE") from None
+            raise StoreError(f"cannot open the results store {self.location} ({_reason(exc, self._url)}); check "
+                             "that the server runs and the URL in --store or $EDGEFARM_STORE") from None
 
     def _connect(self):
         return self._psycopg.connect(self._url, autocommit=True, row_factory=self._dict_row, connect_timeout=10,
@@ -200,14 +235,14 @@ class PostgresDB:
                 if time.monotonic() + delay > deadline:
                     self._gave_up_at = time.monotonic()
                     raise StoreError(f"lost the connection to the results store {self.location} and could not "
-                                     f"reconnect within {seconds:.0f} s ({_reason(exc)}); the read or write in "
-                                     "progress did not happen: check that the server runs, then run the command "
-                                     "again (optimize resumes from what is stored)") from None
+                                     f"reconnect within {seconds:.0f} s ({_reason(exc, self._url)}); the read or "
+                                     "write in progress did not happen: check that the server runs, then run the "
+                                     "command again (optimize resumes from what is stored)") from None
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
 
     def unusable(self, exc: Exception) -> StoreError:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        reason = _reason(exc, self._url, first_line=True)
         return StoreError(f"{self.location} is not a usable results store ({reason}); point --store at another "
                           "database")
 
@@ -272,10 +307,22 @@ class PostgresDB:
 Database = SQLiteDB | PostgresDB
 
 
-def _reason(exc: Exception) -> str:
-    """The last line of a driver's message (psycopg puts the server's own reason last)."""
-    text = str(exc).strip()
-    return text.splitlines()[-1] if text else type(exc).__name__
+def _reason(exc: Exception, url: str, first_line: bool = False) -> str:
+    """A driver's message as one clean sentence without the password: libpq's lines (its hint starts with a
+    tab) joined, whitespace collapsed, its lead-in ('connection to server at "HOST", port N failed: ')
+    dropped; psycopg's list of every address it tried is left out. `first_line`: a server's error, whose
+    further lines quote the statement."""
+    text = scrubbed(str(exc).split("Multiple connection attempts failed", 1)[0], url)
+    lines = [" ".join(line.split()) for line in text.splitlines()]
+    lines = [line for line in lines if line][:1 if first_line else None]
+    if not lines:
+        return type(exc).__name__
+    sentence = _LIBPQ_LEAD.sub("", lines[0], count=1) or lines[0]
+    if sentence[:1].isupper() and sentence[1:2].islower():    # 'Connection refused' -> 'connection refused'
+        sentence = sentence[0].lower() + sentence[1:]
+    for line in lines[1:]:
+        sentence += (" " if sentence[-1] in ".?!:;," else ". ") + line
+    return sentence
 
 
 def open_database(target: Path | str) -> Database:
