@@ -10,6 +10,7 @@ from pathlib import Path
 from controller.cli.flags import add_measure_flags, flag_text, measure_settings, progress_printer, say_example
 from controller.measure.api import BOTTLENECK_PERCENT
 from controller.measure.settings import MeasureSettings
+from controller.measure.store_sql import masked
 
 
 def add_parsers(sub) -> None:
@@ -113,7 +114,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         print(f"  flag         {flag_text(flag, res.cv)}")
     if args.export_times:
         print(f"  times        written to {args.export_times}")
-    print(f"  stored       run {res.run_id} in {args.store}")
+    print(f"  stored       run {res.run_id} in {masked(args.store)}")
     return 0
 
 
@@ -155,7 +156,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     for what, path in (("plot", args.plot), ("trace", args.trace), ("times", args.export_times)):
         if path:
             print(f"{what} written to {path}")
-    print(f"stored as run {res.run_id} in {args.store}")
+    print(f"stored as run {res.run_id} in {masked(args.store)}")
     return 0
 
 
