@@ -35,12 +35,13 @@ class LocalAgent:
 
     def __init__(self, cache_dir: Path | None = None, extra_args: list[str] | None = None,
                  name: str = "local", tls: TLSFiles | None = None, port: int = 0,
-                 cpus: set[int] | None = None) -> None:
+                 cpus: set[int] | None = None, token: str | None = None) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir else local_agent_dir()
         self.extra_args = list(extra_args or [])
         self.name = name
         self.tls = tls          # the client's certificate, for an agent started with --tls-* flags
         self.cpus = cpus        # pin the agent (and its runners) to these CPUs
+        self.token = token      # the agent requires it (given in its environment), the client sends it
         self.proc: subprocess.Popen | None = None
         self.port = port
         self.client: AgentClient | None = None
@@ -59,14 +60,16 @@ class LocalAgent:
             cmd += ["--cpus", ",".join(str(c) for c in sorted(self.cpus))]
         # EDGEFARM_TOKEN in farmctl's environment is for the remote agents it talks to: the embedded agent
         # (loopback only, like every agent without a token) must not inherit it, or farmctl's own client,
-        # which does not send it here, is refused (a --token-file in extra_args still sets one: tests)
+        # which does not send it here, is refused; `token` gives it one that its client sends
         env = child_env()
         env.pop("EDGEFARM_TOKEN", None)
+        if self.token:
+            env["EDGEFARM_TOKEN"] = self.token
         with open(self.log_path, "ab") as logf:
             self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=logf, stdin=subprocess.DEVNULL,
                                          env=env, preexec_fn=_die_with_parent)
         self.port = self._read_port()
-        self.client = AgentClient(f"127.0.0.1:{self.port}", name=self.name, tls=self.tls)
+        self.client = AgentClient(f"127.0.0.1:{self.port}", token=self.token, name=self.name, tls=self.tls)
         self.client.wait_ready(timeout=START_TIMEOUT_S)
         return self.client
 
