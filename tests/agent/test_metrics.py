@@ -8,6 +8,7 @@ import ssl
 import threading
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client import generate_latest
@@ -135,20 +136,27 @@ def test_no_temperature_where_the_device_reports_none(tmp_path):
     assert m[("edgefarm_agent_throttled", (("reason", "thermal"),))] == 0
 
 
-def test_with_mutual_tls_metrics_need_a_certificate_the_farm_ca_signed(tmp_path):
-    ca.init_ca(tmp_path / "ca")
-    ca.issue("agent-1", ["127.0.0.1", "localhost"], ca_dir=tmp_path / "ca")
-    ca.issue("prometheus", ca_dir=tmp_path / "ca")
+def tls_metrics_agent(tmp_path) -> tuple[LocalAgent, int, ssl.SSLContext, Path]:
+    """An agent with mutual TLS and a metrics port, not yet started; the port, a scraper's TLS context
+    (a certificate the farm CA signed) and the CA folder."""
     d = tmp_path / "ca"
+    ca.init_ca(d)
+    ca.issue("agent-1", ["127.0.0.1", "localhost"], ca_dir=d)
+    ca.issue("prometheus", ca_dir=d)
     port = free_port()
     agent = LocalAgent(cache_dir=tmp_path / "agent", tls=TLSFiles.read(d / "ca.pem", d / "prometheus.pem",
                                                                        d / "prometheus.key"),
                        extra_args=["--tls-ca", str(d / "ca.pem"), "--tls-cert", str(d / "agent-1.pem"),
                                    "--tls-key", str(d / "agent-1.key"), "--metrics-port", str(port)])
+    context = ssl.create_default_context(cafile=str(d / "ca.pem"))
+    context.load_cert_chain(str(d / "prometheus.pem"), str(d / "prometheus.key"))
+    return agent, port, context, d
+
+
+def test_with_mutual_tls_metrics_need_a_certificate_the_farm_ca_signed(tmp_path):
+    agent, port, context, d = tls_metrics_agent(tmp_path)
     agent.start()
     try:
-        context = ssl.create_default_context(cafile=str(d / "ca.pem"))
-        context.load_cert_chain(str(d / "prometheus.pem"), str(d / "prometheus.key"))
         assert scrape(port, context)[("edgefarm_agent_queue_length", ())] == 0
         anonymous = ssl.create_default_context(cafile=str(d / "ca.pem"))
         with pytest.raises((ssl.SSLError, urllib.error.URLError, ConnectionError)):
