@@ -1,5 +1,6 @@
 """The dashboard as an ASGI app (Starlette): HTML pages rendered with Jinja2, a JSON twin of each page under
-/api/, SVG plots drawn on the server, /health for readiness. Read-only: only GET routes exist."""
+/api/, SVG plots drawn on the server, /health for readiness. Read-only: only GET routes exist. Every request
+must name the dashboard in its Host header (auth.HostMiddleware); beyond loopback, carry its token."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from starlette.responses import JSONResponse, RedirectResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from controller.dashboard.auth import TokenMiddleware
+from controller.dashboard.auth import HostMiddleware, TokenMiddleware
 from controller.dashboard.pages import Pages
 from controller.measure.store import ResultsStore
 
@@ -24,7 +25,9 @@ HERE = Path(__file__).resolve().parent
 class DashboardOptions:
     """What the dashboard shows and how: the store (a path, or an open ResultsStore), the inventory
     (None: ./inventory.yaml when present, else just `local`), the token (None: no token asked), how long a
-    device may take to answer, how often the optimize page polls, and how many runs a page lists."""
+    device may take to answer, how often the optimize page polls, how many runs a page lists, and the names
+    besides loopback's that requests may give in their Host header (serve() adds --host's; more in
+    $EDGEFARM_DASHBOARD_HOSTS)."""
 
     store: ResultsStore | Path | str = "edgefarm-results.db"
     inventory: Path | None = None
@@ -32,6 +35,7 @@ class DashboardOptions:
     device_timeout_s: float = 2.0
     poll_seconds: float = 1.0
     page_size: int = 200
+    hosts: tuple[str, ...] = ()
 
 
 def create_app(options: DashboardOptions | None = None) -> Starlette:
@@ -48,16 +52,16 @@ def create_app(options: DashboardOptions | None = None) -> Starlette:
         Route("/", lambda request: RedirectResponse("/devices", status_code=307)),
         Route("/devices", pages.devices), Route("/api/devices", pages.devices_json),
         Route("/runs", pages.runs), Route("/api/runs", pages.runs_json),
-        Route("/runs/{run_id:int}", pages.run), Route("/api/runs/{run_id:int}", pages.run_json),
-        Route("/runs/{run_id:int}/latency.svg", pages.latency_svg),
-        Route("/runs/{run_id:int}/layers.svg", pages.layers_svg),
+        Route("/runs/{run_id}", pages.run), Route("/api/runs/{run_id}", pages.run_json),   # ids: params.run_id
+        Route("/runs/{run_id}/latency.svg", pages.latency_svg), Route("/runs/{run_id}/layers.svg", pages.layers_svg),
         Route("/optimize", pages.optimize_list), Route("/api/optimize", pages.optimize_list_json),
         Route("/optimize/{key}", pages.optimize), Route("/api/optimize/{key}", pages.optimize_json),
-        Route("/optimize/{key}/{device}/plot.svg", pages.tradeoff_svg),
+        Route("/optimize/{key}/{device:path}/plot.svg", pages.tradeoff_svg),   # a device may be 'lab/rpi4-a'
         Route("/compare", pages.compare), Route("/api/compare", pages.compare_json),
         Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
     ]
-    middleware = [Middleware(TokenMiddleware, token=opts.token)] if opts.token else []
+    middleware = [Middleware(HostMiddleware, names=opts.hosts)]
+    middleware += [Middleware(TokenMiddleware, token=opts.token)] if opts.token else []
     owned = store is not opts.store
 
     @asynccontextmanager

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import threading
 from collections import OrderedDict
-from datetime import date
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -18,41 +17,12 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 import controller.dashboard.charts as charts
 import controller.dashboard.data as data
 from controller.dashboard.devices import device_rows
+from controller.dashboard.params import BadRequest, run_filter, run_id, sides, text_param, top_param
 from controller.errors import FarmError
 from controller.measure.compare import compare_runs
 from controller.measure.store import ResultsStore
 
 SVG = "image/svg+xml"
-
-
-class BadRequest(HTTPException):
-    def __init__(self, detail: str) -> None:
-        super().__init__(400, detail)
-
-
-def _date(request: Request, name: str) -> date | None:
-    text = request.query_params.get(name, "").strip()
-    if not text:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise BadRequest(f"'{text}' is not a date for {name}; write it as YYYY-MM-DD") from None
-
-
-def run_filter(request: Request, limit: int) -> data.RunFilter:
-    q = request.query_params
-    kind = q.get("kind") or None
-    if kind and kind not in data.KINDS:
-        raise BadRequest(f"kind '{kind}' is not one of {', '.join(data.KINDS)}")
-    return data.RunFilter(model=q.get("model", "").strip() or None, device=q.get("device", "").strip() or None,
-                          kind=kind, since=_date(request, "since"), until=_date(request, "until"), limit=limit)
-
-
-def sides(request: Request) -> list[str]:
-    """?sides=3,7 (or 'model:a device:pi4', or repeated; ?runs= from the runs page's ticks) as selectors."""
-    q = request.query_params
-    return [v for item in q.getlist("sides") + q.getlist("runs") for v in item.replace(",", " ").split() if v]
 
 
 def size_text(n: int | None) -> str:
@@ -146,30 +116,31 @@ class Pages:
         _, rows, total = self._runs(request)
         return JSONResponse({"runs": rows, "total": total})
 
-    def _run(self, run_id: int) -> dict:
-        run = data.run_detail(self.store, run_id)
+    def _run(self, request: Request) -> dict:
+        number = run_id(request.path_params["run_id"])
+        run = data.run_detail(self.store, number)
         if run is None:
-            raise HTTPException(404, f"there is no run {run_id} in this store; the runs page lists them")
+            raise HTTPException(404, f"there is no run {number} in this store; the runs page lists them")
         return run
 
     def run(self, request: Request) -> HTMLResponse:
-        run = self._run(request.path_params["run_id"])
+        run = self._run(request)
         layers = self.store.layers(run["id"])
         profiles = data.profiles_of(self.store, run) if run["kind"] == "benchmark" else []
         return self.render("run.html", request, run=run, layers=layers, profiles=profiles,
                            telemetry=data.telemetry_summary(run.get("result")))
 
     def run_json(self, request: Request) -> JSONResponse:
-        run = self._run(request.path_params["run_id"])
+        run = self._run(request)
         return JSONResponse({**run, "layers": self.store.layers(run["id"])})
 
     def latency_svg(self, request: Request) -> Response:
-        run = self._run(request.path_params["run_id"])
+        run = self._run(request)
         return self.svg(f"latency:{run['id']}", lambda: charts.latency_svg(run, run.get("times_ms")))
 
     def layers_svg(self, request: Request) -> Response:
-        run_id = request.path_params["run_id"]
-        return self.svg(f"layers:{run_id}", lambda: charts.layers_svg(self.store.layers(run_id)))
+        number = run_id(request.path_params["run_id"])
+        return self.svg(f"layers:{number}", lambda: charts.layers_svg(self.store.layers(number)))
 
     # optimize runs -------------------------------------------------------------------------------------
     def optimize_list(self, request: Request) -> HTMLResponse:
@@ -206,20 +177,18 @@ class Pages:
         chosen = sides(request)
         if not chosen:
             return chosen, None
-        q = request.query_params
+        model, device = text_param(request, "model"), text_param(request, "device")
         try:   # the same comparison as `farmctl compare`
-            result = compare_runs(self.store, chosen, model=q.get("model") or None, device=q.get("device") or None)
+            result = compare_runs(self.store, chosen, model=model, device=device)
         except FarmError as exc:
             raise BadRequest(str(exc)) from None
         return chosen, result.to_json()
 
     def compare(self, request: Request) -> HTMLResponse:
+        top = top_param(request)
         chosen, comparison = self._compare(request)
-        top = request.query_params.get("top", "25")
-        if not top.isdigit():
-            raise BadRequest(f"top '{top}' is not a number of layers; give 0 for all")
         return self.render("compare.html", request, sides=chosen,
-                           view=comparison_view(comparison, int(top)) if comparison else None)
+                           view=comparison_view(comparison, top) if comparison else None)
 
     def compare_json(self, request: Request) -> JSONResponse:
         chosen, comparison = self._compare(request)

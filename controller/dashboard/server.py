@@ -6,12 +6,13 @@ from __future__ import annotations
 import socket
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import uvicorn
 
 from controller.dashboard.app import DashboardOptions, create_app
-from controller.dashboard.auth import check_binding
+from controller.dashboard.auth import bound_names, check_binding
 from controller.errors import FarmError
 from controller.fleet.inventory import load_inventory
 from controller.measure.store import ResultsStore
@@ -53,9 +54,9 @@ def serve(options: DashboardOptions | None = None, host: str = "127.0.0.1", port
     check_binding(host, opts.token)
     check_store(opts.store)
     load_inventory(opts.inventory)   # a wrong inventory.yaml fails here, not on the devices page
-    app = create_app(opts)
+    app = create_app(replace(opts, hosts=(*opts.hosts, *bound_names(host))))   # Host: --host's name is one
     sock = listen(host, port)
-    line = f"dashboard: {url_of(sock)} (store {getattr(opts.store, 'path', opts.store)}" + \
+    line = f"dashboard: {url_of(sock)} (store {ResultsStore.masked(opts.store)}" + \
         (", token required: open it once with ?token=YOUR_TOKEN)" if opts.token else ")")
     (announce or (lambda text: print(text, flush=True)))(line)
     config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")

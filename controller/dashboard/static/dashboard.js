@@ -81,7 +81,7 @@ function deviceBlock(key, device, d, version) {
   const table = el("table", {class: "sortable candidates", id: "candidates-" + device, "data-device": device},
                    el("thead", {}, head), body);
   const plot = el("img", {class: "plot", alt: "latency vs quality on " + device,
-                          src: "/optimize/" + key + "/" + encodeURIComponent(device) + "/plot.svg?v=" + version});
+                          src: "/optimize/" + encodeURIComponent(key) + "/" + encodeURIComponent(device) + "/plot.svg?v=" + version});
   return el("section", {class: "device-block", "data-device": device},
             el("h2", {}, device), el("p", {class: "verdict"}, ...verdict),
             el("div", {class: "split"}, table, plot));
