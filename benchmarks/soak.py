@@ -138,6 +138,7 @@ def one_job(farm: Farm, models: list[tuple[Path, int]], rng: random.Random, coun
     except FarmError as exc:   # the agent was killed under the job, or refused it: a clear error either way
         text = str(exc)
         counts.add("lost" if "did not answer" in text and "in time" in text else f"failed: {type(exc).__name__}")
+        print(f"{type(exc).__name__}: {text[:300]}", file=sys.stderr)
 
 
 # what each hostile request must get back
