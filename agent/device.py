@@ -123,11 +123,23 @@ def device_info(name: str | None, backends: list[dict], cls: str | None = None) 
         "backends": backends,
         "accelerators": accelerators(),
         "agent_version": agent.__version__,
+        "host_id": host_id(),
+        "cpus": sorted(os.sched_getaffinity(0)),
     }
     ident = "|".join(str(info[k]) for k in ("device_class", "arch", "cpu_model", "cores", "memory_bytes", "os"))
     ident += "|" + ",".join(f"{b['name']}={b['version']}" for b in backends)
     info["fingerprint"] = hashlib.sha256(ident.encode()).hexdigest()[:16]
     return info
+
+
+def host_id() -> str:
+    """This machine, as the running kernel knows it: a hash of its boot id (the same for every container on
+    the machine, which share its CPUs), else of the hostname."""
+    try:
+        ident = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        ident = socket.gethostname()
+    return hashlib.sha256(ident.encode()).hexdigest()[:16]
 
 
 def accelerators() -> list[str]:

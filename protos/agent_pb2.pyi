@@ -71,7 +71,7 @@ class Backend(_message.Message):
     def __init__(self, name: _Optional[str] = ..., version: _Optional[str] = ..., providers: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class DeviceInfo(_message.Message):
-    __slots__ = ("name", "device_class", "arch", "cpu_model", "cores", "physical_cores", "memory_bytes", "os", "backends", "accelerators", "agent_version", "fingerprint", "cache_bytes", "cache_max_bytes", "queue_length")
+    __slots__ = ("name", "device_class", "arch", "cpu_model", "cores", "physical_cores", "memory_bytes", "os", "backends", "accelerators", "agent_version", "fingerprint", "cache_bytes", "cache_max_bytes", "queue_length", "host_id", "cpus")
     NAME_FIELD_NUMBER: _ClassVar[int]
     DEVICE_CLASS_FIELD_NUMBER: _ClassVar[int]
     ARCH_FIELD_NUMBER: _ClassVar[int]
@@ -87,6 +87,8 @@ class DeviceInfo(_message.Message):
     CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     CACHE_MAX_BYTES_FIELD_NUMBER: _ClassVar[int]
     QUEUE_LENGTH_FIELD_NUMBER: _ClassVar[int]
+    HOST_ID_FIELD_NUMBER: _ClassVar[int]
+    CPUS_FIELD_NUMBER: _ClassVar[int]
     name: str
     device_class: str
     arch: str
@@ -102,7 +104,9 @@ class DeviceInfo(_message.Message):
     cache_bytes: int
     cache_max_bytes: int
     queue_length: int
-    def __init__(self, name: _Optional[str] = ..., device_class: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_model: _Optional[str] = ..., cores: _Optional[int] = ..., physical_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., os: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., accelerators: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., fingerprint: _Optional[str] = ..., cache_bytes: _Optional[int] = ..., cache_max_bytes: _Optional[int] = ..., queue_length: _Optional[int] = ...) -> None: ...
+    host_id: str
+    cpus: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, name: _Optional[str] = ..., device_class: _Optional[str] = ..., arch: _Optional[str] = ..., cpu_model: _Optional[str] = ..., cores: _Optional[int] = ..., physical_cores: _Optional[int] = ..., memory_bytes: _Optional[int] = ..., os: _Optional[str] = ..., backends: _Optional[_Iterable[_Union[Backend, _Mapping]]] = ..., accelerators: _Optional[_Iterable[str]] = ..., agent_version: _Optional[str] = ..., fingerprint: _Optional[str] = ..., cache_bytes: _Optional[int] = ..., cache_max_bytes: _Optional[int] = ..., queue_length: _Optional[int] = ..., host_id: _Optional[str] = ..., cpus: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class MissingModelsRequest(_message.Message):
     __slots__ = ("digests",)

@@ -25,6 +25,7 @@ from controller.optimization.plan import plan as plan_candidates
 from controller.optimization.quality import metric_or_error
 from controller.optimization.report import write_reports
 from controller.optimization.results import OptimizeResult
+from controller.optimization.pipelining import choose_schedule
 from controller.optimization.run import OptimizeRun, RunPlan
 from controller.optimization.sources import Source, example_source, onnx_source, optimize_key
 from controller.progress import ProgressBar
@@ -162,6 +163,8 @@ def _run(plan: RunPlan, inv, bar: ProgressBar, opts: OptimizeOptions) -> tuple[O
         # the baseline on each device, then each candidate's build and one job per device: known from the start
         refinements = [t for t in REFINEMENTS if t in plan.techniques]   # built or skipped once measured
         bar.total = len(devices) + (len(cands) + len(refinements)) * (1 + len(devices))
+        run.schedule = choose_schedule(pools)
+        bar.note(run.schedule.reason)
         bar.update(0, len(devices), message="measuring and profiling the baseline")
         futures = {d: scheduler.submit(d, "baseline", run.baseline_job(d)) for d in devices}
         for d, fut in futures.items():

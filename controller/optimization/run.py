@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from controller.optimization.measuring import (
     row_from_store,
     safe_name,
 )
+from controller.optimization.pipelining import Schedule
 from controller.optimization.quality import stack_inputs
 from controller.optimization.results import DeviceResult
 from controller.optimization.rows import CandidateRow
@@ -88,6 +90,8 @@ class OptimizeRun:
         self.budget_reached = False
         self.results: list[DeviceResult] = []   # per device, once decided
         self.lost: list[str] = []   # jobs that failed without failing a row: each named, the run went on
+        self.schedule = Schedule(False, "sequential")   # api._run sets it from the devices (pipelining.py)
+        self.scheduler: Scheduler | None = None
 
     def over_budget(self) -> bool:
         if self.plan.deadline is not None and time.monotonic() > self.plan.deadline:
@@ -194,15 +198,15 @@ class OptimizeRun:
             if store:
                 self.save(d, row, None)
 
-    def _build_all(self, cands: list[plan_mod.Candidate]) -> list[tuple[plan_mod.Candidate, Path, dict]]:
-        """Build every candidate first (training would disturb a local device's timing)."""
-        ready = []
+    def _build_each(self, cands: list[plan_mod.Candidate]) -> Iterator[tuple[plan_mod.Candidate, Path, dict]]:
+        """Build the candidates one by one, yielding each as it is ready."""
         for cand in cands:
             if self.over_budget():
                 self._fail_everywhere(cand, "not made: the --budget-minutes time ran out", store=False)
                 self.bar.advance(1 + len(self.devices), f"{cand.name}: not made (budget)")
                 continue
-            self.bar.note(f"building {cand.name} ({' + '.join(cand.techniques)})")
+            measuring = self.measuring()
+            self.bar.note(f"building {cand.name} ({' + '.join(cand.techniques)})" + (f", {measuring}" if measuring else ""))
             started = time.monotonic()
             path, details, error = self.build(cand)
             if path is None:
@@ -211,13 +215,23 @@ class OptimizeRun:
                 continue
             self.bar.advance(1, f"built {cand.name} ({time.monotonic() - started:.0f} s)")
             self.built[cand.name] = path
-            ready.append((cand, path, details))
-        return ready
+            yield cand, path, details
+
+    def measuring(self) -> str:
+        """What the devices measure now ('measuring int8 on rpi4-a'), for the progress line."""
+        running = list(self.scheduler.running.items()) if self.scheduler is not None else []
+        return ", ".join(f"measuring {name} on {dev}" for dev, name in running)
 
     def run_candidates(self, scheduler: Scheduler, cands: list[plan_mod.Candidate]) -> None:
-        """Build every candidate, then measure each on every device (resuming what the store has)."""
+        """Build the candidates and measure each on every device (resuming what the store has): all built
+        first when a device shares the controller's CPUs, else each measured as soon as it is built
+        (self.schedule, controller/optimization/pipelining.py)."""
         futures = []
-        for cand, path, details in self._build_all(cands):
+        self.scheduler = scheduler
+        builds = self._build_each(cands)
+        if not self.schedule.pipelined:
+            builds = list(builds)     # training would disturb a device on the controller's CPUs
+        for cand, path, details in builds:
             for d in self.devices:
                 done = self.finished(d, cand.name, path)
                 if done is not None:
