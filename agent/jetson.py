@@ -18,6 +18,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from agent.sysfs import read_int
+
 SYS_DEVFREQ = Path("/sys/class/devfreq")
 NVPMODEL_CONF = Path("/etc/nvpmodel.conf")
 GPU_DEVFREQ_NAMES = ("gpu", "ga10b", "gv11b", "gp10b", "gm20b")   # Orin (JP6, JP5), Xavier, TX2, Nano
@@ -65,13 +67,6 @@ def parse_tegrastats(line: str) -> dict:
     return out
 
 
-def _read_int(path: Path) -> int | None:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return None
-
-
 def gpu_devfreq(root: Path = SYS_DEVFREQ) -> list[dict]:
     """The integrated GPU's clock from devfreq: current, policy max (nvpmodel and thermal caps lower it)
     and the hardware's highest available frequency, in Hz."""
@@ -79,14 +74,14 @@ def gpu_devfreq(root: Path = SYS_DEVFREQ) -> list[dict]:
     for dev in sorted(root.glob("*")):
         if not any(tag in dev.name.lower() for tag in GPU_DEVFREQ_NAMES):
             continue
-        cur = _read_int(dev / "cur_freq")
+        cur = read_int(dev / "cur_freq")
         if cur is None:
             continue
         try:
             table = [int(f) for f in (dev / "available_frequencies").read_text().split()]
         except (OSError, ValueError):
             table = []
-        found.append({"name": dev.name, "cur_hz": cur, "max_hz": _read_int(dev / "max_freq") or 0,
+        found.append({"name": dev.name, "cur_hz": cur, "max_hz": read_int(dev / "max_freq") or 0,
                       "hw_max_hz": max(table, default=0)})
     return found
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from agent.jetson import gpu_devfreq, mode_cpu_cap, parse_tegrastats, power_mode
+from agent.sysfs import read_int, read_text
 
 SYS_THERMAL = Path("/sys/class/thermal")
 SYS_CPU = Path("/sys/devices/system/cpu")
@@ -21,36 +22,21 @@ HOT_MARGIN_C = 5.0       # within this many degrees of a passive trip point coun
 RPI_THROTTLED_NOW = 0x1 | 0x2 | 0x4 | 0x8
 
 
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text().strip()
-    except (OSError, ValueError):
-        return None
-
-
-def _read_int(path: Path) -> int | None:
-    text = _read(path)
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
 def thermal_zones(root: Path = SYS_THERMAL) -> list[dict]:
     """Every readable thermal zone with its temperature and passive trip point in degrees C."""
     zones = []
     for zone in sorted(root.glob("thermal_zone*")):
-        milli = _read_int(zone / "temp")
+        milli = read_int(zone / "temp")
         if milli is None:
             continue
         passive = 0.0
         for trip_type in zone.glob("trip_point_*_type"):
-            if _read(trip_type) == "passive":
-                t = _read_int(trip_type.with_name(trip_type.name.replace("_type", "_temp")))
+            if read_text(trip_type) == "passive":
+                t = read_int(trip_type.with_name(trip_type.name.replace("_type", "_temp")))
                 if t:
                     passive = t / 1000.0
                     break
-        zones.append({"name": _read(zone / "type") or zone.name, "temp_c": milli / 1000.0,
+        zones.append({"name": read_text(zone / "type") or zone.name, "temp_c": milli / 1000.0,
                       "passive_c": passive})
     return zones
 
@@ -59,12 +45,12 @@ def cpu_frequencies(root: Path = SYS_CPU) -> list[dict]:
     """Current, scaling-max and hardware-max frequency of each CPU that exposes cpufreq."""
     freqs = []
     for cpu in sorted(root.glob("cpu[0-9]*"), key=lambda p: int(p.name[3:])):
-        cur = _read_int(cpu / "cpufreq" / "scaling_cur_freq")
+        cur = read_int(cpu / "cpufreq" / "scaling_cur_freq")
         if cur is None:
             continue
         freqs.append({"cpu": int(cpu.name[3:]), "cur_khz": cur,
-                      "max_khz": _read_int(cpu / "cpufreq" / "scaling_max_freq") or 0,
-                      "hw_max_khz": _read_int(cpu / "cpufreq" / "cpuinfo_max_freq") or 0})
+                      "max_khz": read_int(cpu / "cpufreq" / "scaling_max_freq") or 0,
+                      "hw_max_khz": read_int(cpu / "cpufreq" / "cpuinfo_max_freq") or 0})
     return freqs
 
 
@@ -130,9 +116,9 @@ def rapl_energy_uj(root: Path = SYS_RAPL) -> dict[str, tuple[int, int]]:
     for zone in sorted(root.glob("intel-rapl:*")):
         if zone.name.count(":") != 1:   # packages only; sub-zones (core, dram) are inside them
             continue
-        energy = _read_int(zone / "energy_uj")
+        energy = read_int(zone / "energy_uj")
         if energy is not None:
-            zones[_read(zone / "name") or zone.name] = (energy, _read_int(zone / "max_energy_range_uj") or 0)
+            zones[read_text(zone / "name") or zone.name] = (energy, read_int(zone / "max_energy_range_uj") or 0)
     return zones
 
 
