@@ -58,11 +58,11 @@ def network_flags(trt) -> int:
     return 0
 
 
-def choose_precision(trt, builder, model_path: Path) -> str:
+def choose_precision(trt, builder, model: bytes) -> str:
     """int8 for a model with Q/DQ nodes; fp16 where the GPU has fast FP16; 'typed' on TensorRT >= 11."""
     if major(trt.__version__) >= 11:
         return "typed"
-    if has_qdq(model_path):
+    if has_qdq(model):
         return "int8"
     return "fp16" if builder.platform_has_fast_fp16 else "fp32"
 
@@ -108,11 +108,11 @@ def configure(trt, builder, network, precision: str, request: EngineRequest) -> 
     return config, shapes
 
 
-def parse_onnx(trt, builder, logger, model_path: Path):
-    """The network from the ONNX file; the parser's own errors when it refuses it."""
+def parse_onnx(trt, builder, logger, model: bytes):
+    """The network from the ONNX model's bytes; the parser's own errors when it refuses it."""
     network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse(Path(model_path).read_bytes()):
+    if not parser.parse(model):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
         raise JobError("UNSUPPORTED_OP", f"TensorRT {trt.__version__}'s ONNX parser refused the model: {errors[:400]}")
     return network, parser
@@ -132,11 +132,12 @@ def build_or_load(trt, logger, request: EngineRequest) -> Engine:
     """The engine for `request`: from the cache next to the model (keyed by model digest, precision,
     TensorRT version, GPU, profiling verbosity and shapes), else built and cached."""
     check_version(trt)
+    model = Path(request.model_path).read_bytes()     # read once: parsed, checked for Q/DQ and hashed
     builder = trt.Builder(logger)
-    network, _parser = parse_onnx(trt, builder, logger, request.model_path)
-    precision = choose_precision(trt, builder, request.model_path)
+    network, _parser = parse_onnx(trt, builder, logger, model)
+    precision = choose_precision(trt, builder, model)
     config, shapes = configure(trt, builder, network, precision, request)
-    digest = hashlib.sha256(Path(request.model_path).read_bytes()).hexdigest()
+    digest = hashlib.sha256(model).hexdigest()
     verbosity = "detailed" if request.profiling else "default"
     cache = Path(request.model_path).parent / "trt-engines"
     cache.mkdir(exist_ok=True)

@@ -77,9 +77,10 @@ def engine_key(model_digest: str, precision: str, trt_version: str, device: str,
     return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
-def has_qdq(onnx_path: Path) -> bool:
-    """True if the ONNX model has QuantizeLinear/DequantizeLinear nodes (explicit INT8 for TensorRT)."""
-    data = Path(onnx_path).read_bytes()
+def has_qdq(model: Path | bytes) -> bool:
+    """True if the ONNX model (a path, or its bytes already read) has QuantizeLinear/DequantizeLinear nodes
+    (explicit INT8 for TensorRT)."""
+    data = model if isinstance(model, bytes) else Path(model).read_bytes()
     return b"QuantizeLinear" in data and b"DequantizeLinear" in data
 
 
