@@ -58,7 +58,7 @@ def load_supplied_inputs(specs: list[InputSpec], path: Path) -> list[dict[str, n
 
 # how runtimes say an allocation failed (ONNX Runtime's arena, C++'s operator new, LiteRT's arena) once the
 # kernel's memory limit on the runner (agent/process.py: RLIMIT_DATA) refuses it
-ALLOCATION_FAILED = ("Failed to allocate memory", "bad_alloc", "Failed to allocate", "out of memory")
+ALLOCATION_FAILED = ("Failed to allocate", "bad_alloc", "out of memory")
 
 
 def _inference_error(feeds: dict, exc: Exception) -> JobError:
