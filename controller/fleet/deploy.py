@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from agent.backends.trtexec import TRTEXEC_PLACES
 from controller.errors import DeviceError
 from controller.fleet import ca
 from controller.fleet.connect import check_version
@@ -189,8 +190,7 @@ def install(remote: Remote, entry: DeviceEntry, target: Target, home: str, spec:
         spec.say(f"{entry.name}: {tensorrt_path(remote, home)}")
 
 
-# where JetPack (and NVIDIA's Debian packages) put trtexec; agent/backends/trtexec.py looks there too
-TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+TRTEXEC = TRTEXEC_PLACES[0]     # where JetPack (and NVIDIA's Debian packages) put trtexec: the agent looks there
 
 
 def tensorrt_path(remote: Remote, home: str) -> str:

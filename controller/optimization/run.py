@@ -67,6 +67,11 @@ class RunPlan:
     reuse: str = REUSE_ALL   # what an earlier run of the same key may give: REUSE_CHOICES
 
 
+def measuring_now(scheduler: Scheduler) -> str:
+    """What the devices measure now ('measuring int8 on rpi4-a, ...'), for the progress line."""
+    return ", ".join(f"measuring {name} on {dev}" for dev, name in list(scheduler.running.items()))
+
+
 class OptimizeRun:
     """State of one optimize run: the rows measured on each device, the baseline's outputs and profile."""
 
@@ -91,7 +96,6 @@ class OptimizeRun:
         self.results: list[DeviceResult] = []   # per device, once decided
         self.lost: list[str] = []   # jobs that failed without failing a row: each named, the run went on
         self.schedule = Schedule(False, "sequential")   # api._run sets it from the devices (pipelining.py)
-        self.scheduler: Scheduler | None = None
 
     def over_budget(self) -> bool:
         if self.plan.deadline is not None and time.monotonic() > self.plan.deadline:
@@ -198,14 +202,15 @@ class OptimizeRun:
             if store:
                 self.save(d, row, None)
 
-    def _build_each(self, cands: list[plan_mod.Candidate]) -> Iterator[tuple[plan_mod.Candidate, Path, dict]]:
+    def _build_each(self, cands: list[plan_mod.Candidate],
+                    scheduler: Scheduler) -> Iterator[tuple[plan_mod.Candidate, Path, dict]]:
         """Build the candidates one by one, yielding each as it is ready."""
         for cand in cands:
             if self.over_budget():
                 self._fail_everywhere(cand, "not made: the --budget-minutes time ran out", store=False)
                 self.bar.advance(1 + len(self.devices), f"{cand.name}: not made (budget)")
                 continue
-            measuring = self.measuring()
+            measuring = measuring_now(scheduler)
             self.bar.note(f"building {cand.name} ({' + '.join(cand.techniques)})" + (f", {measuring}" if measuring else ""))
             started = time.monotonic()
             path, details, error = self.build(cand)
@@ -217,18 +222,12 @@ class OptimizeRun:
             self.built[cand.name] = path
             yield cand, path, details
 
-    def measuring(self) -> str:
-        """What the devices measure now ('measuring int8 on rpi4-a'), for the progress line."""
-        running = list(self.scheduler.running.items()) if self.scheduler is not None else []
-        return ", ".join(f"measuring {name} on {dev}" for dev, name in running)
-
     def run_candidates(self, scheduler: Scheduler, cands: list[plan_mod.Candidate]) -> None:
         """Build the candidates and measure each on every device (resuming what the store has): all built
         first when a device shares the controller's CPUs, else each measured as soon as it is built
         (self.schedule, controller/optimization/pipelining.py)."""
         futures = []
-        self.scheduler = scheduler
-        builds = self._build_each(cands)
+        builds = self._build_each(cands, scheduler)
         if not self.schedule.pipelined:
             builds = list(builds)     # training would disturb a device on the controller's CPUs
         for cand, path, details in builds:
@@ -261,8 +260,7 @@ class OptimizeRun:
                 return row
             except FutureTimeout:
                 _, running, _ = scheduler.counts()
-                self.bar.update(self.bar.done, running, message=", ".join(
-                    f"measuring {name} on {dev}" for dev, name in list(scheduler.running.items())))
+                self.bar.update(self.bar.done, running, message=measuring_now(scheduler))
 
     def confirm(self, scheduler: Scheduler, rounds: int) -> None:
         """Time every candidate that could still be faster (its interval reaches the noise margin) in
